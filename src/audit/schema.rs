@@ -1,0 +1,233 @@
+//! Opening the database: file mode, pragmas, migrations, and the checks that make
+//! `regwatch run` refuse a database it cannot trust.
+
+use rusqlite::{Connection, OpenFlags};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Schema migrations; `PRAGMA user_version` is the number applied. Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 1: the audit trail.
+    "CREATE TABLE audit_events (
+        id          INTEGER PRIMARY KEY,
+        time        TEXT    NOT NULL,
+        registry    TEXT,
+        action      TEXT    NOT NULL,
+        repository  TEXT,
+        tag         TEXT,
+        digest      TEXT,
+        media_type  TEXT,
+        size        INTEGER,
+        actor       TEXT,
+        remote_addr TEXT,
+        user_agent  TEXT,
+        request_id  TEXT,
+        source      TEXT    NOT NULL,
+        status      INTEGER,
+        event_id    TEXT,
+        detail      TEXT,
+        prev_hash   TEXT    NOT NULL,
+        hash        TEXT    NOT NULL
+    );
+    CREATE UNIQUE INDEX audit_events_source_event_id ON audit_events(source, event_id)
+        WHERE event_id IS NOT NULL;
+    CREATE INDEX audit_events_time ON audit_events(time);
+    CREATE INDEX audit_events_actor_time ON audit_events(actor, time);
+    CREATE INDEX audit_events_repository_time ON audit_events(repository, time);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create database {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "database {path} is not a SQLite database or is corrupt ({detail}); \
+         move it aside and restart to begin a new one, or restore it from a backup"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "database {path} has schema version {found}, but this regwatch understands up to {known}: \
+         it was written by a newer regwatch; upgrade regwatch (do not downgrade a database)"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("migrating database {path} to schema version {version}: {source}")]
+    Migrate { path: PathBuf, version: i64, source: rusqlite::Error },
+    #[error("database write failed: {0}")]
+    Write(#[from] rusqlite::Error),
+    #[error("audit batch not committed: {0}")]
+    Batch(String),
+    #[error("the audit store is closed (regwatch is shutting down)")]
+    Closed,
+}
+
+/// Opens (creating if needed, mode 0600) the database for the single writer and brings its
+/// schema up to date.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    ensure_private_file(path)?;
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_readable(&conn, path)?;
+    // WAL lets readers (API, exports) run while the writer commits; NORMAL is durable across
+    // process crashes, which is the failure the checkpoints are designed around.
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(corrupt)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(corrupt)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(corrupt)?;
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// A read-only connection for queries and exports.
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_readable(&conn, path)?;
+    let version = user_version(&conn, path)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    Ok(conn)
+}
+
+/// The audit trail is personal data (who pulled what from where): nobody but the owner may
+/// read it. A new file is created 0600 before SQLite touches it (SQLite gives the -wal and
+/// -shm files the same mode); an existing file with wider permissions is tightened.
+fn ensure_private_file(path: &Path) -> Result<(), StoreError> {
+    let create_err = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::metadata(path).map_err(create_err)?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "database file was readable by others; setting mode 0600"
+                );
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(create_err)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+/// Reads the schema and runs SQLite's quick check, so a damaged or foreign file is refused at
+/// start-up rather than failing on the first write.
+fn check_readable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| corrupt(e.to_string()))?;
+    let result: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| corrupt(e.to_string()))?;
+    if result != "ok" {
+        return Err(corrupt(result));
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let current = user_version(conn, path)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        let err = |source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            version,
+            source,
+        };
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            err(e)
+        })?;
+        tracing::info!(path = %path.display(), version, "database schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_file_and_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let conn = open_for_writing(&path).unwrap();
+        assert_eq!(user_version(&conn, &path).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        open_for_writing(&path).unwrap();
+    }
+
+    #[test]
+    fn refuses_newer_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let conn = open_for_writing(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = open_for_writing(&path).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+        let err = open_for_writing(&junk).unwrap_err();
+        assert!(err.to_string().contains("not a SQLite database or is corrupt"), "{err}");
+    }
+}

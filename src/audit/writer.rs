@@ -1,0 +1,282 @@
+//! The single writer of the database: a thread that owns the write connection, takes events
+//! from a bounded channel and commits them in batches, extending the hash chain.
+
+use super::chain::{self, Row};
+use super::schema::{self, StoreError};
+use crate::event::Event;
+use rusqlite::{params, Connection};
+use std::path::Path;
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most commands committed in one transaction. Large enough to amortise the fsync, small
+/// enough that the first event of a batch is not kept waiting.
+const MAX_BATCH: usize = 1024;
+
+type Ack = oneshot::Sender<Result<bool, StoreError>>;
+
+enum Command {
+    Append { event: Box<Event>, ack: Option<Ack> },
+    /// Everything queued before this is committed; then the thread ends.
+    Close,
+}
+
+/// A cheap, clonable handle for sources that produce events.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Command>,
+}
+
+impl AuditSink {
+    /// Queues `event` and waits until it is committed. Returns `false` when an event with
+    /// the same source and event id was already stored (a re-delivery).
+    pub async fn append(&self, event: Event) -> Result<bool, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Append { event: Box::new(event), ack: Some(ack) })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `event` without waiting for the commit (waits only while the queue is full).
+    /// Everything queued before [`AuditWriter::close`] is committed.
+    pub async fn enqueue(&self, event: Event) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Append { event: Box::new(event), ack: None })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.
+    pub fn enqueue_blocking(&self, event: Event) -> Result<(), StoreError> {
+        self.tx
+            .blocking_send(Command::Append { event: Box::new(event), ack: None })
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Called after each commit with the actions of the rows inserted (for metrics).
+pub type OnCommit = Box<dyn Fn(&[&'static str]) + Send>;
+
+/// Owns the writer thread.
+pub struct AuditWriter {
+    sink: AuditSink,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Opens the database (see [`schema::open_for_writing`]) and starts the writer thread.
+    pub fn start(path: &Path, capacity: usize, on_commit: OnCommit) -> Result<Self, StoreError> {
+        let conn = schema::open_for_writing(path)?;
+        let head = head_hash(&conn)?;
+        let (tx, rx) = mpsc::channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || run(conn, rx, head, on_commit))
+            .map_err(|e| StoreError::Create { path: path.to_path_buf(), source: e })?;
+        Ok(AuditWriter { sink: AuditSink { tx }, thread: Some(thread) })
+    }
+
+    pub fn sink(&self) -> AuditSink {
+        self.sink.clone()
+    }
+
+    /// Commits everything accepted so far and stops the thread. Appends after this fail
+    /// with [`StoreError::Closed`].
+    pub async fn close(mut self) {
+        let _ = self.sink.tx.send(Command::Close).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// [`close`](Self::close) for callers outside the async runtime.
+    pub fn close_blocking(mut self) {
+        let _ = self.sink.tx.blocking_send(Command::Close);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn head_hash(conn: &Connection) -> Result<String, StoreError> {
+    let head: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(head.unwrap_or_else(|| chain::GENESIS.to_string()))
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, mut head: String, on_commit: OnCommit) {
+    let mut batch: Vec<(Box<Event>, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let mut closing = false;
+        match rx.blocking_recv() {
+            None | Some(Command::Close) => closing = true,
+            Some(Command::Append { event, ack }) => batch.push((event, ack)),
+        }
+        while !closing && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Command::Append { event, ack }) => batch.push((event, ack)),
+                Ok(Command::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit(&mut conn, &mut head, &mut batch, &on_commit);
+        }
+        if closing {
+            // Refuse new work, then commit what was queued behind the Close.
+            rx.close();
+            while let Ok(Command::Append { event, ack }) = rx.try_recv() {
+                batch.push((event, ack));
+            }
+            if !batch.is_empty() {
+                commit(&mut conn, &mut head, &mut batch, &on_commit);
+            }
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+            }
+            tracing::debug!("audit writer closed");
+            return;
+        }
+    }
+}
+
+fn commit(
+    conn: &mut Connection,
+    head: &mut String,
+    batch: &mut Vec<(Box<Event>, Option<Ack>)>,
+    on_commit: &OnCommit,
+) {
+    let before = head.clone();
+    let result = (|| -> Result<Vec<bool>, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut inserted = Vec::with_capacity(batch.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
+                    media_type, size, actor, remote_addr, user_agent, request_id, source, status,
+                    event_id, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )?;
+            for (e, _) in batch.iter() {
+                let time = super::format_time(e.time);
+                let row = Row {
+                    time: &time,
+                    registry: e.registry.as_deref(),
+                    action: e.action.as_str(),
+                    repository: e.repository.as_deref(),
+                    tag: e.tag.as_deref(),
+                    digest: e.digest.as_deref(),
+                    media_type: e.media_type.as_deref(),
+                    size: e.size.map(|s| s.min(i64::MAX as u64) as i64),
+                    actor: e.actor.as_deref(),
+                    remote_addr: e.remote_addr.as_deref(),
+                    user_agent: e.user_agent.as_deref(),
+                    request_id: e.request_id.as_deref(),
+                    source: e.source.as_str(),
+                    status: e.status.map(i64::from),
+                    event_id: e.event_id.as_deref(),
+                    detail: e.detail.as_deref(),
+                };
+                let hash = chain::link(head, &row);
+                let n = stmt.execute(params![
+                    row.time, row.registry, row.action, row.repository, row.tag, row.digest,
+                    row.media_type, row.size, row.actor, row.remote_addr, row.user_agent,
+                    row.request_id, row.source, row.status, row.event_id, row.detail,
+                    head.as_str(), hash
+                ])?;
+                // A duplicate (same source + event id) is ignored and does not extend the chain.
+                if n == 1 {
+                    *head = hash;
+                }
+                inserted.push(n == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    })();
+    match result {
+        Ok(inserted) => {
+            let actions: Vec<&'static str> = batch
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, ins)| **ins)
+                .map(|((e, _), _)| e.action.as_str())
+                .collect();
+            on_commit(&actions);
+            for ((_, ack), ins) in batch.drain(..).zip(inserted) {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(ins));
+                }
+            }
+        }
+        Err(e) => {
+            *head = before;
+            tracing::error!(error = %e, events = batch.len(), "audit batch not committed");
+            for (_, ack) in batch.drain(..) {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(StoreError::Batch(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Action, Source};
+
+    #[test]
+    fn close_commits_everything_queued_and_chains_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let writer = AuditWriter::start(&path, 64, Box::new(|_| {})).unwrap();
+        let sink = writer.sink();
+        let producer = std::thread::spawn(move || {
+            for i in 0..5000 {
+                let mut e = Event::new(time::OffsetDateTime::now_utc(), Action::Pull, Source::Log);
+                e.event_id = Some(format!("e{i}"));
+                sink.enqueue_blocking(e).unwrap();
+            }
+        });
+        producer.join().unwrap();
+        writer.close_blocking();
+        let conn = Connection::open(&path).unwrap();
+        let n: i64 = conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 5000);
+        let broken: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_events a JOIN audit_events b ON b.id = a.id + 1
+                 WHERE b.prev_hash != a.hash",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(broken, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn duplicates_are_stored_once_and_closed_store_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let writer = AuditWriter::start(&path, 8, Box::new(|_| {})).unwrap();
+        let sink = writer.sink();
+        let mut e = Event::new(time::OffsetDateTime::now_utc(), Action::Push, Source::Notification);
+        e.event_id = Some("same".into());
+        assert!(sink.append(e.clone()).await.unwrap());
+        assert!(!sink.append(e.clone()).await.unwrap());
+        writer.close().await;
+        assert!(matches!(sink.append(e).await, Err(StoreError::Closed)));
+    }
+}

@@ -1,0 +1,443 @@
+//! The TOML configuration: what regwatch watches, where it stores, where it listens.
+//!
+//! Loading never stops at the first mistake: [`load`] returns every problem it finds, each
+//! with file, line, column and key (see [`diagnose`]).
+
+pub mod diagnose;
+pub mod duration;
+pub mod secret;
+
+use diagnose::{Diagnostic, KeyPath, Locator};
+use secret::{Secret, SecretFields, SecretSource};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration `regwatch run` uses without `--config`: a registry on the usual local
+/// port, the database in the working directory.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Where a configuration came from; relative paths in it are resolved against its folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Embedded => f.write_str("(built-in default config)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default, rename = "registry")]
+    pub registries: Vec<RegistryConfig>,
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Token for `/api/v1/*` and `POST /notifications`; after loading, the resolved value
+    /// whichever of the three keys gave it.
+    pub api_token: Option<Secret>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_token_env: Option<String>,
+    #[serde(skip)]
+    pub api_token_source: Option<SecretSource>,
+    /// Longest time one HTTP request may take before it is answered 408.
+    #[serde(default = "default_request_timeout", deserialize_with = "duration::required")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+    /// How long audit rows are kept; `"off"` keeps them forever.
+    #[serde(default = "default_retention", deserialize_with = "duration::optional")]
+    pub retention: Option<Duration>,
+    /// Events waiting for the writer; when full, sources wait (back-pressure), nothing is dropped.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub name: String,
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    #[serde(skip)]
+    pub password_source: Option<SecretSource>,
+    #[serde(default = "default_poll_interval", deserialize_with = "duration::required")]
+    pub poll_interval: Duration,
+    #[serde(default = "default_registry_timeout", deserialize_with = "duration::required")]
+    pub timeout: Duration,
+    pub storage_root: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10708))
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_db_path() -> PathBuf {
+    PathBuf::from("regwatch.db")
+}
+fn default_retention() -> Option<Duration> {
+    Some(Duration::from_secs(400 * 86400))
+}
+fn default_queue() -> usize {
+    10_000
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            api_token: None,
+            api_token_file: None,
+            api_token_env: None,
+            api_token_source: None,
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: default_db_path(),
+            retention: default_retention(),
+            queue_capacity: default_queue(),
+        }
+    }
+}
+
+/// Every mistake found in one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub origin: Origin,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        for d in &self.diagnostics {
+            writeln!(f, "{}:{}:{}: {}: {}", self.origin, d.line, d.column, d.key, d.message)?;
+            if !d.source_line.trim().is_empty() {
+                writeln!(f, "    {} | {}", d.line, d.source_line)?;
+            }
+        }
+        write!(
+            f,
+            "{n} error{} in {}",
+            if n == 1 { "" } else { "s" },
+            self.origin
+        )
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let origin = Origin::File(path.to_path_buf());
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        diagnostics: vec![Diagnostic {
+            line: 0,
+            column: 0,
+            key: "(file)".into(),
+            message: format!("cannot read config file: {e}"),
+            source_line: String::new(),
+        }],
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, origin, &base)
+}
+
+/// Loads `--config FILE`, or the built-in default without one.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => load_file(p),
+        None => parse(DEFAULT_CONFIG, Origin::Embedded, Path::new(".")),
+    }
+}
+
+/// Parses and validates config text; `base` resolves relative paths.
+pub fn parse(text: &str, origin: Origin, base: &Path) -> Result<Config, ConfigError> {
+    let (config, mut diagnostics) = diagnose::deserialize_all::<Config>(text);
+    let locator = Locator::new(text);
+    let config = config.map(|mut c| {
+        diagnostics.extend(c.validate_and_resolve(base, &locator));
+        c.origin = Some(origin.clone());
+        c
+    });
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    diagnostics.dedup();
+    match config {
+        Some(c) if diagnostics.is_empty() => Ok(c),
+        _ => Err(ConfigError { origin, diagnostics }),
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot (names, URLs, ranges), reads secrets, resolves paths.
+    fn validate_and_resolve(&mut self, base: &Path, loc: &Locator<'_>) -> Vec<Diagnostic> {
+        let mut errs = Vec::new();
+        let mut err = |path: KeyPath, msg: String| errs.push(loc.at_path(&path, msg));
+
+        let server = KeyPath::default().key("server");
+        match secret::resolve(
+            SecretFields {
+                inline: self.server.api_token.as_ref(),
+                file: self.server.api_token_file.as_deref(),
+                env: self.server.api_token_env.as_deref(),
+            },
+            base,
+        ) {
+            Ok(found) => {
+                self.server.api_token_source = found.as_ref().map(|(_, s)| s.clone());
+                self.server.api_token = found.map(|(s, _)| s);
+            }
+            Err((suffix, msg)) => err(server.clone().key(&format!("api_token{suffix}")), msg),
+        }
+        if self.server.request_timeout.is_zero() {
+            err(server.key("request_timeout"), "must be greater than 0".into());
+        }
+
+        let db = KeyPath::default().key("database");
+        if self.database.path.as_os_str().is_empty() {
+            err(db.clone().key("path"), "must not be empty".into());
+        } else {
+            self.database.path = base.join(&self.database.path);
+        }
+        if self.database.queue_capacity == 0 {
+            err(db.key("queue_capacity"), "must be at least 1".into());
+        }
+
+        let mut names = HashSet::new();
+        for (i, r) in self.registries.iter_mut().enumerate() {
+            let at = KeyPath::default().key("registry").index(i);
+            if !valid_name(&r.name) {
+                err(
+                    at.clone().key("name"),
+                    format!(
+                        "invalid registry name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
+                        r.name
+                    ),
+                );
+            } else if !names.insert(r.name.clone()) {
+                err(
+                    at.clone().key("name"),
+                    format!("duplicate registry name {:?}: names must be unique", r.name),
+                );
+            }
+            match reqwest::Url::parse(&r.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(u) => err(
+                    at.clone().key("url"),
+                    format!("unsupported URL {:?}: expected http:// or https:// with a host (scheme was {:?})", r.url, u.scheme()),
+                ),
+                Err(e) => err(
+                    at.clone().key("url"),
+                    format!("invalid URL {:?} ({e}): expected e.g. \"http://127.0.0.1:5000\"", r.url),
+                ),
+            }
+            match secret::resolve(
+                SecretFields {
+                    inline: r.password.as_ref(),
+                    file: r.password_file.as_deref(),
+                    env: r.password_env.as_deref(),
+                },
+                base,
+            ) {
+                Ok(found) => {
+                    r.password_source = found.as_ref().map(|(_, s)| s.clone());
+                    r.password = found.map(|(s, _)| s);
+                }
+                Err((suffix, msg)) => err(at.clone().key(&format!("password{suffix}")), msg),
+            }
+            if r.password.is_some() && r.username.is_none() {
+                err(
+                    at.clone().key("username"),
+                    "a password is set but no username: basic auth needs both".into(),
+                );
+            }
+            if r.poll_interval < Duration::from_secs(1) {
+                err(at.clone().key("poll_interval"), "must be at least 1s".into());
+            }
+            if r.timeout.is_zero() {
+                err(at.clone().key("timeout"), "must be greater than 0".into());
+            }
+            if let Some(root) = &r.storage_root {
+                let resolved = base.join(root);
+                if !resolved.is_dir() {
+                    err(
+                        at.clone().key("storage_root"),
+                        format!("{} is not a directory", resolved.display()),
+                    );
+                }
+                r.storage_root = Some(resolved);
+            }
+        }
+        if self.registries.is_empty() {
+            err(
+                KeyPath::default().key("registry"),
+                "no [[registry]] configured: regwatch needs at least one registry to watch".into(),
+            );
+        }
+        errs
+    }
+
+    pub fn registry(&self, name: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.name == name)
+    }
+
+    /// What `regwatch check` prints: one screen, no secret values.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let origin = self.origin.clone().unwrap_or(Origin::Embedded);
+        let _ = writeln!(s, "config      {origin}: OK");
+        let token = match &self.server.api_token_source {
+            Some(src) => format!("API token {src}"),
+            None => "no API token (the audit API and /notifications will refuse requests)".into(),
+        };
+        let _ = writeln!(
+            s,
+            "listen      http://{} ({token}; request timeout {})",
+            self.server.listen,
+            duration::humane(self.server.request_timeout)
+        );
+        let retention = self
+            .database
+            .retention
+            .map(duration::humane)
+            .unwrap_or_else(|| "forever".into());
+        let _ = writeln!(
+            s,
+            "database    {} (retention {retention})",
+            self.database.path.display()
+        );
+        let _ = writeln!(s, "registries  {}", self.registries.len());
+        for r in &self.registries {
+            let auth = match (&r.username, &r.password_source) {
+                (Some(u), Some(src)) => format!("user {u}, password {src}"),
+                (Some(u), None) => format!("user {u}, no password"),
+                _ => "anonymous".into(),
+            };
+            let storage = r
+                .storage_root
+                .as_ref()
+                .map(|p| format!(", storage {}", p.display()))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {:<12} {} ({auth}; poll every {}, timeout {}{storage})",
+                r.name,
+                r.url,
+                duration::humane(r.poll_interval),
+                duration::humane(r.timeout)
+            );
+        }
+        s
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Origin::File("t.toml".into()), Path::new("/")) {
+            Ok(_) => vec![],
+            Err(e) => e
+                .diagnostics
+                .iter()
+                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = load(None).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:10708");
+        assert_eq!(c.registries[0].url, "http://127.0.0.1:5000");
+        assert_eq!(c.database.path, Path::new("./regwatch.db"));
+    }
+
+    #[test]
+    fn reports_every_mistake_with_position() {
+        let e = errors(
+            "[server]\nlisen = \"127.0.0.1:1\"\n\n[[registry]]\nname = \"a\"\nurl = \"ftp://x\"\npoll_interval = \"fast\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].starts_with("2:1 server.lisen: unknown key `lisen`; did you mean `listen`?"), "{}", e[0]);
+        assert!(e[1].starts_with("6:1 registry[0].url: unsupported URL"), "{}", e[1]);
+        assert!(e[2].starts_with("7:17 registry[0].poll_interval: invalid duration"), "{}", e[2]);
+    }
+
+    #[test]
+    fn wrong_type_and_missing_key() {
+        let e = errors("[[registry]]\nname = 5\n\n[[registry]]\nname = \"b\"\n");
+        assert!(e.iter().any(|l| l.starts_with("2:8 registry[0].name: invalid type: integer `5`, expected a string")), "{e:#?}");
+        assert!(e.iter().any(|l| l.contains("missing required key `url`")), "{e:#?}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = errors("[server]\nlisten = \"127.0.0.1:1\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("2:"), "{}", e[0]);
+        assert!(e[0].contains("invalid TOML"), "{}", e[0]);
+    }
+
+    #[test]
+    fn duplicate_names_and_missing_registry() {
+        let e = errors("[[registry]]\nname = \"a\"\nurl = \"http://x\"\n[[registry]]\nname = \"a\"\nurl = \"http://y\"\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("5:1 registry[1].name: duplicate registry name"), "{}", e[0]);
+        let e = errors("[server]\n");
+        assert!(e[0].contains("no [[registry]] configured"), "{e:#?}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The one event type every source produces and every consumer (audit store, metrics,
+//! rules) reads.
+
+use time::OffsetDateTime;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Push,
+    Pull,
+    Mount,
+    Delete,
+    AuthFailure,
+    /// regwatch itself started watching (so gaps in monitoring show in the audit trail).
+    MonitorStart,
+    /// regwatch stopped watching.
+    MonitorStop,
+    /// The configuration was reloaded (SIGHUP).
+    ConfigReload,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::Push,
+        Action::Pull,
+        Action::Mount,
+        Action::Delete,
+        Action::AuthFailure,
+        Action::MonitorStart,
+        Action::MonitorStop,
+        Action::ConfigReload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Push => "push",
+            Action::Pull => "pull",
+            Action::Mount => "mount",
+            Action::Delete => "delete",
+            Action::AuthFailure => "auth_failure",
+            Action::MonitorStart => "monitor_start",
+            Action::MonitorStop => "monitor_stop",
+            Action::ConfigReload => "config_reload",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// Which part of regwatch saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The registry's notification webhook.
+    Notification,
+    /// A difference between two polls of the registry API.
+    Poll,
+    /// A tailed log file.
+    Log,
+    /// regwatch itself.
+    Daemon,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Notification => "notification",
+            Source::Poll => "poll",
+            Source::Log => "log",
+            Source::Daemon => "daemon",
+        }
+    }
+}
+
+/// One thing that happened at a registry (or to regwatch), with everything the audit trail
+/// records about it. Fields a source does not know stay `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub time: OffsetDateTime,
+    /// The configured registry name; `None` for regwatch's own events.
+    pub registry: Option<String>,
+    pub action: Action,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub size: Option<u64>,
+    pub actor: Option<String>,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub source: Source,
+    /// HTTP status, where the source knows it.
+    pub status: Option<u16>,
+    /// The source's own id (a notification event id), used to store each event once.
+    pub event_id: Option<String>,
+    /// Free-form context (e.g. the log file, the reload outcome).
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event with only the required fields set.
+    pub fn new(time: OffsetDateTime, action: Action, source: Source) -> Self {
+        Event {
+            time,
+            registry: None,
+            action,
+            repository: None,
+            tag: None,
+            digest: None,
+            media_type: None,
+            size: None,
+            actor: None,
+            remote_addr: None,
+            user_agent: None,
+            request_id: None,
+            source,
+            status: None,
+            event_id: None,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}

@@ -1,0 +1,13 @@
+//! regwatch: watches private container registries and keeps their audit trail.
+//!
+//! Data flows from `sources` into [`event::Event`]s, which the single [`audit`] writer
+//! commits; [`metrics`] and [`http`] expose the state; [`daemon`] wires it together.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod http;
+pub mod logging;
+pub mod metrics;
