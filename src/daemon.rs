@@ -9,10 +9,10 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -53,9 +53,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             .into_future(),
     );
 
-    record(&sink, Event::new(clock.now(), Action::MonitorStart, Source::Daemon)
-        .with_detail(format!("regwatch {} ({})", crate::metrics::VERSION, crate::metrics::REVISION)))
-        .await;
+    record(
+        &sink,
+        Event::new(clock.now(), Action::MonitorStart, Source::Daemon).with_detail(format!(
+            "regwatch {} ({})",
+            crate::metrics::VERSION,
+            crate::metrics::REVISION
+        )),
+    )
+    .await;
     ready.store(true, Ordering::Release);
     {
         let c = config_tx.borrow();
@@ -85,11 +91,16 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Err(_) => tracing::warn!("HTTP requests still running after {DRAIN_TIMEOUT:?}; closing them"),
+        Err(_) => {
+            tracing::warn!("HTTP requests still running after {DRAIN_TIMEOUT:?}; closing them")
+        }
     }
-    record(&sink, Event::new(clock.now(), Action::MonitorStop, Source::Daemon)
-        .with_detail(format!("stopped by {reason}")))
-        .await;
+    record(
+        &sink,
+        Event::new(clock.now(), Action::MonitorStop, Source::Daemon)
+            .with_detail(format!("stopped by {reason}")),
+    )
+    .await;
     writer.close().await;
     tracing::info!("stopped; every accepted event is committed");
     Ok(())
@@ -128,14 +139,22 @@ async fn reload(
             config_tx.send_replace(Arc::new(new));
             metrics.reload_succeeded();
             tracing::info!(registries, "configuration reloaded");
-            record(sink, Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
-                .with_detail("reloaded")).await;
+            record(
+                sink,
+                Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
+                    .with_detail("reloaded"),
+            )
+            .await;
         }
         Err(e) => {
             metrics.reload_failed();
             tracing::error!("configuration reload failed, keeping the running configuration:\n{e}");
-            record(sink, Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
-                .with_detail(format!("rejected: {} error(s)", e.diagnostics.len()))).await;
+            record(
+                sink,
+                Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
+                    .with_detail(format!("rejected: {} error(s)", e.diagnostics.len())),
+            )
+            .await;
         }
     }
 }

@@ -46,7 +46,12 @@ enum Command {
 }
 
 fn version_line() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (", env!("REGWATCH_REVISION"), ")")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("REGWATCH_REVISION"),
+        ")"
+    )
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,8 @@
 //! Metric definitions and the Prometheus text rendering behind `GET /metrics`.
 
-use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every metric regwatch exports, registered once at start-up.
 pub struct Metrics {
@@ -79,7 +81,8 @@ impl Metrics {
 
     pub fn reload_succeeded(&self) {
         self.config_last_reload_successful.set(1);
-        self.config_last_reload_success_timestamp_seconds.set(unix_now());
+        self.config_last_reload_success_timestamp_seconds
+            .set(unix_now());
     }
 
     pub fn reload_failed(&self) {
@@ -108,7 +111,17 @@ mod tests {
         m.reload_failed();
         let text = m.render();
         assert!(text.contains("# TYPE regwatch_build_info gauge"), "{text}");
-        assert!(text.contains(&format!("regwatch_build_info{{revision=\"{}\",version=\"{}\"}} 1", super::REVISION, super::VERSION)), "{text}");
-        assert!(text.contains("regwatch_config_last_reload_successful 0"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "regwatch_build_info{{revision=\"{}\",version=\"{}\"}} 1",
+                super::REVISION,
+                super::VERSION
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("regwatch_config_last_reload_successful 0"),
+            "{text}"
+        );
     }
 }

@@ -4,7 +4,7 @@ pub mod chain;
 pub mod schema;
 pub mod writer;
 
-pub use schema::{open_read_only, StoreError};
+pub use schema::{StoreError, open_read_only};
 pub use writer::{AuditSink, AuditWriter};
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the

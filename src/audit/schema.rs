@@ -42,9 +42,15 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create database {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
         "database {path} is not a SQLite database or is corrupt ({detail}); \
          move it aside and restart to begin a new one, or restore it from a backup"
@@ -54,9 +60,17 @@ pub enum StoreError {
         "database {path} has schema version {found}, but this regwatch understands up to {known}: \
          it was written by a newer regwatch; upgrade regwatch (do not downgrade a database)"
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("migrating database {path} to schema version {version}: {source}")]
-    Migrate { path: PathBuf, version: i64, source: rusqlite::Error },
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        source: rusqlite::Error,
+    },
     #[error("database write failed: {0}")]
     Write(#[from] rusqlite::Error),
     #[error("audit batch not committed: {0}")]
@@ -82,7 +96,8 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     };
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
         .map_err(corrupt)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(corrupt)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(corrupt)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(corrupt)?;
     migrate(&conn, path)?;
@@ -109,7 +124,10 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         });
     }
     conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(conn)
 }
 
@@ -152,8 +170,10 @@ fn check_readable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         detail,
     };
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| corrupt(e.to_string()))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| corrupt(e.to_string()))?;
     let result: String = conn
         .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
         .map_err(|e| corrupt(e.to_string()))?;
@@ -228,6 +248,10 @@ mod tests {
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
         let err = open_for_writing(&junk).unwrap_err();
-        assert!(err.to_string().contains("not a SQLite database or is corrupt"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not a SQLite database or is corrupt"),
+            "{err}"
+        );
     }
 }

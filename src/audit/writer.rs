@@ -4,7 +4,7 @@
 use super::chain::{self, Row};
 use super::schema::{self, StoreError};
 use crate::event::Event;
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, params};
 use std::path::Path;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +16,10 @@ const MAX_BATCH: usize = 1024;
 type Ack = oneshot::Sender<Result<bool, StoreError>>;
 
 enum Command {
-    Append { event: Box<Event>, ack: Option<Ack> },
+    Append {
+        event: Box<Event>,
+        ack: Option<Ack>,
+    },
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
@@ -33,7 +36,10 @@ impl AuditSink {
     pub async fn append(&self, event: Event) -> Result<bool, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Command::Append { event: Box::new(event), ack: Some(ack) })
+            .send(Command::Append {
+                event: Box::new(event),
+                ack: Some(ack),
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
@@ -43,7 +49,10 @@ impl AuditSink {
     /// Everything queued before [`AuditWriter::close`] is committed.
     pub async fn enqueue(&self, event: Event) -> Result<(), StoreError> {
         self.tx
-            .send(Command::Append { event: Box::new(event), ack: None })
+            .send(Command::Append {
+                event: Box::new(event),
+                ack: None,
+            })
             .await
             .map_err(|_| StoreError::Closed)
     }
@@ -51,7 +60,10 @@ impl AuditSink {
     /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.
     pub fn enqueue_blocking(&self, event: Event) -> Result<(), StoreError> {
         self.tx
-            .blocking_send(Command::Append { event: Box::new(event), ack: None })
+            .blocking_send(Command::Append {
+                event: Box::new(event),
+                ack: None,
+            })
             .map_err(|_| StoreError::Closed)
     }
 }
@@ -74,8 +86,14 @@ impl AuditWriter {
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || run(conn, rx, head, on_commit))
-            .map_err(|e| StoreError::Create { path: path.to_path_buf(), source: e })?;
-        Ok(AuditWriter { sink: AuditSink { tx }, thread: Some(thread) })
+            .map_err(|e| StoreError::Create {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(AuditWriter {
+            sink: AuditSink { tx },
+            thread: Some(thread),
+        })
     }
 
     pub fn sink(&self) -> AuditSink {
@@ -115,7 +133,12 @@ fn head_hash(conn: &Connection) -> Result<String, StoreError> {
     Ok(head.unwrap_or_else(|| chain::GENESIS.to_string()))
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, mut head: String, on_commit: OnCommit) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    mut head: String,
+    on_commit: OnCommit,
+) {
     let mut batch: Vec<(Box<Event>, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut closing = false;
@@ -190,10 +213,24 @@ fn commit(
                 };
                 let hash = chain::link(head, &row);
                 let n = stmt.execute(params![
-                    row.time, row.registry, row.action, row.repository, row.tag, row.digest,
-                    row.media_type, row.size, row.actor, row.remote_addr, row.user_agent,
-                    row.request_id, row.source, row.status, row.event_id, row.detail,
-                    head.as_str(), hash
+                    row.time,
+                    row.registry,
+                    row.action,
+                    row.repository,
+                    row.tag,
+                    row.digest,
+                    row.media_type,
+                    row.size,
+                    row.actor,
+                    row.remote_addr,
+                    row.user_agent,
+                    row.request_id,
+                    row.source,
+                    row.status,
+                    row.event_id,
+                    row.detail,
+                    head.as_str(),
+                    hash
                 ])?;
                 // A duplicate (same source + event id) is ignored and does not extend the chain.
                 if n == 1 {
@@ -253,7 +290,9 @@ mod tests {
         producer.join().unwrap();
         writer.close_blocking();
         let conn = Connection::open(&path).unwrap();
-        let n: i64 = conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 5000);
         let broken: i64 = conn
             .query_row(
@@ -272,7 +311,11 @@ mod tests {
         let path = dir.path().join("d.db");
         let writer = AuditWriter::start(&path, 8, Box::new(|_| {})).unwrap();
         let sink = writer.sink();
-        let mut e = Event::new(time::OffsetDateTime::now_utc(), Action::Push, Source::Notification);
+        let mut e = Event::new(
+            time::OffsetDateTime::now_utc(),
+            Action::Push,
+            Source::Notification,
+        );
         e.event_id = Some("same".into());
         assert!(sink.append(e.clone()).await.unwrap());
         assert!(!sink.append(e.clone()).await.unwrap());

@@ -9,8 +9,8 @@
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::ops::Range;
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// One step of a key path: a table key or an index into an array of tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,13 @@ impl<'a> Locator<'a> {
             .next()
             .unwrap_or("")
             .to_string();
-        Diagnostic { line, column, key, message, source_line }
+        Diagnostic {
+            line,
+            column,
+            key,
+            message,
+            source_line,
+        }
     }
 }
 
@@ -198,9 +204,8 @@ fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Option<KeyPath> {
     }
     fn in_value(v: &Spanned<DeValue<'_>>, offset: usize, path: KeyPath) -> Option<KeyPath> {
         match v.get_ref() {
-            DeValue::Table(t) => {
-                in_table(t, offset, path.clone()).or_else(|| contains(&v.span(), offset).then_some(path))
-            }
+            DeValue::Table(t) => in_table(t, offset, path.clone())
+                .or_else(|| contains(&v.span(), offset).then_some(path)),
             DeValue::Array(a) => {
                 for (i, item) in a.iter().enumerate() {
                     if let Some(p) = in_value(item, offset, path.clone().index(i)) {
@@ -222,13 +227,18 @@ fn span_of_path(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Range<usi
     for seg in &path.0 {
         match seg {
             Seg::Key(k) => {
-                let (key, v) = table?.get_key_value(k.as_str())?;
+                // A missing key (e.g. a required one) is reported at its table.
+                let Some((key, v)) = table.and_then(|t| t.get_key_value(k.as_str())) else {
+                    return best;
+                };
                 best = Some(key.span());
                 value = Some(v);
             }
             Seg::Index(i) => {
-                let DeValue::Array(a) = value?.get_ref() else { return best };
-                let item = a.get(*i)?;
+                let Some(DeValue::Array(a)) = value.map(|v| v.get_ref()) else {
+                    return best;
+                };
+                let Some(item) = a.get(*i) else { return best };
                 // An array-of-tables element has no key of its own: point at its first key.
                 if let DeValue::Table(t) = item.get_ref() {
                     if let Some(first) = t.iter().map(|(k, _)| k.span()).min_by_key(|s| s.start) {
@@ -247,11 +257,15 @@ fn span_of_path(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Range<usi
 }
 
 fn remove_path(table: &mut DeTable<'_>, path: &[Seg]) -> bool {
-    let Some((Seg::Key(k), rest)) = path.split_first() else { return false };
+    let Some((Seg::Key(k), rest)) = path.split_first() else {
+        return false;
+    };
     if rest.is_empty() {
         return table.remove(k.as_str()).is_some();
     }
-    let Some(v) = table.get_mut(k.as_str()) else { return false };
+    let Some(v) = table.get_mut(k.as_str()) else {
+        return false;
+    };
     remove_in_value(v.get_mut(), rest)
 }
 
@@ -289,7 +303,10 @@ mod tests {
     #[test]
     fn suggests_close_keys_only() {
         assert_eq!(suggest("lisen", &["listen", "api_token"]), Some("listen"));
-        assert_eq!(suggest("pasword_file", &["password", "password_file"]), Some("password_file"));
+        assert_eq!(
+            suggest("pasword_file", &["password", "password_file"]),
+            Some("password_file")
+        );
         assert_eq!(suggest("zzz", &["listen", "api_token"]), None);
     }
 

@@ -62,7 +62,10 @@ pub struct ServerConfig {
     #[serde(skip)]
     pub api_token_source: Option<SecretSource>,
     /// Longest time one HTTP request may take before it is answered 408.
-    #[serde(default = "default_request_timeout", deserialize_with = "duration::required")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration::required"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -90,9 +93,15 @@ pub struct RegistryConfig {
     pub password_env: Option<String>,
     #[serde(skip)]
     pub password_source: Option<SecretSource>,
-    #[serde(default = "default_poll_interval", deserialize_with = "duration::required")]
+    #[serde(
+        default = "default_poll_interval",
+        deserialize_with = "duration::required"
+    )]
     pub poll_interval: Duration,
-    #[serde(default = "default_registry_timeout", deserialize_with = "duration::required")]
+    #[serde(
+        default = "default_registry_timeout",
+        deserialize_with = "duration::required"
+    )]
     pub timeout: Duration,
     pub storage_root: Option<PathBuf>,
 }
@@ -153,7 +162,11 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
         for d in &self.diagnostics {
-            writeln!(f, "{}:{}:{}: {}: {}", self.origin, d.line, d.column, d.key, d.message)?;
+            writeln!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.origin, d.line, d.column, d.key, d.message
+            )?;
             if !d.source_line.trim().is_empty() {
                 writeln!(f, "    {} | {}", d.line, d.source_line)?;
             }
@@ -208,7 +221,10 @@ pub fn parse(text: &str, origin: Origin, base: &Path) -> Result<Config, ConfigEr
     diagnostics.dedup();
     match config {
         Some(c) if diagnostics.is_empty() => Ok(c),
-        _ => Err(ConfigError { origin, diagnostics }),
+        _ => Err(ConfigError {
+            origin,
+            diagnostics,
+        }),
     }
 }
 
@@ -234,7 +250,10 @@ impl Config {
             Err((suffix, msg)) => err(server.clone().key(&format!("api_token{suffix}")), msg),
         }
         if self.server.request_timeout.is_zero() {
-            err(server.key("request_timeout"), "must be greater than 0".into());
+            err(
+                server.key("request_timeout"),
+                "must be greater than 0".into(),
+            );
         }
 
         let db = KeyPath::default().key("database");
@@ -268,11 +287,18 @@ impl Config {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 Ok(u) => err(
                     at.clone().key("url"),
-                    format!("unsupported URL {:?}: expected http:// or https:// with a host (scheme was {:?})", r.url, u.scheme()),
+                    format!(
+                        "unsupported URL {:?}: expected http:// or https:// with a host (scheme was {:?})",
+                        r.url,
+                        u.scheme()
+                    ),
                 ),
                 Err(e) => err(
                     at.clone().key("url"),
-                    format!("invalid URL {:?} ({e}): expected e.g. \"http://127.0.0.1:5000\"", r.url),
+                    format!(
+                        "invalid URL {:?} ({e}): expected e.g. \"http://127.0.0.1:5000\"",
+                        r.url
+                    ),
                 ),
             }
             match secret::resolve(
@@ -296,7 +322,10 @@ impl Config {
                 );
             }
             if r.poll_interval < Duration::from_secs(1) {
-                err(at.clone().key("poll_interval"), "must be at least 1s".into());
+                err(
+                    at.clone().key("poll_interval"),
+                    "must be at least 1s".into(),
+                );
             }
             if r.timeout.is_zero() {
                 err(at.clone().key("timeout"), "must be greater than 0".into());
@@ -412,16 +441,35 @@ mod tests {
             "[server]\nlisen = \"127.0.0.1:1\"\n\n[[registry]]\nname = \"a\"\nurl = \"ftp://x\"\npoll_interval = \"fast\"\n",
         );
         assert_eq!(e.len(), 3, "{e:#?}");
-        assert!(e[0].starts_with("2:1 server.lisen: unknown key `lisen`; did you mean `listen`?"), "{}", e[0]);
-        assert!(e[1].starts_with("6:1 registry[0].url: unsupported URL"), "{}", e[1]);
-        assert!(e[2].starts_with("7:17 registry[0].poll_interval: invalid duration"), "{}", e[2]);
+        assert!(
+            e[0].starts_with("2:1 server.lisen: unknown key `lisen`; did you mean `listen`?"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("6:1 registry[0].url: unsupported URL"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("7:17 registry[0].poll_interval: invalid duration"),
+            "{}",
+            e[2]
+        );
     }
 
     #[test]
     fn wrong_type_and_missing_key() {
         let e = errors("[[registry]]\nname = 5\n\n[[registry]]\nname = \"b\"\n");
-        assert!(e.iter().any(|l| l.starts_with("2:8 registry[0].name: invalid type: integer `5`, expected a string")), "{e:#?}");
-        assert!(e.iter().any(|l| l.contains("missing required key `url`")), "{e:#?}");
+        assert!(
+            e.iter().any(|l| l
+                .starts_with("2:8 registry[0].name: invalid type: integer `5`, expected a string")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|l| l.contains("missing required key `url`")),
+            "{e:#?}"
+        );
     }
 
     #[test]
@@ -434,9 +482,15 @@ mod tests {
 
     #[test]
     fn duplicate_names_and_missing_registry() {
-        let e = errors("[[registry]]\nname = \"a\"\nurl = \"http://x\"\n[[registry]]\nname = \"a\"\nurl = \"http://y\"\n");
+        let e = errors(
+            "[[registry]]\nname = \"a\"\nurl = \"http://x\"\n[[registry]]\nname = \"a\"\nurl = \"http://y\"\n",
+        );
         assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].starts_with("5:1 registry[1].name: duplicate registry name"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("5:1 registry[1].name: duplicate registry name"),
+            "{}",
+            e[0]
+        );
         let e = errors("[server]\n");
         assert!(e[0].contains("no [[registry]] configured"), "{e:#?}");
     }

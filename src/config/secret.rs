@@ -25,7 +25,10 @@ impl Secret {
         if ours.len() != candidate.len() {
             return false;
         }
-        ours.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        ours.iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 
@@ -84,7 +87,11 @@ pub fn resolve(
         fields.env.is_some(),
     ];
     if given.iter().filter(|g| **g).count() > 1 {
-        let suffix = if fields.file.is_some() { "_file" } else { "_env" };
+        let suffix = if fields.file.is_some() {
+            "_file"
+        } else {
+            "_env"
+        };
         return Err((
             suffix,
             "give this secret one way only: inline, as *_file, or as *_env".into(),
@@ -114,7 +121,10 @@ pub fn resolve(
         if value.is_empty() {
             return Err(("_env", format!("environment variable {var} is empty")));
         }
-        return Ok(Some((Secret::new(value), SecretSource::Env(var.to_string()))));
+        return Ok(Some((
+            Secret::new(value),
+            SecretSource::Env(var.to_string()),
+        )));
     }
     Ok(None)
 }
@@ -144,14 +154,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
         let got = resolve(
-            SecretFields { inline: None, file: Some(Path::new("pw")), env: None },
+            SecretFields {
+                inline: None,
+                file: Some(Path::new("pw")),
+                env: None,
+            },
             dir.path(),
         )
         .unwrap()
         .unwrap();
         assert_eq!(got.0.expose(), "s3cret");
         let err = resolve(
-            SecretFields { inline: None, file: Some(Path::new("nope")), env: None },
+            SecretFields {
+                inline: None,
+                file: Some(Path::new("nope")),
+                env: None,
+            },
             dir.path(),
         )
         .unwrap_err();
@@ -163,7 +181,11 @@ mod tests {
     fn two_sources_are_refused() {
         let s = Secret::new("x");
         let err = resolve(
-            SecretFields { inline: Some(&s), file: None, env: Some("HOME") },
+            SecretFields {
+                inline: Some(&s),
+                file: None,
+                env: Some("HOME"),
+            },
             Path::new("/"),
         )
         .unwrap_err();

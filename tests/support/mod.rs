@@ -1,0 +1,770 @@
+//! Test harness: real servers from Debian packages on free loopback ports, each in its own
+//! temporary directory, stopped when dropped. Shared by every integration test.
+//!
+//! - [`Registry`]: `docker-registry` (distribution 2.8) with htpasswd auth, the debug server
+//!   with Prometheus metrics, and optionally notifications to a given URL.
+//! - [`Nginx`]: nginx in front of it with its own basic auth (same htpasswd), combined and
+//!   JSON access logs, an error log; `bob` is read-only through it.
+//! - [`SmtpSink`]: `/usr/bin/python3 -m aiosmtpd` writing a Maildir.
+//! - [`Images`]: small OCI images built with `umoci`, pushed and pulled with `skopeo`.
+//! - [`Daemon`]: the regwatch binary under test.
+//!
+//! A missing program fails the test with the `apt-get install` line that provides it.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Throwaway credentials in every test registry: alice may write, bob only reads (via nginx).
+pub const ALICE: (&str, &str) = ("alice", "alice-pass");
+pub const BOB: (&str, &str) = ("bob", "bob-pass");
+
+/// The Debian packages the integration tests need, as one install line.
+pub const APT_LINE: &str = "apt-get install -y docker-registry skopeo umoci nginx apache2-utils python3-aiosmtpd curl sqlite3";
+
+/// Fails the test unless `program` is installed, naming the package that provides it.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "`{program}` is not installed; it comes with the Debian package `{package}`: \
+             run `apt-get install -y {package}` (all test dependencies: `{APT_LINE}`)"
+        ),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory that other users can traverse (nginx workers run as `nobody`).
+pub fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, stdout: &Path, stderr: &Path) -> Proc {
+        let out = fs::File::create(stdout).unwrap();
+        let err = fs::File::create(stderr).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            stderr_path: stderr.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process is running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < limit {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some((st, start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until `port` accepts connections, failing with the process's stderr if it dies.
+    pub fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if !self.is_running() {
+                panic!("{} exited during start-up:\n{}", self.name, self.stderr());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not open 127.0.0.1:{port} within 20s:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Writes the shared bcrypt htpasswd file (the registry accepts bcrypt only).
+fn write_htpasswd(path: &Path) {
+    require("htpasswd", "apache2-utils");
+    let mut text = String::new();
+    for (user, pass) in [ALICE, BOB] {
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, pass])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "htpasswd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.push_str(String::from_utf8(out.stdout).unwrap().trim_end());
+        text.push('\n');
+    }
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Where the registry POSTs notification envelopes.
+    pub notify_url: Option<String>,
+    /// Sent as `Authorization: Bearer …` with every notification.
+    pub notify_token: Option<String>,
+    /// `json`, `text` or `logstash`.
+    pub log_format: &'static str,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            notify_url: None,
+            notify_token: None,
+            log_format: "json",
+        }
+    }
+}
+
+/// A real `docker-registry serve` with htpasswd auth.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub debug_port: u16,
+    pub options: RegistryOptions,
+    proc: Option<Proc>,
+}
+
+impl Registry {
+    pub fn start(options: RegistryOptions) -> Registry {
+        require("docker-registry", "docker-registry");
+        let dir = shared_tempdir("regwatch-registry-");
+        for d in ["storage", "logs", "auth"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        fs::set_permissions(dir.path().join("auth"), fs::Permissions::from_mode(0o755)).unwrap();
+        write_htpasswd(&dir.path().join("auth/htpasswd"));
+        let mut reg = Registry {
+            dir,
+            port: free_port(),
+            debug_port: free_port(),
+            options,
+            proc: None,
+        };
+        reg.write_config();
+        reg.launch();
+        reg
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path().display();
+        let notifications = match &self.options.notify_url {
+            Some(url) => format!(
+                "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: regwatch\n      url: {url}\n      headers:\n        Authorization: [Bearer {}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n",
+                self.options.notify_token.as_deref().unwrap_or("none")
+            ),
+            None => String::new(),
+        };
+        let config = format!(
+            "version: 0.1
+log:
+  level: info
+  formatter: {fmt}
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: {d}/storage
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: regwatch-test-secret
+  debug:
+    addr: 127.0.0.1:{debug}
+    prometheus:
+      enabled: true
+      path: /metrics
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: {d}/auth/htpasswd
+{notifications}",
+            fmt = self.options.log_format,
+            port = self.port,
+            debug = self.debug_port,
+        );
+        fs::write(self.dir.path().join("config.yml"), config).unwrap();
+    }
+
+    fn launch(&mut self) {
+        let logs = self.dir.path().join("logs");
+        let mut p = Proc::spawn(
+            "docker-registry",
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(self.dir.path().join("config.yml")),
+            &logs.join("registry-access.log"),
+            &logs.join("registry.log"),
+        );
+        p.wait_port(self.port);
+        p.wait_port(self.debug_port);
+        self.proc = Some(p);
+    }
+
+    /// Stops the registry (SIGKILL), keeping its storage.
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again on the same ports with the same storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// `host:port` for skopeo's `docker://` references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+    pub fn htpasswd(&self) -> PathBuf {
+        self.dir.path().join("auth/htpasswd")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+    /// The registry's structured log (stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("logs/registry.log")
+    }
+    /// The registry's combined access log (stdout).
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.path().join("logs/registry-access.log")
+    }
+}
+
+/// Real nginx in front of a [`Registry`], with its own basic auth.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Nginx {
+    pub fn start(registry: &Registry) -> Nginx {
+        require("nginx", "nginx");
+        let dir = shared_tempdir("regwatch-nginx-");
+        let d = dir.path().display();
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let port = free_port();
+        let conf = NGINX_CONF
+            .replace("$DIR", &d.to_string())
+            .replace("$PORT", &port.to_string())
+            .replace("$UPSTREAM", &registry.host())
+            .replace("$HTPASSWD", &registry.htpasswd().display().to_string());
+        fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let conf_path = dir.path().join("nginx.conf");
+        let error_log = dir.path().join("logs/error.log");
+        let check = Command::new("nginx")
+            .args(["-t", "-q", "-p"])
+            .arg(dir.path())
+            .arg("-e")
+            .arg(&error_log)
+            .arg("-c")
+            .arg(&conf_path)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "nginx -t: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let mut proc = Proc::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(&error_log)
+                .arg("-c")
+                .arg(&conf_path),
+            &dir.path().join("logs/nginx.stdout"),
+            &dir.path().join("logs/nginx.stderr"),
+        );
+        proc.wait_port(port);
+        Nginx { dir, port, proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.path().join("logs/access.log")
+    }
+    pub fn access_json_log(&self) -> PathBuf {
+        self.dir.path().join("logs/access.json.log")
+    }
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.path().join("logs/error.log")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // nginx's master exits on SIGTERM and takes its workers with it; SIGKILL would
+        // orphan them.
+        self.proc.signal("TERM");
+        let _ = self.proc.wait_exit(Duration::from_secs(5));
+    }
+}
+
+const NGINX_CONF: &str = r#"
+worker_processes 1;
+daemon off;
+pid $DIR/nginx.pid;
+error_log $DIR/logs/error.log info;
+events { worker_connections 256; }
+http {
+  default_type application/octet-stream;
+  client_body_temp_path $DIR/tmp/client_body;
+  proxy_temp_path       $DIR/tmp/proxy;
+  fastcgi_temp_path     $DIR/tmp/fastcgi;
+  uwsgi_temp_path       $DIR/tmp/uwsgi;
+  scgi_temp_path        $DIR/tmp/scgi;
+  log_format json_log escape=json '{"time":"$time_iso8601","msec":$msec,"remote_addr":"$remote_addr","remote_user":"$remote_user","request_method":"$request_method","request_uri":"$request_uri","server_protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,"request_length":$request_length,"request_time":$request_time,"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status","upstream_response_time":"$upstream_response_time","http_referer":"$http_referer","http_user_agent":"$http_user_agent","http_x_forwarded_for":"$http_x_forwarded_for","request_id":"$request_id"}';
+  map $upstream_http_docker_distribution_api_version $docker_distribution_api_version {
+    '' 'registry/2.0';
+  }
+  map "$remote_user:$request_method" $write_denied {
+    default 0;
+    "~^bob:(POST|PUT|PATCH|DELETE)$" 1;
+  }
+  upstream docker-registry {
+    server $UPSTREAM;
+    keepalive 8;
+  }
+  server {
+    listen 127.0.0.1:$PORT;
+    server_name localhost;
+    access_log $DIR/logs/access.log combined;
+    access_log $DIR/logs/access.json.log json_log;
+    client_max_body_size 0;
+    chunked_transfer_encoding on;
+    location /v2/ {
+      auth_basic "Registry realm";
+      auth_basic_user_file $HTPASSWD;
+      if ($write_denied) { return 403; }
+      add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;
+      proxy_pass http://docker-registry;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_read_timeout 900;
+      proxy_request_buffering off;
+    }
+    location / { return 404; }
+  }
+}
+"#;
+
+/// A real SMTP server (aiosmtpd) storing every message in a Maildir.
+pub struct SmtpSink {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    proc: Proc,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.is_file(),
+            "/usr/bin/python3 is missing: run `apt-get install -y python3 python3-aiosmtpd`"
+        );
+        let probe = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .unwrap();
+        assert!(
+            probe.status.success(),
+            "Debian's python3 has no aiosmtpd: run `apt-get install -y python3-aiosmtpd`"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-smtp-")
+            .tempdir()
+            .unwrap();
+        // The Mailbox handler treats an existing directory as a complete Maildir.
+        for sub in ["mail/cur", "mail/new", "mail/tmp"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            "aiosmtpd",
+            Command::new(python)
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(dir.path().join("mail")),
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        SmtpSink { dir, port, proc }
+    }
+
+    /// Every message received so far, as raw RFC 5322 text, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = fs::read_dir(self.dir.path().join("mail/new"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// Waits until at least `n` messages arrived.
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Small OCI images in an OCI layout, built with umoci (no Docker engine).
+pub struct Images {
+    pub dir: tempfile::TempDir,
+}
+
+impl Images {
+    /// `base-1.0` (two layers), `app-1.0` and `app-1.1` (the base layers plus one own layer
+    /// each), `tool-0.1` (unrelated). Content is random, so digests differ per build.
+    pub fn build() -> Images {
+        require("umoci", "umoci");
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-oci-")
+            .tempdir()
+            .unwrap();
+        let layout = dir.path().join("layout");
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let l = |tag: &str| format!("{}:{tag}", layout.display());
+        let umoci = |args: &[&str]| {
+            let out = Command::new("umoci").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "umoci {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let random_file = |name: &str, len: usize| {
+            let mut f = fs::File::create(src.join(name)).unwrap();
+            let mut r = fs::File::open("/dev/urandom").unwrap();
+            let mut buf = vec![0u8; len];
+            r.read_exact(&mut buf).unwrap();
+            f.write_all(&buf).unwrap();
+            src.join(name).display().to_string()
+        };
+        umoci(&["init", "--layout", &layout.display().to_string()]);
+        umoci(&["new", "--image", &l("base-1.0")]);
+        let release = src.join("release");
+        fs::write(&release, "NAME=\"regwatch test base\"\n").unwrap();
+        umoci(&[
+            "insert",
+            "--image",
+            &l("base-1.0"),
+            &release.display().to_string(),
+            "/etc/release",
+        ]);
+        let blob = random_file("base.bin", 64 * 1024);
+        umoci(&[
+            "insert",
+            "--image",
+            &l("base-1.0"),
+            &blob,
+            "/usr/share/base.bin",
+        ]);
+        umoci(&[
+            "config",
+            "--image",
+            &l("base-1.0"),
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+        ]);
+        for (tag, size) in [("app-1.0", 16 * 1024), ("app-1.1", 24 * 1024)] {
+            let f = random_file(tag, size);
+            umoci(&[
+                "insert",
+                "--image",
+                &l("base-1.0"),
+                "--tag",
+                tag,
+                &f,
+                "/app/app.bin",
+            ]);
+        }
+        umoci(&["new", "--image", &l("tool-0.1")]);
+        let f = random_file("tool.bin", 32 * 1024);
+        umoci(&["insert", "--image", &l("tool-0.1"), &f, "/usr/bin/tool"]);
+        umoci(&[
+            "config",
+            "--image",
+            &l("tool-0.1"),
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+        ]);
+        Images { dir }
+    }
+
+    /// `oci:<layout>:<tag>` for skopeo.
+    pub fn reference(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.dir.path().join("layout").display())
+    }
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    require("skopeo", "skopeo");
+    Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Pushes `src` (e.g. [`Images::reference`]) to `host/repo:tag` as `creds`.
+pub fn skopeo_push(src: &str, host: &str, repo_tag: &str, creds: (&str, &str)) -> Output {
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{}:{}", creds.0, creds.1),
+        src,
+        &format!("docker://{host}/{repo_tag}"),
+    ])
+}
+
+/// Pulls `host/repo:tag` into a `dir:` destination as `creds`.
+pub fn skopeo_pull(host: &str, repo_tag: &str, creds: (&str, &str), dest: &Path) -> Output {
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("{}:{}", creds.0, creds.1),
+        &format!("docker://{host}/{repo_tag}"),
+        &format!("dir:{}", dest.display()),
+    ])
+}
+
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The regwatch binary under test, running `regwatch run --config <dir>/regwatch.toml`.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{port}` and `{dir}` substituted) and starts the daemon,
+    /// waiting for `/readyz`.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-daemon-")
+            .tempdir()
+            .unwrap();
+        Self::start_in(dir, config, &[])
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        fs::write(dir.path().join("regwatch.toml"), text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regwatch"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.path().join("regwatch.toml"))
+            .current_dir(dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn(
+            "regwatch",
+            &mut cmd,
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        let d = Daemon { dir, port, proc };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http_get(self.port, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("regwatch never became ready:\n{}", self.proc.stderr());
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("regwatch.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("regwatch.db")
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns status and body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .map_err(std::io::Error::other)?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().map_err(std::io::Error::other)?))
+}
+
+/// Parses Prometheus text format into (series, value) pairs, failing on malformed lines.
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("malformed metric line {l:?}"));
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            };
+            (series.to_string(), value)
+        })
+        .collect()
+}
+
+/// The value of the one series named exactly `series` (with its labels, as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    parse_metrics(text)
+        .into_iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| v)
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
