@@ -191,6 +191,9 @@ impl Default for RegistryOptions {
     }
 }
 
+/// Shared with scripts/demo.sh.
+const REGISTRY_CONF: &str = include_str!("../../scripts/env/registry.yml.in");
+
 /// A real `docker-registry serve` with htpasswd auth.
 pub struct Registry {
     pub dir: tempfile::TempDir,
@@ -230,40 +233,13 @@ impl Registry {
             ),
             None => String::new(),
         };
-        let config = format!(
-            "version: 0.1
-log:
-  level: info
-  formatter: {fmt}
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {d}/storage
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
-  secret: regwatch-test-secret
-  debug:
-    addr: 127.0.0.1:{debug}
-    prometheus:
-      enabled: true
-      path: /metrics
-auth:
-  htpasswd:
-    realm: basic-realm
-    path: {d}/auth/htpasswd
-{notifications}",
-            fmt = self.options.log_format,
-            port = self.port,
-            debug = self.debug_port,
-        );
+        let config = REGISTRY_CONF
+            .replace("@FORMAT@", self.options.log_format)
+            .replace("@STORAGE@", &format!("{d}/storage"))
+            .replace("@PORT@", &self.port.to_string())
+            .replace("@DEBUG_PORT@", &self.debug_port.to_string())
+            .replace("@HTPASSWD@", &format!("{d}/auth/htpasswd"))
+            + &notifications;
         fs::write(self.dir.path().join("config.yml"), config).unwrap();
     }
 
@@ -335,10 +311,10 @@ impl Nginx {
         fs::create_dir_all(dir.path().join("logs")).unwrap();
         let port = free_port();
         let conf = NGINX_CONF
-            .replace("$DIR", &d.to_string())
-            .replace("$PORT", &port.to_string())
-            .replace("$UPSTREAM", &registry.host())
-            .replace("$HTPASSWD", &registry.htpasswd().display().to_string());
+            .replace("@DIR@", &d.to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@UPSTREAM@", &registry.host())
+            .replace("@HTPASSWD@", &registry.htpasswd().display().to_string());
         fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let conf_path = dir.path().join("nginx.conf");
         let error_log = dir.path().join("logs/error.log");
@@ -398,57 +374,8 @@ impl Drop for Nginx {
     }
 }
 
-const NGINX_CONF: &str = r#"
-worker_processes 1;
-daemon off;
-pid $DIR/nginx.pid;
-error_log $DIR/logs/error.log info;
-events { worker_connections 256; }
-http {
-  default_type application/octet-stream;
-  client_body_temp_path $DIR/tmp/client_body;
-  proxy_temp_path       $DIR/tmp/proxy;
-  fastcgi_temp_path     $DIR/tmp/fastcgi;
-  uwsgi_temp_path       $DIR/tmp/uwsgi;
-  scgi_temp_path        $DIR/tmp/scgi;
-  log_format json_log escape=json '{"time":"$time_iso8601","msec":$msec,"remote_addr":"$remote_addr","remote_user":"$remote_user","request_method":"$request_method","request_uri":"$request_uri","server_protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,"request_length":$request_length,"request_time":$request_time,"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status","upstream_response_time":"$upstream_response_time","http_referer":"$http_referer","http_user_agent":"$http_user_agent","http_x_forwarded_for":"$http_x_forwarded_for","request_id":"$request_id"}';
-  map $upstream_http_docker_distribution_api_version $docker_distribution_api_version {
-    '' 'registry/2.0';
-  }
-  map "$remote_user:$request_method" $write_denied {
-    default 0;
-    "~^bob:(POST|PUT|PATCH|DELETE)$" 1;
-  }
-  upstream docker-registry {
-    server $UPSTREAM;
-    keepalive 8;
-  }
-  server {
-    listen 127.0.0.1:$PORT;
-    server_name localhost;
-    access_log $DIR/logs/access.log combined;
-    access_log $DIR/logs/access.json.log json_log;
-    client_max_body_size 0;
-    chunked_transfer_encoding on;
-    location /v2/ {
-      auth_basic "Registry realm";
-      auth_basic_user_file $HTPASSWD;
-      if ($write_denied) { return 403; }
-      add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;
-      proxy_pass http://docker-registry;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_read_timeout 900;
-      proxy_request_buffering off;
-    }
-    location / { return 404; }
-  }
-}
-"#;
+/// Shared with scripts/demo.sh, so the demo and the tests run the same proxy.
+const NGINX_CONF: &str = include_str!("../../scripts/env/nginx.conf.in");
 
 /// A real SMTP server (aiosmtpd) storing every message in a Maildir.
 pub struct SmtpSink {
