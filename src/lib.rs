@@ -11,3 +11,4 @@ pub mod event;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod sources;

@@ -1,0 +1,1 @@
+//! Sources: everything that turns what a registry does into [`crate::event::Event`]s.
