@@ -39,16 +39,21 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let request_timeout = config.server.request_timeout;
+    let max_body = config.server.max_body_bytes;
+    let db_path = config.database.path.clone();
+    let retention = config.database.retention;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         config: config_rx,
+        sink: sink.clone(),
+        db_path,
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(
-        axum::serve(listener, http::router(state, request_timeout))
+        axum::serve(listener, http::router(state, request_timeout, max_body))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
@@ -63,6 +68,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     )
     .await;
     ready.store(true, Ordering::Release);
+    let retention_task = retention
+        .map(|keep| tokio::spawn(retain(sink.clone(), keep, clock.clone(), shutdown.clone())));
     {
         let c = config_tx.borrow();
         tracing::info!(
@@ -85,6 +92,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     };
 
     tracing::info!(signal = reason, "stopping");
+    if let Some(t) = retention_task {
+        t.abort();
+    }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
@@ -104,6 +114,27 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     writer.close().await;
     tracing::info!("stopped; every accepted event is committed");
     Ok(())
+}
+
+/// How often retention runs; rows become due at most this late.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes audit rows older than `keep`, at start-up and then hourly.
+async fn retain(sink: AuditSink, keep: Duration, clock: SharedClock, stop: CancellationToken) {
+    loop {
+        let cutoff = clock.now() - keep;
+        match sink.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(rows = n, before = %crate::audit::format_time(cutoff), "retention deleted old audit rows")
+            }
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+    }
 }
 
 async fn record(sink: &AuditSink, event: Event) {

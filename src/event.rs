@@ -90,6 +90,8 @@ pub struct Event {
     pub remote_addr: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    /// The HTTP method of the request behind the event (a `pull` by `HEAD` is only a check).
+    pub method: Option<String>,
     pub source: Source,
     /// HTTP status, where the source knows it.
     pub status: Option<u16>,
@@ -115,6 +117,7 @@ impl Event {
             remote_addr: None,
             user_agent: None,
             request_id: None,
+            method: None,
             source,
             status: None,
             event_id: None,

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod event;

@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
 use regwatch::audit::StoreError;
+use regwatch::audit::export::Format;
+use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -41,8 +43,69 @@ enum Command {
         #[arg(short, long, env = "REGWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Query, export and verify the audit trail (reads the database; safe while `run` runs).
+    #[command(subcommand)]
+    Audit(Box<AuditCommand>),
     /// Print the version and the git revision it was built from.
     Version,
+}
+
+/// Where the audit commands find the database.
+#[derive(clap::Args)]
+struct DbArgs {
+    /// Read database.path from this config.
+    #[arg(short, long, env = "REGWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// The database file itself (overrides the config).
+    #[arg(long)]
+    database: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.database {
+            Some(p) => Ok(p.clone()),
+            None => config::load(self.config.as_deref()).map(|c| c.database.path),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Show audit events as a table, or as one line per pull/push/delete with --grouped.
+    Query {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Most rows to show (0 = all).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// One line per thing a person did ("bob pulled team/app:1.0 (4 blobs, …)").
+        #[arg(long)]
+        grouped: bool,
+    },
+    /// Export audit events (streamed; any number of rows).
+    Export {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, value_enum)]
+        format: Format,
+        /// Write here (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Walk the hash chain: OK with the row count and head hash, or the first row that does
+    /// not match and why. Exits 1 when the chain is broken.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A head hash written down earlier (e.g. from a report): it must still be in the chain.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
 }
 
 fn version_line() -> &'static str {
@@ -69,6 +132,7 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failed(&e),
         },
+        Command::Audit(cmd) => run_audit(*cmd),
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -96,6 +160,51 @@ fn main() -> ExitCode {
                         _ => ExitCode::FAILURE,
                     }
                 }
+            }
+        }
+    }
+}
+
+fn run_audit(cmd: AuditCommand) -> ExitCode {
+    let db = match &cmd {
+        AuditCommand::Query { db, .. }
+        | AuditCommand::Export { db, .. }
+        | AuditCommand::Verify { db, .. } => db.path(),
+    };
+    let db = match db {
+        Ok(p) => p,
+        Err(e) => return config_failed(&e),
+    };
+    let result = match cmd {
+        AuditCommand::Query {
+            filter,
+            limit,
+            grouped,
+            ..
+        } => audit_cmd::query(&db, &filter, limit, grouped).map(|_| true),
+        AuditCommand::Export {
+            filter,
+            format,
+            output,
+            ..
+        } => audit_cmd::export_to(&db, &filter, format, output.as_ref()).map(|n| {
+            if let Some(p) = output {
+                eprintln!("{n} events written to {}", p.display());
+            }
+            true
+        }),
+        AuditCommand::Verify { expect_head, .. } => audit_cmd::verify(&db, expect_head.as_deref()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<StoreError>() {
+                Some(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
+                    ExitCode::from(EXIT_DATABASE)
+                }
+                _ => ExitCode::FAILURE,
             }
         }
     }

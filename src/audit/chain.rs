@@ -23,6 +23,7 @@ pub struct Row<'a> {
     pub remote_addr: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    pub method: Option<&'a str>,
     pub source: &'a str,
     pub status: Option<i64>,
     pub event_id: Option<&'a str>,
@@ -45,7 +46,7 @@ pub fn canonical(row: &Row<'_>) -> Vec<u8> {
         row.remote_addr,
         row.user_agent,
         row.request_id,
-        (row.source, row.status, row.event_id, row.detail),
+        (row.method, row.source, row.status, row.event_id, row.detail),
     );
     serde_json::to_vec(&values).expect("serializing strings and integers cannot fail")
 }
@@ -77,6 +78,7 @@ mod tests {
             remote_addr: None,
             user_agent: None,
             request_id: None,
+            method: Some("GET"),
             source: "notification",
             status: None,
             event_id: Some("e1"),

@@ -1,7 +1,11 @@
 //! The audit store: one SQLite file, one writer thread, a hash chain over every row.
 
 pub mod chain;
+pub mod export;
+pub mod grouped;
+pub mod query;
 pub mod schema;
+pub mod verify;
 pub mod writer;
 
 pub use schema::{StoreError, open_read_only};

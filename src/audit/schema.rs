@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
         remote_addr TEXT,
         user_agent  TEXT,
         request_id  TEXT,
+        method      TEXT,
         source      TEXT    NOT NULL,
         status      INTEGER,
         event_id    TEXT,
@@ -33,7 +34,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE event_id IS NOT NULL;
     CREATE INDEX audit_events_time ON audit_events(time);
     CREATE INDEX audit_events_actor_time ON audit_events(actor, time);
-    CREATE INDEX audit_events_repository_time ON audit_events(repository, time);",
+    CREATE INDEX audit_events_repository_time ON audit_events(repository, time);
+    -- Retention deletes the oldest rows; the anchor keeps the link the first remaining row
+    -- points to, so the rest of the chain still verifies.
+    CREATE TABLE chain_anchor (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        first_id      INTEGER NOT NULL,
+        prev_hash     TEXT    NOT NULL,
+        rows_deleted  INTEGER NOT NULL,
+        deleted_until TEXT    NOT NULL,
+        updated_at    TEXT    NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

@@ -20,6 +20,11 @@ enum Command {
         event: Box<Event>,
         ack: Option<Ack>,
     },
+    /// Retention: delete rows older than the cutoff (an `audit_events.time` value).
+    Prune {
+        cutoff: String,
+        ack: oneshot::Sender<Result<u64, StoreError>>,
+    },
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
@@ -45,6 +50,30 @@ impl AuditSink {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Queues all `events` and waits until they are committed (in as few transactions as
+    /// the writer batches them into). Returns how many were new (not re-deliveries).
+    pub async fn append_all(&self, events: Vec<Event>) -> Result<usize, StoreError> {
+        let mut waits = Vec::with_capacity(events.len());
+        for event in events {
+            let (ack, done) = oneshot::channel();
+            self.tx
+                .send(Command::Append {
+                    event: Box::new(event),
+                    ack: Some(ack),
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            waits.push(done);
+        }
+        let mut stored = 0;
+        for done in waits {
+            if done.await.map_err(|_| StoreError::Closed)?? {
+                stored += 1;
+            }
+        }
+        Ok(stored)
+    }
+
     /// Queues `event` without waiting for the commit (waits only while the queue is full).
     /// Everything queued before [`AuditWriter::close`] is committed.
     pub async fn enqueue(&self, event: Event) -> Result<(), StoreError> {
@@ -55,6 +84,20 @@ impl AuditSink {
             })
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Deletes audit rows older than `cutoff`, keeping the chain verifiable (see
+    /// [`prune`]). Runs on the writer thread, between batches.
+    pub async fn prune(&self, cutoff: time::OffsetDateTime) -> Result<u64, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Prune {
+                cutoff: super::format_time(cutoff),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.
@@ -142,13 +185,16 @@ fn run(
     let mut batch: Vec<(Box<Event>, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut closing = false;
+        let mut pending_prune = None;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
             Some(Command::Append { event, ack }) => batch.push((event, ack)),
+            Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
         }
-        while !closing && batch.len() < MAX_BATCH {
+        while !closing && pending_prune.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Command::Append { event, ack }) => batch.push((event, ack)),
+                Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -156,11 +202,16 @@ fn run(
         if !batch.is_empty() {
             commit(&mut conn, &mut head, &mut batch, &on_commit);
         }
+        if let Some((cutoff, ack)) = pending_prune {
+            let _ = ack.send(prune(&mut conn, &cutoff).map_err(StoreError::from));
+        }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.
             rx.close();
-            while let Ok(Command::Append { event, ack }) = rx.try_recv() {
-                batch.push((event, ack));
+            while let Ok(cmd) = rx.try_recv() {
+                if let Command::Append { event, ack } = cmd {
+                    batch.push((event, ack));
+                }
             }
             if !batch.is_empty() {
                 commit(&mut conn, &mut head, &mut batch, &on_commit);
@@ -187,9 +238,9 @@ fn commit(
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
-                    media_type, size, actor, remote_addr, user_agent, request_id, source, status,
-                    event_id, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    media_type, size, actor, remote_addr, user_agent, request_id, method, source,
+                    status, event_id, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             for (e, _) in batch.iter() {
                 let time = super::format_time(e.time);
@@ -206,6 +257,7 @@ fn commit(
                     remote_addr: e.remote_addr.as_deref(),
                     user_agent: e.user_agent.as_deref(),
                     request_id: e.request_id.as_deref(),
+                    method: e.method.as_deref(),
                     source: e.source.as_str(),
                     status: e.status.map(i64::from),
                     event_id: e.event_id.as_deref(),
@@ -225,6 +277,7 @@ fn commit(
                     row.remote_addr,
                     row.user_agent,
                     row.request_id,
+                    row.method,
                     row.source,
                     row.status,
                     row.event_id,
@@ -267,6 +320,43 @@ fn commit(
             }
         }
     }
+}
+
+/// Deletes rows older than `cutoff` (but never the newest row, which holds the chain head)
+/// and moves the anchor to the first remaining row. Returns the number of rows deleted.
+pub(crate) fn prune(conn: &mut Connection, cutoff: &str) -> Result<u64, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let first_kept: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, prev_hash FROM audit_events
+             WHERE time >= ?1 OR id = (SELECT max(id) FROM audit_events)
+             ORDER BY id LIMIT 1",
+            [cutoff],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let Some((first_id, prev_hash)) = first_kept else {
+        return Ok(0);
+    };
+    let deleted = tx.execute("DELETE FROM audit_events WHERE id < ?1", [first_id])? as u64;
+    if deleted > 0 {
+        let now = super::format_time(time::OffsetDateTime::now_utc());
+        tx.execute(
+            "INSERT INTO chain_anchor (id, first_id, prev_hash, rows_deleted, deleted_until, updated_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET first_id = excluded.first_id,
+                prev_hash = excluded.prev_hash,
+                rows_deleted = chain_anchor.rows_deleted + excluded.rows_deleted,
+                deleted_until = excluded.deleted_until, updated_at = excluded.updated_at",
+            params![first_id, prev_hash, deleted as i64, cutoff, now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(deleted)
 }
 
 #[cfg(test)]

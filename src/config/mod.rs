@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub api_token_env: Option<String>,
     #[serde(skip)]
     pub api_token_source: Option<SecretSource>,
+    /// Largest request body accepted (notification envelopes); larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
     /// Longest time one HTTP request may take before it is answered 408.
     #[serde(
         default = "default_request_timeout",
@@ -104,6 +107,13 @@ pub struct RegistryConfig {
     )]
     pub timeout: Duration,
     pub storage_root: Option<PathBuf>,
+    /// The bearer token this registry sends with its notifications (its `endpoints[].headers`);
+    /// it also tells regwatch which registry an envelope came from.
+    pub notifications_token: Option<Secret>,
+    pub notifications_token_file: Option<PathBuf>,
+    pub notifications_token_env: Option<String>,
+    #[serde(skip)]
+    pub notifications_token_source: Option<SecretSource>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -111,6 +121,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_body() -> usize {
+    1 << 20
 }
 fn default_db_path() -> PathBuf {
     PathBuf::from("regwatch.db")
@@ -136,6 +149,7 @@ impl Default for ServerConfig {
             api_token_file: None,
             api_token_env: None,
             api_token_source: None,
+            max_body_bytes: default_max_body(),
             request_timeout: default_request_timeout(),
         }
     }
@@ -262,6 +276,12 @@ impl Config {
         } else {
             self.database.path = base.join(&self.database.path);
         }
+        if self.server.max_body_bytes < 1024 {
+            err(
+                KeyPath::default().key("server").key("max_body_bytes"),
+                "must be at least 1024".into(),
+            );
+        }
         if self.database.queue_capacity == 0 {
             err(db.key("queue_capacity"), "must be at least 1".into());
         }
@@ -314,6 +334,22 @@ impl Config {
                     r.password = found.map(|(s, _)| s);
                 }
                 Err((suffix, msg)) => err(at.clone().key(&format!("password{suffix}")), msg),
+            }
+            match secret::resolve(
+                SecretFields {
+                    inline: r.notifications_token.as_ref(),
+                    file: r.notifications_token_file.as_deref(),
+                    env: r.notifications_token_env.as_deref(),
+                },
+                base,
+            ) {
+                Ok(found) => {
+                    r.notifications_token_source = found.as_ref().map(|(_, s)| s.clone());
+                    r.notifications_token = found.map(|(s, _)| s);
+                }
+                Err((suffix, msg)) => {
+                    err(at.clone().key(&format!("notifications_token{suffix}")), msg)
+                }
             }
             if r.password.is_some() && r.username.is_none() {
                 err(
@@ -392,9 +428,14 @@ impl Config {
                 .as_ref()
                 .map(|p| format!(", storage {}", p.display()))
                 .unwrap_or_default();
+            let notify = r
+                .notifications_token_source
+                .as_ref()
+                .map(|src| format!(", notifications token {src}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  {:<12} {} ({auth}; poll every {}, timeout {}{storage})",
+                "  {:<12} {} ({auth}; poll every {}, timeout {}{storage}{notify})",
                 r.name,
                 r.url,
                 duration::humane(r.poll_interval),

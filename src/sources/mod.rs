@@ -1,1 +1,3 @@
 //! Sources: everything that turns what a registry does into [`crate::event::Event`]s.
+pub mod notifications;
+pub mod webhook;

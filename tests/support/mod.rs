@@ -604,7 +604,17 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
-        let port = free_port();
+        Self::start_on(free_port(), dir, config, env)
+    }
+
+    /// Like [`start_in`](Self::start_in) on a given port (e.g. one a registry already sends
+    /// notifications to).
+    pub fn start_on(
+        port: u16,
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string());
@@ -651,6 +661,81 @@ impl Daemon {
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("regwatch.db")
     }
+
+    /// Stops the daemon with SIGTERM and hands back its directory (config, database).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.proc.signal("TERM");
+        self.proc
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("regwatch did not stop on SIGTERM:\n{}", self.proc.stderr()));
+        self.dir
+    }
+}
+
+/// An HTTP request to regwatch with optional bearer token; returns status and body.
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, String) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut req = client.request(
+        method.parse().unwrap(),
+        format!("http://127.0.0.1:{port}{path}"),
+    );
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().unwrap_or_default())
+}
+
+/// Polls `cond` every 50 ms for up to `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the regwatch binary with `args`; returns exit code, stdout, stderr.
+pub fn regwatch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_regwatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `sqlite3 DB SQL` (the real CLI), failing the test if it fails.
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    require("sqlite3", "sqlite3");
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert_ok(&out, &format!("sqlite3 {sql}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A plain HTTP/1.1 GET on loopback; returns status and body.

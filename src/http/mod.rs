@@ -1,12 +1,19 @@
-//! The one HTTP listener: `/metrics`, `/healthz`, `/readyz`, and the landing page.
+//! The one HTTP listener: `/metrics`, `/healthz`, `/readyz`, the landing page, the audit API
+//! and the notification receiver.
 
+pub mod api;
+pub mod auth;
+
+use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,11 +27,20 @@ pub struct AppState {
     /// True once the store is open and the config loaded; false again while shutting down.
     pub ready: Arc<AtomicBool>,
     pub config: watch::Receiver<Arc<Config>>,
+    pub sink: AuditSink,
+    /// For read-only connections (the writer thread owns the only write connection).
+    pub db_path: PathBuf,
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/", get(landing))
+        .route(
+            "/notifications",
+            post(crate::sources::webhook::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/audit/head", get(api::head))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

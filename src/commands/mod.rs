@@ -1,0 +1,3 @@
+//! The CLI's subcommands other than `run` (which is [`crate::daemon`]).
+
+pub mod audit;

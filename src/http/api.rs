@@ -1,0 +1,171 @@
+//! `/api/v1/audit`: the audit trail over HTTP (token required), cursor-paginated, as JSON or
+//! CSV.
+
+use super::AppState;
+use super::auth::{error, refuse};
+use crate::audit::export::{write_csv_header, write_csv_row};
+use crate::audit::grouped::{self, Grouper};
+use crate::audit::query::{AuditRow, Filter, parse_time};
+use crate::audit::{open_read_only, verify};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 10_000;
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    since: Option<String>,
+    until: Option<String>,
+    actor: Option<String>,
+    repository: Option<String>,
+    action: Option<String>,
+    address: Option<String>,
+    registry: Option<String>,
+    source: Option<String>,
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `events` (raw rows, default) or `activities` (the grouped view).
+    view: Option<String>,
+}
+
+fn filter(p: &AuditParams) -> Result<Filter, String> {
+    let now = time::OffsetDateTime::now_utc();
+    let time = |v: &Option<String>| v.as_deref().map(|s| parse_time(s, now)).transpose();
+    Ok(Filter {
+        since: time(&p.since)?,
+        until: time(&p.until)?,
+        actor: p.actor.clone(),
+        repository: p.repository.clone(),
+        action: p.action.clone(),
+        address: p.address.clone(),
+        registry: p.registry.clone(),
+        source: p.source.clone(),
+        after_id: p
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| format!("invalid cursor {c:?}"))
+            })
+            .transpose()?,
+        limit: Some(p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)),
+    })
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let f = match filter(&params) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"));
+    let grouped = match params.view.as_deref() {
+        None | Some("events") => false,
+        Some("activities") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown view {other:?}: expected events or activities"),
+            );
+        }
+    };
+    let db = state.db_path.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Response, String> {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
+        if csv {
+            let mut out = Vec::new();
+            write_csv_header(&mut out).map_err(|e| e.to_string())?;
+            let mut last = None;
+            let n = f
+                .for_each(&conn, |r| {
+                    last = Some(r.id);
+                    write_csv_row(&mut out, r)
+                })
+                .map_err(|e| e.to_string())?;
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                out,
+            )
+                .into_response();
+            if let (true, Some(id)) = (n == limit, last) {
+                resp.headers_mut()
+                    .insert("X-Next-Cursor", id.to_string().parse().expect("digits"));
+            }
+            return Ok(resp);
+        }
+        let mut rows: Vec<AuditRow> = Vec::new();
+        f.for_each(&conn, |r| -> Result<(), rusqlite::Error> {
+            rows.push(r.clone());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        let next = (rows.len() as u64 == limit)
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        let body = if grouped {
+            let mut g = Grouper::default();
+            rows.iter().for_each(|r| g.push(r));
+            let acts: Vec<serde_json::Value> = g
+                .finish()
+                .into_iter()
+                .map(|a| {
+                    let mut v = serde_json::to_value(&a).expect("serializable");
+                    v["summary"] = grouped::describe(&a).into();
+                    v
+                })
+                .collect();
+            serde_json::json!({ "activities": acts, "next_cursor": next })
+        } else {
+            serde_json::json!({ "events": rows, "next_cursor": next })
+        };
+        Ok(Json(body).into_response())
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/audit/head`: the chain head, to write down elsewhere.
+pub async fn head(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let db = state.db_path.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(i64, String), String> {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        verify::head(&conn).map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok((rows, head))) => {
+            Json(serde_json::json!({ "rows": rows, "head": head })).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,114 @@
+//! `POST /notifications`: the registry's notification envelopes (and Harbor webhooks).
+//!
+//! Answers 2xx only after every event of the body is committed, so the registry retries
+//! anything not stored; re-deliveries are recognised by event id and stored once.
+
+use super::notifications;
+use crate::config::Config;
+use crate::http::AppState;
+use crate::http::auth::{bearer, error};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, serde::Deserialize)]
+pub struct NotifyQuery {
+    /// Which registry sent it, when its token does not already say.
+    registry: Option<String>,
+}
+
+/// Which registry a token belongs to: a registry's own `notifications_token` names it; the
+/// server's API token needs `?registry=` unless only one registry is configured.
+pub fn registry_for(
+    config: &Config,
+    token: &[u8],
+    named: Option<&str>,
+) -> Result<String, (StatusCode, String)> {
+    if let Some(r) = config.registries.iter().find(|r| {
+        r.notifications_token
+            .as_ref()
+            .is_some_and(|t| t.matches(token))
+    }) {
+        return match named {
+            Some(n) if n != r.name => Err((
+                StatusCode::BAD_REQUEST,
+                format!("this token belongs to registry {:?}, not {n:?}", r.name),
+            )),
+            _ => Ok(r.name.clone()),
+        };
+    }
+    if !config
+        .server
+        .api_token
+        .as_ref()
+        .is_some_and(|t| t.matches(token))
+    {
+        let configured = config.server.api_token.is_some()
+            || config
+                .registries
+                .iter()
+                .any(|r| r.notifications_token.is_some());
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            if configured {
+                "invalid token".into()
+            } else {
+                "no notification token is configured (registry.notifications_token or server.api_token), so notifications are refused".into()
+            },
+        ));
+    }
+    match (named, config.registries.as_slice()) {
+        (Some(n), _) => config
+            .registry(n)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("unknown registry {n:?} in ?registry="))),
+        (None, [only]) => Ok(only.name.clone()),
+        (None, _) => Err((
+            StatusCode::BAD_REQUEST,
+            "several registries are configured: name the sender with ?registry=NAME or give each registry its own notifications_token".into(),
+        )),
+    }
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Query(query): Query<NotifyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token (Authorization: Bearer …)",
+        );
+    };
+    let config = state.config.borrow().clone();
+    let registry = match registry_for(&config, token, query.registry.as_deref()) {
+        Ok(r) => r,
+        Err((status, msg)) => return error(status, msg),
+    };
+    let events = match notifications::parse(&body, &registry) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let received = events.len();
+    match state.sink.append_all(events).await {
+        Ok(stored) => {
+            tracing::debug!(registry, received, stored, "notification stored");
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({ "accepted": stored, "duplicates": received - stored })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(registry, error = %e, "notification not stored; the registry will retry");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not stored, retry later: {e}"),
+            )
+        }
+    }
+}

@@ -1,0 +1,774 @@
+//! The audit trail end to end: the real registry's notifications, exactly-once delivery
+//! across a regwatch restart, the API's refusals, tampering found by `audit verify`,
+//! retention, and exports.
+
+mod support;
+
+use rusqlite::Connection;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const API_TOKEN: &str = "api-token-0c9e41";
+const NOTIFY_TOKEN: &str = "notify-token-7f3a2b";
+
+fn config(registry_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+api_token = "{API_TOKEN}"
+max_body_bytes = 65536
+
+[database]
+path = "{{dir}}/regwatch.db"
+
+[[registry]]
+name = "main"
+url = "{registry_url}"
+notifications_token = "{NOTIFY_TOKEN}"
+"#
+    )
+}
+
+fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n).map(|i| r.get::<_, Option<String>>(i)).collect()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn count(db: &std::path::Path, sql: &str) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// The digest the registry serves for `repo:tag` (HEAD with every manifest type accepted).
+fn manifest_digest(base: &str, repo: &str, tag: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-I", "-u", "alice:alice-pass", "-H"])
+        .arg("Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+        .arg(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Docker-Content-Digest: ")
+                .or_else(|| l.strip_prefix("docker-content-digest: "))
+        })
+        .map(|d| d.trim().to_string())
+        .expect("Docker-Content-Digest header")
+}
+
+fn delete_manifest(base: &str, repo: &str, digest: &str) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "-u",
+            "alice:alice-pass",
+        ])
+        .arg(format!("{base}/v2/{repo}/manifests/{digest}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+}
+
+/// The registry's own count of notification events for its endpoint, and how many wait.
+fn registry_notification_counts(registry: &Registry) -> (u64, u64) {
+    let (_, vars) = http_get(registry.debug_port, "/debug/vars").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&vars).unwrap();
+    let m = &v["registry"]["notifications"]["endpoints"][0]["Metrics"];
+    (
+        m["Events"].as_u64().unwrap(),
+        m["Pending"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() {
+    let port = free_port();
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let nginx = Nginx::start(&registry);
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-audit-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_on(port, dir, &config(&nginx.url()), &[]);
+    let images = Images::build();
+
+    assert_ok(
+        &skopeo_push(
+            &images.reference("app-1.0"),
+            &nginx.host(),
+            "team/app:1.0",
+            ALICE,
+        ),
+        "push",
+    );
+    let pulled = tempfile::tempdir().unwrap();
+    assert_ok(
+        &skopeo_pull(
+            &nginx.host(),
+            "team/app:1.0",
+            BOB,
+            &pulled.path().join("app"),
+        ),
+        "pull",
+    );
+    let digest = manifest_digest(&nginx.url(), "team/app", "1.0");
+    delete_manifest(&nginx.url(), "team/app", &digest);
+
+    let db = daemon.db_path();
+    wait_until(Duration::from_secs(20), "the delete notifications", || {
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'delete'",
+        ) == 2
+    });
+    // Every event the registry sent is stored, once.
+    wait_until(
+        Duration::from_secs(10),
+        "the registry's queue to drain",
+        || registry_notification_counts(&registry).1 == 0,
+    );
+    let (sent, _) = registry_notification_counts(&registry);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE source = 'notification'"
+        ) as u64,
+        sent
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'"
+        ) as u64,
+        sent
+    );
+
+    let cols =
+        "SELECT actor, repository, tag, digest, remote_addr, method, registry FROM audit_events";
+    assert_eq!(
+        rows(
+            &db,
+            &format!("{cols} WHERE action = 'push' AND tag IS NOT NULL")
+        ),
+        vec![vec![
+            s("alice"),
+            s("team/app"),
+            s("1.0"),
+            Some(digest.clone()),
+            s("127.0.0.1"),
+            s("PUT"),
+            s("main")
+        ]]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            &format!("{cols} WHERE action = 'pull' AND tag = '1.0' AND method = 'GET'")
+        ),
+        vec![vec![
+            s("bob"),
+            s("team/app"),
+            s("1.0"),
+            Some(digest.clone()),
+            s("127.0.0.1"),
+            s("GET"),
+            s("main")
+        ]]
+    );
+    // Four blobs (config + three layers) pushed by alice and pulled by bob.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'push' AND media_type = 'application/octet-stream'"
+        ),
+        4
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'pull' AND actor = 'bob' AND media_type = 'application/octet-stream'"
+        ),
+        4
+    );
+    // A delete by digest is two events of one request: the digest, and the tag it had.
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT actor, repository, tag, digest FROM audit_events WHERE action = 'delete' ORDER BY id"
+        ),
+        vec![
+            vec![s("alice"), s("team/app"), None, Some(digest.clone())],
+            vec![s("alice"), s("team/app"), s("1.0"), None]
+        ]
+    );
+
+    // The grouped view reads as what people did.
+    let (code, out, err) = regwatch(&[
+        "audit",
+        "query",
+        "--grouped",
+        "--database",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().map(|l| l.split_once("  ").unwrap().1).collect();
+    let expected = [
+        "(anonymous) monitor_start",
+        "alice pushed team/app:1.0 (4 blobs, ",
+        "bob pulled team/app:1.0 (4 blobs, ",
+        "alice deleted team/app:1.0 from 127.0.0.1",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (got, want) in lines.iter().zip(expected) {
+        assert!(got.starts_with(want), "got {got:?}, want {want:?}…\n{out}");
+    }
+    assert!(out.contains("bob pulled team/app:1.0 (4 blobs,"), "{out}");
+
+    // The same through the API, with the token.
+    let (status, body) = http(
+        "GET",
+        daemon.port,
+        "/api/v1/audit?view=activities&actor=bob",
+        Some(API_TOKEN),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["activities"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("bob pulled team/app:1.0 (4 blobs"),
+        "{body}"
+    );
+    let (status, csv) = http(
+        "GET",
+        daemon.port,
+        "/api/v1/audit?action=delete",
+        Some(API_TOKEN),
+        &[("Accept", "text/csv")],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("id,time,registry,action,"), "{csv}");
+}
+
+#[test]
+fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
+    let port = free_port();
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-audit-")
+        .tempdir()
+        .unwrap();
+    let cfg = config(&registry.url());
+    let daemon = Daemon::start_on(port, dir, &cfg, &[]);
+    let images = Images::build();
+    assert_ok(
+        &skopeo_push(
+            &images.reference("base-1.0"),
+            &registry.host(),
+            "team/base:1.0",
+            ALICE,
+        ),
+        "push",
+    );
+    wait_until(Duration::from_secs(10), "first push stored", || {
+        count(
+            &daemon.db_path(),
+            "SELECT count(*) FROM audit_events WHERE tag = '1.0' AND action = 'push'",
+        ) == 1
+    });
+    let dir = daemon.stop();
+
+    // While regwatch is down the registry keeps the events and retries.
+    assert_ok(
+        &skopeo_push(
+            &images.reference("tool-0.1"),
+            &registry.host(),
+            "tools/tool:0.1",
+            ALICE,
+        ),
+        "push while down",
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the registry to queue events",
+        || registry_notification_counts(&registry).1 > 0,
+    );
+
+    let daemon = Daemon::start_on(port, dir, &cfg, &[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the registry's retries to land",
+        || registry_notification_counts(&registry).1 == 0,
+    );
+    let db = daemon.db_path();
+    let (sent, _) = registry_notification_counts(&registry);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE source = 'notification'"
+        ) as u64,
+        sent
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'"
+        ) as u64,
+        sent
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE repository = 'tools/tool' AND tag = '0.1' AND action = 'push'"
+        ),
+        1
+    );
+    let (code, out, _) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Posts every sample envelope; returns the number of events stored.
+fn post_samples(port: u16) -> usize {
+    let samples = include_str!("fixtures/notifications.ndjson");
+    let mut n = 0;
+    for line in samples.lines() {
+        let (status, body) = http(
+            "POST",
+            port,
+            "/notifications",
+            Some(NOTIFY_TOKEN),
+            &[(
+                "Content-Type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )],
+            Some(line.as_bytes().to_vec()),
+        );
+        assert_eq!(status, 200, "{body}");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-audit-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
+    let db = daemon.db_path();
+    let envelope = include_str!("fixtures/notifications.ndjson")
+        .lines()
+        .next()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let before = count(&db, "SELECT count(*) FROM audit_events");
+
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        None,
+        &[],
+        Some(envelope.clone()),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("missing bearer token"), "{body}");
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some("wrong"),
+        &[],
+        Some(envelope.clone()),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"invalid token"}"#)
+    );
+    let (status, _) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some(NOTIFY_TOKEN),
+        &[],
+        Some(vec![b' '; 70_000]),
+    );
+    assert_eq!(status, 413);
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some(NOTIFY_TOKEN),
+        &[],
+        Some(b"{\"events\": [".to_vec()),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("body is not valid JSON"), "{body}");
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some(NOTIFY_TOKEN),
+        &[],
+        Some(
+            br#"{"events":[{"id":"x","timestamp":"2026-11-28T19:59:33Z","action":"explode"}]}"#
+                .to_vec(),
+        ),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"error":"event 0: unknown action \"explode\""}"#)
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit_events"),
+        before,
+        "a refused request wrote something"
+    );
+
+    // The API needs its token too, and the notification token is not it.
+    for token in [None, Some("wrong"), Some(NOTIFY_TOKEN)] {
+        let (status, _) = http("GET", daemon.port, "/api/v1/audit", token, &[], None);
+        assert_eq!(status, 401, "token {token:?}");
+    }
+    let (status, body) = http(
+        "GET",
+        daemon.port,
+        "/api/v1/audit?since=someday",
+        Some(API_TOKEN),
+        &[],
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid time \\\"someday\\\""), "{body}");
+
+    // A re-delivered envelope is acknowledged and stored once.
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some(NOTIFY_TOKEN),
+        &[],
+        Some(envelope.clone()),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"accepted":1,"duplicates":0}"#)
+    );
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/notifications",
+        Some(NOTIFY_TOKEN),
+        &[],
+        Some(envelope),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"accepted":0,"duplicates":1}"#)
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events"), before + 1);
+}
+
+fn verify(db: &std::path::Path) -> (i32, String) {
+    let (code, out, err) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn audit_verify_names_edited_deleted_and_inserted_rows() {
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-audit-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
+    post_samples(daemon.port);
+    let (_, head_json) = http(
+        "GET",
+        daemon.port,
+        "/api/v1/audit/head",
+        Some(API_TOKEN),
+        &[],
+        None,
+    );
+    let head: serde_json::Value = serde_json::from_str(&head_json).unwrap();
+    let dir = daemon.stop();
+    let db = dir.path().join("regwatch.db");
+    let (code, out) = verify(&db);
+    assert_eq!(code, 0, "{out}");
+    // monitor_start, 115 events, monitor_stop
+    assert!(
+        out.starts_with("OK: 117 rows, every link intact\nhead "),
+        "{out}"
+    );
+    assert!(
+        out.contains(head["head"].as_str().unwrap()) || head["rows"] == 116,
+        "{out} vs {head_json}"
+    );
+
+    let copy = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::copy(&db, &p).unwrap();
+        p
+    };
+    let edited = copy("edited.db");
+    sqlite3(
+        &edited,
+        "UPDATE audit_events SET actor = 'mallory' WHERE id = 40",
+    );
+    assert_eq!(verify(&edited), (1, "BROKEN: row 40 was changed: its contents do not match its stored hash\n(39 rows verified before it)\n".into()));
+
+    let deleted = copy("deleted.db");
+    sqlite3(&deleted, "DELETE FROM audit_events WHERE id = 50");
+    let (code, out) = verify(&deleted);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("BROKEN: rows are missing between row 49 and row 51"),
+        "{out}"
+    );
+
+    let inserted = copy("inserted.db");
+    sqlite3(
+        &inserted,
+        "UPDATE audit_events SET id = id + 1000 WHERE id > 60; UPDATE audit_events SET id = id - 999 WHERE id > 1000;
+         INSERT INTO audit_events (id, time, registry, action, repository, actor, source, prev_hash, hash)
+         VALUES (61, '2026-11-28T19:59:40.000000Z', 'main', 'pull', 'team/app', 'alice', 'notification', 'f00d', 'beef');",
+    );
+    let (code, out) = verify(&inserted);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(
+            "BROKEN: row 61 was inserted: it does not link to row 60, and row 62 links past it"
+        ),
+        "{out}"
+    );
+
+    // Rewriting a row together with its hash is caught at the next link.
+    let rehashed = copy("rehashed.db");
+    sqlite3(
+        &rehashed,
+        "UPDATE audit_events SET hash = 'c0ffee' WHERE id = 70",
+    );
+    let (code, out) = verify(&rehashed);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("BROKEN: row 70 was changed"), "{out}");
+
+    // The newest rows removed: only a head written down earlier tells.
+    let truncated = copy("truncated.db");
+    let last_hash = sqlite3(
+        &truncated,
+        "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
+    );
+    sqlite3(&truncated, "DELETE FROM audit_events WHERE id > 100");
+    assert_eq!(
+        verify(&truncated).0,
+        0,
+        "a shortened chain is still a chain"
+    );
+    let (code, out, _) = regwatch(&[
+        "audit",
+        "verify",
+        "--database",
+        truncated.to_str().unwrap(),
+        "--expect-head",
+        last_hash.trim(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("is not in the chain"), "{out}");
+}
+
+#[test]
+fn retention_keeps_the_rest_of_the_chain_verifiable() {
+    use regwatch::audit::AuditWriter;
+    use regwatch::event::{Action, Event, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let writer = AuditWriter::start(&db, 64, Box::new(|_| {})).unwrap();
+    let sink = writer.sink();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = time::macros::datetime!(2026-01-01 0:00 UTC);
+    rt.block_on(async {
+        for day in 0..30 {
+            let mut e = Event::new(
+                base + time::Duration::days(day),
+                Action::Pull,
+                Source::Notification,
+            );
+            e.actor = Some(format!("user{day}"));
+            e.event_id = Some(format!("e{day}"));
+            sink.append(e).await.unwrap();
+        }
+        let deleted = sink.prune(base + time::Duration::days(20)).await.unwrap();
+        assert_eq!(deleted, 20);
+        // A second pass moves the anchor further.
+        assert_eq!(
+            sink.prune(base + time::Duration::days(25)).await.unwrap(),
+            5
+        );
+    });
+    rt.block_on(writer.close());
+    let (code, out) = verify(&db);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: 5 rows, every link intact\n"), "{out}");
+    assert!(out.contains("anchored at row 26 (retention removed 25 older rows, up to 2026-01-26T00:00:00.000000Z)"), "{out}");
+    // Deleting the first row after the anchor is still noticed.
+    sqlite3(&db, "DELETE FROM audit_events WHERE id = 26");
+    let (code, out) = verify(&db);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("BROKEN: rows are missing between the chain's start and row 27"),
+        "{out}"
+    );
+}
+
+#[test]
+fn exports_stream_every_row_in_each_format() {
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-audit-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
+    post_samples(daemon.port);
+    let dir = daemon.stop();
+    let db = dir.path().join("regwatch.db");
+    let dbs = db.to_str().unwrap();
+
+    let csv = dir.path().join("out.csv");
+    let (code, _, err) = regwatch(&[
+        "audit",
+        "export",
+        "--database",
+        dbs,
+        "--format",
+        "csv",
+        "--output",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("117 events written to {}", csv.display())
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&csv).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Same rows and values as the sqlite3 CLI gives.
+    let ours = std::fs::read_to_string(&csv).unwrap().replace("\r\n", "\n");
+    let theirs = Command::new("sqlite3")
+        .args(["-csv", "-header"])
+        .arg(&db)
+        .arg(format!(
+            "SELECT {} FROM audit_events ORDER BY id",
+            regwatch::audit::query::COLUMNS.join(", ")
+        ))
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8(theirs.stdout).unwrap();
+    assert_eq!(ours.lines().count(), 118);
+    let theirs = theirs.replace("\r", "");
+    for (i, (a, b)) in ours.lines().zip(theirs.lines()).enumerate() {
+        assert_eq!(a, b, "line {} differs from sqlite3 -csv", i + 1);
+    }
+    assert_eq!(ours.lines().count(), theirs.lines().count());
+
+    let (code, ndjson, _) = regwatch(&[
+        "audit",
+        "export",
+        "--database",
+        dbs,
+        "--format",
+        "ndjson",
+        "--action",
+        "delete",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(ndjson.lines().count(), 7);
+    for l in ndjson.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["action"], "delete");
+    }
+    let (code, json, _) = regwatch(&[
+        "audit",
+        "export",
+        "--database",
+        dbs,
+        "--format",
+        "json",
+        "--actor",
+        "bob",
+        "--repository",
+        "team/*",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let arr = v.as_array().unwrap();
+    assert!(
+        !arr.is_empty()
+            && arr
+                .iter()
+                .all(|r| r["actor"] == "bob"
+                    && r["repository"].as_str().unwrap().starts_with("team/"))
+    );
+
+    let (code, html, _) = regwatch(&["audit", "export", "--database", dbs, "--format", "html"]);
+    assert_eq!(code, 0);
+    let head = sqlite3(
+        &db,
+        "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
+    );
+    for needle in [
+        "<h1>Registry audit report</h1>",
+        "<h2>Activity over time</h2>",
+        "<svg",
+        "<h2>By actor</h2>",
+        "<h2>Deletions</h2>",
+        "<h2>Failed logins</h2>",
+        "verified</span>: 117 rows",
+        head.trim(),
+        "<p>117 events.</p>",
+    ] {
+        assert!(html.contains(needle), "HTML report lacks {needle:?}");
+    }
+    assert!(!html.contains("<script"), "the report must be inert");
+}
