@@ -47,16 +47,33 @@ chmod 755 "$DIR" "$DIR/logs" "$DIR/auth" "$DIR/tmp"   # nginx workers (nobody) r
 
 { htpasswd -Bbn alice alice-pass; htpasswd -Bbn bob bob-pass; } | grep -v '^$' >"$DIR/auth/htpasswd"
 chmod 644 "$DIR/auth/htpasswd"
-sed -e "s#@FORMAT@#json#; s#@STORAGE@#$DIR/storage#; s#@PORT@#$REG_PORT#; s#@DEBUG_PORT@#$DEBUG_PORT#; s#@HTPASSWD@#$DIR/auth/htpasswd#" \
-  "$ROOT/scripts/env/registry.yml.in" >"$DIR/registry.yml"
-sed -e "s#@DIR@#$DIR#g; s#@PORT@#$NGINX_PORT#; s#@UPSTREAM@#127.0.0.1:$REG_PORT#; s#@HTPASSWD@#$DIR/auth/htpasswd#" \
-  "$ROOT/scripts/env/nginx.conf.in" >"$DIR/nginx.conf"
-
-# Secrets live in files only their owner can read; the config names the files.
+# Secrets live in files only their owner can read; the configs name the files.
 umask 077
 printf 'alice-pass\n' >"$DIR/secrets/registry-password"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secrets/api-token"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secrets/notify-token"
 umask 022
+# The registry sends its notifications (push, pull, delete with the user) to regwatch.
+{ sed -e "s#@FORMAT@#json#; s#@STORAGE@#$DIR/storage#; s#@PORT@#$REG_PORT#; s#@DEBUG_PORT@#$DEBUG_PORT#; s#@HTPASSWD@#$DIR/auth/htpasswd#" \
+    "$ROOT/scripts/env/registry.yml.in"
+  cat <<YAML
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: regwatch
+      url: http://127.0.0.1:$RW_PORT/notifications
+      headers:
+        Authorization: [Bearer $(cat "$DIR/secrets/notify-token")]
+      timeout: 2s
+      threshold: 3
+      backoff: 1s
+YAML
+} >"$DIR/registry.yml"
+chmod 600 "$DIR/registry.yml"
+sed -e "s#@DIR@#$DIR#g; s#@PORT@#$NGINX_PORT#; s#@UPSTREAM@#127.0.0.1:$REG_PORT#; s#@HTPASSWD@#$DIR/auth/htpasswd#" \
+  "$ROOT/scripts/env/nginx.conf.in" >"$DIR/nginx.conf"
+
 cat >"$DIR/regwatch.toml" <<TOML
 [server]
 listen = "127.0.0.1:$RW_PORT"
@@ -73,6 +90,7 @@ username = "alice"
 password_file = "secrets/registry-password"
 poll_interval = "30s"
 storage_root = "storage"
+notifications_token_file = "secrets/notify-token"
 TOML
 
 say "starting docker-registry, nginx and regwatch"
@@ -100,14 +118,19 @@ for _ in 1 2 3; do curl -s -o /dev/null -u bob:wrong "http://127.0.0.1:$NGINX_PO
 
 say "regwatch's metrics (curl -s http://127.0.0.1:$RW_PORT/metrics | grep ^regwatch_):"
 curl -s "http://127.0.0.1:$RW_PORT/metrics" | grep '^regwatch_'
-say "audit trail (sqlite3 $DIR/regwatch.db):"
-sqlite3 -header -column "$DIR/regwatch.db" 'SELECT id, time, action, detail FROM audit_events'
+sleep 1   # the registry delivers notifications asynchronously
+say "who did what ($RW audit query --grouped --config $DIR/regwatch.toml):"
+"$RW" audit query --grouped --config "$DIR/regwatch.toml"
+say "the raw audit rows, and the hash chain:"
+"$RW" audit query --config "$DIR/regwatch.toml" --limit 12
+"$RW" audit verify --config "$DIR/regwatch.toml"
 cat >&2 <<EOF
 
 Where to look:
   http://127.0.0.1:$RW_PORT/           regwatch (also /metrics, /healthz, /readyz)
   $DIR/regwatch.toml    its config; edit it and 'kill -HUP \$(cat $DIR/run/regwatch.pid)' to reload
-  $DIR/regwatch.db      the audit trail (mode 0600)
+  $DIR/regwatch.db      the audit trail (mode 0600): regwatch audit query|export|verify --config $DIR/regwatch.toml
+  curl -H "Authorization: Bearer \$(cat $DIR/secrets/api-token)" 'http://127.0.0.1:$RW_PORT/api/v1/audit?view=activities'
   $DIR/logs/            registry, nginx and regwatch logs
   http://127.0.0.1:$NGINX_PORT/v2/     the registry through nginx (alice/alice-pass, bob/bob-pass)
 Stop everything with: scripts/demo.sh down
