@@ -109,6 +109,10 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
         .map_err(corrupt)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(corrupt)?;
+    // The unique event-id index takes inserts at random places; 64 MiB of page cache keeps
+    // its hot pages in memory on large trails.
+    conn.pragma_update(None, "cache_size", -65536)
+        .map_err(corrupt)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(corrupt)?;
     migrate(&conn, path)?;
