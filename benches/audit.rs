@@ -8,13 +8,13 @@
 //!
 //! Needs the sqlite3 CLI (apt-get install sqlite3).
 
-use regwatch::audit::query::{Filter, COLUMNS};
-use regwatch::audit::{open_read_only, AuditWriter};
+use regwatch::audit::query::{COLUMNS, Filter};
+use regwatch::audit::{AuditWriter, open_read_only};
 use regwatch::event::{Action, Event, Source};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use time::macros::datetime;
 
@@ -35,20 +35,31 @@ fn main() {
         Command::new("sqlite3").arg("-version").output().is_ok(),
         "sqlite3 CLI missing: apt-get install -y sqlite3"
     );
-    println!("# regwatch audit benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "# regwatch audit benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     notifications();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
     let t = Instant::now();
     fill(&db, 0, EXPORT_ROWS);
     let secs = t.elapsed().as_secs_f64();
-    println!("\n## bulk append through the writer (hash chain, 5 indexes)\nregwatch writer: {EXPORT_ROWS} rows in {secs:.2} s = {:.0} rows/s", EXPORT_ROWS as f64 / secs);
+    println!(
+        "\n## bulk append through the writer (hash chain, 5 indexes)\nregwatch writer: {EXPORT_ROWS} rows in {secs:.2} s = {:.0} rows/s",
+        EXPORT_ROWS as f64 / secs
+    );
     sqlite_insert_peer(dir.path());
     export(&db, dir.path());
     if query_rows > EXPORT_ROWS {
         let t = Instant::now();
         fill(&db, EXPORT_ROWS, query_rows);
-        println!("\n(filled to {query_rows} rows in {:.1} s)", t.elapsed().as_secs_f64());
+        println!(
+            "\n(filled to {query_rows} rows in {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
     }
     query(&db, query_rows.max(EXPORT_ROWS));
 }
@@ -58,18 +69,34 @@ fn event(i: u64) -> Event {
     let base = datetime!(2026-01-01 0:00 UTC);
     // Spread over a year, 500 actors, 2,000 repositories.
     let t = base + time::Duration::milliseconds((i as i64 * 3_153_600_000) / 100_000_000 * 10);
-    let action = [Action::Pull, Action::Pull, Action::Pull, Action::Push, Action::Delete][(i % 5) as usize];
+    let action = [
+        Action::Pull,
+        Action::Pull,
+        Action::Pull,
+        Action::Push,
+        Action::Delete,
+    ][(i % 5) as usize];
     let mut e = Event::new(t, action, Source::Notification);
     e.registry = Some("main".into());
     e.repository = Some(format!("team{}/app{}", i % 40, i % 2000));
     e.tag = (i % 3 == 0).then(|| format!("1.{}", i % 17));
-    e.digest = Some(format!("sha256:{:064x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)));
+    e.digest = Some(format!(
+        "sha256:{:064x}",
+        (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    ));
     e.media_type = Some("application/octet-stream".into());
     e.size = Some(1000 + i % 900_000);
     e.actor = Some(format!("user{}", (i * 7919) % 500));
     e.remote_addr = Some(format!("10.{}.{}.{}", i % 7, (i / 7) % 250, i % 250));
     e.user_agent = Some("containerd/1.7.13+unknown".into());
-    e.request_id = Some(format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", i, i % 65536, i % 4096, (i / 7) % 4096, i * 31));
+    e.request_id = Some(format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        i,
+        i % 65536,
+        i % 4096,
+        (i / 7) % 4096,
+        i * 31
+    ));
     e.method = Some("GET".into());
     e.event_id = Some(format!("{:08x}-0000-4000-8000-{:012x}", i, i));
     e
@@ -92,7 +119,9 @@ fn fill(db: &std::path::Path, from: u64, to: u64) {
 fn sqlite_insert_peer(dir: &std::path::Path) {
     let db = dir.join("peer.db");
     // Same schema: let regwatch create it, then feed the CLI.
-    AuditWriter::start(&db, 16, Box::new(|_| {})).unwrap().close_blocking();
+    AuditWriter::start(&db, 16, Box::new(|_| {}))
+        .unwrap()
+        .close_blocking();
     let n = 200_000u64;
     let sql_path = dir.join("peer.sql");
     let mut sql = std::io::BufWriter::new(std::fs::File::create(&sql_path).unwrap());
@@ -127,12 +156,19 @@ fn sqlite_insert_peer(dir: &std::path::Path) {
     let t = Instant::now();
     let st = Command::new("sh")
         .arg("-c")
-        .arg(format!("sqlite3 '{}' < '{}' > /dev/null", db.display(), sql_path.display()))
+        .arg(format!(
+            "sqlite3 '{}' < '{}' > /dev/null",
+            db.display(),
+            sql_path.display()
+        ))
         .status()
         .unwrap();
     assert!(st.success());
     let secs = t.elapsed().as_secs_f64();
-    println!("sqlite3 CLI (peer, no hashing, batches of 100): {n} rows in {secs:.2} s = {:.0} rows/s", n as f64 / secs);
+    println!(
+        "sqlite3 CLI (peer, no hashing, batches of 100): {n} rows in {secs:.2} s = {:.0} rows/s",
+        n as f64 / secs
+    );
 }
 
 fn export(db: &std::path::Path, dir: &std::path::Path) {
@@ -167,7 +203,11 @@ fn export(db: &std::path::Path, dir: &std::path::Path) {
         best.1 = best.1.min(t.elapsed().as_secs_f64());
     }
     let size = std::fs::metadata(&ours).unwrap().len();
-    assert_eq!(size, std::fs::metadata(&theirs).unwrap().len(), "the two CSVs differ in size");
+    assert_eq!(
+        size,
+        std::fs::metadata(&theirs).unwrap().len(),
+        "the two CSVs differ in size"
+    );
     println!(
         "regwatch audit export --format csv: {:.2} s ({:.0} rows/s, {:.0} MB)\nsqlite3 -csv (peer):               {:.2} s\nratio regwatch/sqlite3: {:.2}x (best of 3 each)",
         best.0,
@@ -191,25 +231,49 @@ fn query(db: &std::path::Path, rows: u64) {
     let mut found = 0;
     for _ in 0..21 {
         let t = Instant::now();
-        found = filter.for_each(&conn, |_| -> Result<(), rusqlite::Error> { Ok(()) }).unwrap();
+        found = filter
+            .for_each(&conn, |_| -> Result<(), rusqlite::Error> { Ok(()) })
+            .unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
-    println!("library query: {found} rows, median {:.2} ms, max {:.2} ms (21 runs)", times[10], times[20]);
+    println!(
+        "library query: {found} rows, median {:.2} ms, max {:.2} ms (21 runs)",
+        times[10], times[20]
+    );
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_regwatch"))
-        .args(["audit", "query", "--limit", "0", "--actor", "user42", "--since", "2026-06-15", "--until", "2026-06-16", "--database"])
+        .args([
+            "audit",
+            "query",
+            "--limit",
+            "0",
+            "--actor",
+            "user42",
+            "--since",
+            "2026-06-15",
+            "--until",
+            "2026-06-16",
+            "--database",
+        ])
         .arg(db)
         .output()
         .unwrap();
     assert!(out.status.success());
-    println!("regwatch audit query (whole process): {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "regwatch audit query (whole process): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 /// Concurrent senders POST one-event envelopes for SEND_FOR; every answer 200 means committed.
 fn notifications() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\npath = \"{}/n.db\"\n[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:9\"\nnotifications_token = \"{TOKEN}\"\n",
         dir.path().display()
@@ -226,12 +290,30 @@ fn notifications() {
         assert!(Instant::now() < deadline, "regwatch did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let template = include_str!("../tests/fixtures/notifications.ndjson").lines().nth(11).unwrap().to_string();
-    let id_in_template = template.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let template = include_str!("../tests/fixtures/notifications.ndjson")
+        .lines()
+        .nth(11)
+        .unwrap()
+        .to_string();
+    let id_in_template = template
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let counter = Arc::new(AtomicU64::new(0));
     let (accepted, latencies, secs) = rt.block_on(async {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(SENDERS)
+            .build()
+            .unwrap();
         let start = Instant::now();
         let mut tasks = Vec::new();
         for s in 0..SENDERS {
@@ -249,7 +331,10 @@ fn notifications() {
                     let resp = client
                         .post(format!("http://127.0.0.1:{port}/notifications"))
                         .bearer_auth(TOKEN)
-                        .header("Content-Type", "application/vnd.docker.distribution.events.v1+json")
+                        .header(
+                            "Content-Type",
+                            "application/vnd.docker.distribution.events.v1+json",
+                        )
                         .body(body)
                         .send()
                         .await
@@ -276,11 +361,17 @@ fn notifications() {
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     child.wait().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("n.db")).unwrap();
     let stored: i64 = conn
-        .query_row("SELECT count(*) FROM audit_events WHERE source = 'notification'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE source = 'notification'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     println!(
         "## notifications: {SENDERS} concurrent senders for {:.0} s (load generator on the same 2 cores)\n\
@@ -293,5 +384,8 @@ fn notifications() {
         pct(0.999),
         ms[ms.len() - 1]
     );
-    assert_eq!(stored as u64, accepted, "an acknowledged notification is missing from the database");
+    assert_eq!(
+        stored as u64, accepted,
+        "an acknowledged notification is missing from the database"
+    );
 }

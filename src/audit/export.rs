@@ -57,11 +57,11 @@ pub fn export(
 
 pub fn write_csv_header(out: &mut dyn Write) -> Result<(), ExportError> {
     out.write_all(COLUMNS.join(",").as_bytes())?;
-    out.write_all(b"\r\n")?;
+    out.write_all(b"\n")?;
     Ok(())
 }
 
-/// RFC 4180 quoting. A cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` at
+/// RFC 4180 quoting with `\n` line ends, as the sqlite3 CLI writes them. A cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` at
 /// the start; user agents and user names are attacker-controlled) gets a leading `'`.
 pub fn write_csv_row(out: &mut dyn Write, row: &AuditRow) -> Result<(), ExportError> {
     for (i, field) in row.fields().iter().enumerate() {
@@ -70,7 +70,7 @@ pub fn write_csv_row(out: &mut dyn Write, row: &AuditRow) -> Result<(), ExportEr
         }
         write_csv_field(out, field)?;
     }
-    out.write_all(b"\r\n")?;
+    out.write_all(b"\n")?;
     Ok(())
 }
 

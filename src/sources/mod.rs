@@ -1,3 +1,5 @@
 //! Sources: everything that turns what a registry does into [`crate::event::Event`]s.
+pub mod classify;
+pub mod formats;
 pub mod notifications;
 pub mod webhook;
