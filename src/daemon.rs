@@ -7,10 +7,14 @@ use crate::config::{self, Config};
 use crate::event::{Action, Event, Source};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::sources::tail::Tail;
+use crate::sources::tail::follower::{Follower, StartAt};
+use crate::sources::tail::lines::LineHandler;
+use crate::stats::{RegistryStats, Traffic};
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -34,6 +38,21 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     )?;
     let sink = writer.sink();
 
+    let traffic: Arc<Traffic> = Arc::new(
+        config
+            .registries
+            .iter()
+            .map(|r| {
+                metrics.init_registry(&r.name);
+                (
+                    r.name.clone(),
+                    Arc::new(Mutex::new(RegistryStats::default())),
+                )
+            })
+            .collect(),
+    );
+    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock)?;
+
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -50,6 +69,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         config: config_rx,
         sink: sink.clone(),
         db_path,
+        traffic: traffic.clone(),
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(
@@ -105,6 +125,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             tracing::warn!("HTTP requests still running after {DRAIN_TIMEOUT:?}; closing them")
         }
     }
+    tails.stop().await;
     record(
         &sink,
         Event::new(clock.now(), Action::MonitorStop, Source::Daemon)
@@ -114,6 +135,84 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     writer.close().await;
     tracing::info!("stopped; every accepted event is committed");
     Ok(())
+}
+
+/// The tailer threads and their stop flag.
+struct Tails {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Tails {
+    /// Stops every tailer after its current batch is committed.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Starts a thread per `[[log]]`, resuming from its checkpoint.
+fn start_tails(
+    config: &Config,
+    metrics: &Metrics,
+    traffic: &Arc<Traffic>,
+    sink: &AuditSink,
+    clock: &SharedClock,
+) -> anyhow::Result<Tails> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    if config.logs.is_empty() {
+        return Ok(Tails { stop, threads });
+    }
+    let conn = crate::audit::open_read_only(&config.database.path)?;
+    for log in &config.logs {
+        let resume = crate::audit::load_checkpoint(&conn, &log.name)
+            .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
+        let registry = config
+            .registry(&log.registry)
+            .expect("validated: the log's registry exists");
+        let handler = LineHandler {
+            log: log.name.clone(),
+            registry: log.registry.clone(),
+            format: log
+                .parsed_format
+                .clone()
+                .expect("validated: the format parsed"),
+            counts: log.counts,
+            audit_requests: registry.audit_from_logs,
+            stats: traffic[&log.registry].clone(),
+            counters: metrics.log_counters(&log.name, &log.registry),
+        };
+        let start_at = if log.start_at == "beginning" {
+            StartAt::Beginning
+        } else {
+            StartAt::End
+        };
+        let tail = Tail {
+            follower: Follower::new(&log.name, &log.path, start_at, log.max_line_bytes, resume),
+            handler,
+            poll_interval: log.poll_interval,
+            lag: metrics.log_lag_bytes.with_label_values(&[&log.name]),
+            truncated: metrics
+                .log_lines_truncated_total
+                .with_label_values(&[&log.name]),
+        };
+        let (sink, clock, stop) = (sink.clone(), clock.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tail-{}", log.name))
+                .spawn(move || tail.run(sink, clock, stop))
+                .context("starting a tailer thread")?,
+        );
+        tracing::info!(log = %log.name, path = %log.path.display(), format = %log.format, "tailing");
+    }
+    Ok(Tails { stop, threads })
 }
 
 /// How often retention runs; rows become due at most this late.

@@ -13,3 +13,4 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod sources;
+pub mod stats;

@@ -1,7 +1,7 @@
 //! Metric definitions and the Prometheus text rendering behind `GET /metrics`.
 
 use prometheus::{
-    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric regwatch exports, registered once at start-up.
@@ -10,6 +10,21 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
     pub audit_events_total: IntCounterVec,
+    pub pulls_total: IntCounterVec,
+    pub pull_failures_total: IntCounterVec,
+    pub pushes_total: IntCounterVec,
+    pub deletes_total: IntCounterVec,
+    pub auth_failures_total: IntCounterVec,
+    pub pull_failure_ratio: GaugeVec,
+    pub auth_failure_burst_max: IntGaugeVec,
+    pub log_lines_total: IntCounterVec,
+    pub log_parse_errors_total: IntCounterVec,
+    pub log_lines_truncated_total: IntCounterVec,
+    pub log_lag_bytes: IntGaugeVec,
+}
+
+fn counter(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
 }
 
 /// The build's version and git revision (set by build.rs).
@@ -48,11 +63,86 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let pulls_total = counter(
+            "regwatch_pulls_total",
+            "Pull requests (manifest and blob GET/HEAD) seen in the logs.",
+            "registry",
+        );
+        let pull_failures_total = counter(
+            "regwatch_pull_failures_total",
+            "Pull requests that failed (404, 403, 5xx, ...; not the 401 challenge).",
+            "registry",
+        );
+        let pushes_total = counter(
+            "regwatch_pushes_total",
+            "Manifests pushed (one per image push), seen in the logs.",
+            "registry",
+        );
+        let deletes_total = counter(
+            "regwatch_deletes_total",
+            "Successful DELETE requests, seen in the logs.",
+            "registry",
+        );
+        let auth_failures_total = counter(
+            "regwatch_auth_failures_total",
+            "Failed logins: 401 with a user name, or a failed-login log line.",
+            "registry",
+        );
+        let pull_failure_ratio = GaugeVec::new(
+            Opts::new(
+                "regwatch_pull_failure_ratio",
+                "Failed pulls / pulls over the window (absent without pulls).",
+            ),
+            &["registry", "window"],
+        )
+        .expect("valid metric");
+        let auth_failure_burst_max = IntGaugeVec::new(
+            Opts::new(
+                "regwatch_auth_failure_burst_max",
+                "Most failed logins by one user or one address in the last minute.",
+            ),
+            &["registry"],
+        )
+        .expect("valid metric");
+        let log_lines_total = counter(
+            "regwatch_log_lines_total",
+            "Lines read from the log.",
+            "log",
+        );
+        let log_parse_errors_total = counter(
+            "regwatch_log_parse_errors_total",
+            "Lines the log's format could not parse.",
+            "log",
+        );
+        let log_lines_truncated_total = counter(
+            "regwatch_log_lines_truncated_total",
+            "Lines longer than max_line_bytes, cut there.",
+            "log",
+        );
+        let log_lag_bytes = IntGaugeVec::new(
+            Opts::new(
+                "regwatch_log_lag_bytes",
+                "Bytes written to the log but not yet read.",
+            ),
+            &["log"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(config_last_reload_successful.clone()),
             Box::new(config_last_reload_success_timestamp_seconds.clone()),
             Box::new(audit_events_total.clone()),
+            Box::new(pulls_total.clone()),
+            Box::new(pull_failures_total.clone()),
+            Box::new(pushes_total.clone()),
+            Box::new(deletes_total.clone()),
+            Box::new(auth_failures_total.clone()),
+            Box::new(pull_failure_ratio.clone()),
+            Box::new(auth_failure_burst_max.clone()),
+            Box::new(log_lines_total.clone()),
+            Box::new(log_parse_errors_total.clone()),
+            Box::new(log_lines_truncated_total.clone()),
+            Box::new(log_lag_bytes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -67,6 +157,47 @@ impl Metrics {
             config_last_reload_successful,
             config_last_reload_success_timestamp_seconds,
             audit_events_total,
+            pulls_total,
+            pull_failures_total,
+            pushes_total,
+            deletes_total,
+            auth_failures_total,
+            pull_failure_ratio,
+            auth_failure_burst_max,
+            log_lines_total,
+            log_parse_errors_total,
+            log_lines_truncated_total,
+            log_lag_bytes,
+        }
+    }
+
+    /// Creates the per-registry series at zero, so dashboards and rates see them before the
+    /// first event.
+    pub fn init_registry(&self, registry: &str) {
+        for c in [
+            &self.pulls_total,
+            &self.pull_failures_total,
+            &self.pushes_total,
+            &self.deletes_total,
+            &self.auth_failures_total,
+        ] {
+            c.with_label_values(&[registry]);
+        }
+        self.auth_failure_burst_max
+            .with_label_values(&[registry])
+            .set(0);
+    }
+
+    /// The counters one log feeds.
+    pub fn log_counters(&self, log: &str, registry: &str) -> crate::sources::tail::lines::Counters {
+        crate::sources::tail::lines::Counters {
+            lines: self.log_lines_total.with_label_values(&[log]),
+            parse_errors: self.log_parse_errors_total.with_label_values(&[log]),
+            pulls: self.pulls_total.with_label_values(&[registry]),
+            pull_failures: self.pull_failures_total.with_label_values(&[registry]),
+            pushes: self.pushes_total.with_label_values(&[registry]),
+            deletes: self.deletes_total.with_label_values(&[registry]),
+            auth_failures: self.auth_failures_total.with_label_values(&[registry]),
         }
     }
 
@@ -77,6 +208,30 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
+    }
+
+    /// Sets the window gauges from the traffic state at `now` (called per scrape: the
+    /// windows slide even when no line arrives).
+    pub fn refresh_traffic(&self, traffic: &crate::stats::Traffic, now: i64) {
+        for (registry, stats) in traffic {
+            let stats = stats.lock().expect("stats lock");
+            for (window, secs) in [("1m", 60), ("5m", 300)] {
+                match stats.pull_failure_ratio(now, secs) {
+                    Some(r) => self
+                        .pull_failure_ratio
+                        .with_label_values(&[registry, window])
+                        .set(r),
+                    None => {
+                        let _ = self
+                            .pull_failure_ratio
+                            .remove_label_values(&[registry, window]);
+                    }
+                }
+            }
+            self.auth_failure_burst_max
+                .with_label_values(&[registry])
+                .set(stats.auth_burst_max(now).min(i64::MAX as u64) as i64);
+        }
     }
 
     pub fn reload_succeeded(&self) {

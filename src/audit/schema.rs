@@ -48,6 +48,16 @@ const MIGRATIONS: &[&str] = &[
         deleted_until TEXT    NOT NULL,
         updated_at    TEXT    NOT NULL
     );",
+    // 2: where each tailed log was read up to, committed with the events from those bytes.
+    "CREATE TABLE log_checkpoints (
+        log         TEXT    PRIMARY KEY,
+        dev         INTEGER NOT NULL,
+        ino         INTEGER NOT NULL,
+        fp_len      INTEGER NOT NULL,
+        fp_hash     TEXT    NOT NULL,
+        offset      INTEGER NOT NULL,
+        updated_at  TEXT    NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

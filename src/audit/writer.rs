@@ -13,13 +13,32 @@ use tokio::sync::{mpsc, oneshot};
 /// enough that the first event of a batch is not kept waiting.
 const MAX_BATCH: usize = 1024;
 
-type Ack = oneshot::Sender<Result<bool, StoreError>>;
+/// Answered with how many of the item's events were new (not re-deliveries).
+type Ack = oneshot::Sender<Result<usize, StoreError>>;
+
+/// Where a tailed log was read up to. Committed in the same transaction as the events read
+/// from those bytes, so a crash neither loses nor repeats a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub log: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// The file is recognised by the hash of its first `fp_len` bytes (inode numbers are
+    /// reused).
+    pub fp_len: u64,
+    pub fp_hash: String,
+    pub offset: u64,
+}
+
+/// Events (and a checkpoint) committed together.
+struct Item {
+    events: Vec<Event>,
+    checkpoint: Option<Checkpoint>,
+    ack: Option<Ack>,
+}
 
 enum Command {
-    Append {
-        event: Box<Event>,
-        ack: Option<Ack>,
-    },
+    Write(Item),
     /// Retention: delete rows older than the cutoff (an `audit_events.time` value).
     Prune {
         cutoff: String,
@@ -36,52 +55,61 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
-    /// Queues `event` and waits until it is committed. Returns `false` when an event with
-    /// the same source and event id was already stored (a re-delivery).
-    pub async fn append(&self, event: Event) -> Result<bool, StoreError> {
+    async fn write(
+        &self,
+        events: Vec<Event>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<usize, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Command::Append {
-                event: Box::new(event),
+            .send(Command::Write(Item {
+                events,
+                checkpoint,
                 ack: Some(ack),
-            })
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues all `events` and waits until they are committed (in as few transactions as
-    /// the writer batches them into). Returns how many were new (not re-deliveries).
+    /// Queues `event` and waits until it is committed. Returns `false` when an event with
+    /// the same source and event id was already stored (a re-delivery).
+    pub async fn append(&self, event: Event) -> Result<bool, StoreError> {
+        self.write(vec![event], None).await.map(|n| n == 1)
+    }
+
+    /// Commits all `events` in one transaction and waits for it. Returns how many were new
+    /// (not re-deliveries).
     pub async fn append_all(&self, events: Vec<Event>) -> Result<usize, StoreError> {
-        let mut waits = Vec::with_capacity(events.len());
-        for event in events {
-            let (ack, done) = oneshot::channel();
-            self.tx
-                .send(Command::Append {
-                    event: Box::new(event),
-                    ack: Some(ack),
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            waits.push(done);
-        }
-        let mut stored = 0;
-        for done in waits {
-            if done.await.map_err(|_| StoreError::Closed)?? {
-                stored += 1;
-            }
-        }
-        Ok(stored)
+        self.write(events, None).await
+    }
+
+    /// Commits `events` and the log `checkpoint` in one transaction, from a tailer thread.
+    pub fn commit_tail_blocking(
+        &self,
+        events: Vec<Event>,
+        checkpoint: Checkpoint,
+    ) -> Result<usize, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .blocking_send(Command::Write(Item {
+                events,
+                checkpoint: Some(checkpoint),
+                ack: Some(ack),
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        done.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Queues `event` without waiting for the commit (waits only while the queue is full).
     /// Everything queued before [`AuditWriter::close`] is committed.
     pub async fn enqueue(&self, event: Event) -> Result<(), StoreError> {
         self.tx
-            .send(Command::Append {
-                event: Box::new(event),
+            .send(Command::Write(Item {
+                events: vec![event],
+                checkpoint: None,
                 ack: None,
-            })
+            }))
             .await
             .map_err(|_| StoreError::Closed)
     }
@@ -103,12 +131,36 @@ impl AuditSink {
     /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.
     pub fn enqueue_blocking(&self, event: Event) -> Result<(), StoreError> {
         self.tx
-            .blocking_send(Command::Append {
-                event: Box::new(event),
+            .blocking_send(Command::Write(Item {
+                events: vec![event],
+                checkpoint: None,
                 ack: None,
-            })
+            }))
             .map_err(|_| StoreError::Closed)
     }
+}
+
+/// The last checkpoint committed for `log`.
+pub fn load_checkpoint(conn: &Connection, log: &str) -> rusqlite::Result<Option<Checkpoint>> {
+    conn.query_row(
+        "SELECT dev, ino, fp_len, fp_hash, offset FROM log_checkpoints WHERE log = ?1",
+        [log],
+        |r| {
+            Ok(Checkpoint {
+                log: log.to_string(),
+                dev: r.get::<_, i64>(0)? as u64,
+                ino: r.get::<_, i64>(1)? as u64,
+                fp_len: r.get::<_, i64>(2)? as u64,
+                fp_hash: r.get(3)?,
+                offset: r.get::<_, i64>(4)? as u64,
+            })
+        },
+    )
+    .map(Some)
+    .or_else(|e| match e {
+        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+        e => Err(e),
+    })
 }
 
 /// Called after each commit with the actions of the rows inserted (for metrics).
@@ -182,18 +234,25 @@ fn run(
     mut head: String,
     on_commit: OnCommit,
 ) {
-    let mut batch: Vec<(Box<Event>, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Item> = Vec::with_capacity(64);
     loop {
         let mut closing = false;
         let mut pending_prune = None;
+        let mut events = 0;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
-            Some(Command::Append { event, ack }) => batch.push((event, ack)),
+            Some(Command::Write(item)) => {
+                events += item.events.len();
+                batch.push(item);
+            }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
         }
-        while !closing && pending_prune.is_none() && batch.len() < MAX_BATCH {
+        while !closing && pending_prune.is_none() && events < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Command::Append { event, ack }) => batch.push((event, ack)),
+                Ok(Command::Write(item)) => {
+                    events += item.events.len();
+                    batch.push(item);
+                }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
@@ -209,8 +268,8 @@ fn run(
             // Refuse new work, then commit what was queued behind the Close.
             rx.close();
             while let Ok(cmd) = rx.try_recv() {
-                if let Command::Append { event, ack } = cmd {
-                    batch.push((event, ack));
+                if let Command::Write(item) = cmd {
+                    batch.push(item);
                 }
             }
             if !batch.is_empty() {
@@ -225,16 +284,12 @@ fn run(
     }
 }
 
-fn commit(
-    conn: &mut Connection,
-    head: &mut String,
-    batch: &mut Vec<(Box<Event>, Option<Ack>)>,
-    on_commit: &OnCommit,
-) {
+fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_commit: &OnCommit) {
     let before = head.clone();
-    let result = (|| -> Result<Vec<bool>, rusqlite::Error> {
+    let mut actions: Vec<&'static str> = Vec::new();
+    let result = (|| -> Result<Vec<usize>, rusqlite::Error> {
         let tx = conn.transaction()?;
-        let mut inserted = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
@@ -242,79 +297,97 @@ fn commit(
                     status, event_id, detail, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
-            for (e, _) in batch.iter() {
-                let time = super::format_time(e.time);
-                let row = Row {
-                    time: &time,
-                    registry: e.registry.as_deref(),
-                    action: e.action.as_str(),
-                    repository: e.repository.as_deref(),
-                    tag: e.tag.as_deref(),
-                    digest: e.digest.as_deref(),
-                    media_type: e.media_type.as_deref(),
-                    size: e.size.map(|s| s.min(i64::MAX as u64) as i64),
-                    actor: e.actor.as_deref(),
-                    remote_addr: e.remote_addr.as_deref(),
-                    user_agent: e.user_agent.as_deref(),
-                    request_id: e.request_id.as_deref(),
-                    method: e.method.as_deref(),
-                    source: e.source.as_str(),
-                    status: e.status.map(i64::from),
-                    event_id: e.event_id.as_deref(),
-                    detail: e.detail.as_deref(),
-                };
-                let hash = chain::link(head, &row);
-                let n = stmt.execute(params![
-                    row.time,
-                    row.registry,
-                    row.action,
-                    row.repository,
-                    row.tag,
-                    row.digest,
-                    row.media_type,
-                    row.size,
-                    row.actor,
-                    row.remote_addr,
-                    row.user_agent,
-                    row.request_id,
-                    row.method,
-                    row.source,
-                    row.status,
-                    row.event_id,
-                    row.detail,
-                    head.as_str(),
-                    hash
-                ])?;
-                // A duplicate (same source + event id) is ignored and does not extend the chain.
-                if n == 1 {
-                    *head = hash;
+            let mut checkpoint = tx.prepare_cached(
+                "INSERT INTO log_checkpoints (log, dev, ino, fp_len, fp_hash, offset, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(log) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
+                    fp_len = excluded.fp_len, fp_hash = excluded.fp_hash, offset = excluded.offset,
+                    updated_at = excluded.updated_at",
+            )?;
+            for item in batch.iter() {
+                let mut new = 0;
+                for e in &item.events {
+                    let time = super::format_time(e.time);
+                    let row = Row {
+                        time: &time,
+                        registry: e.registry.as_deref(),
+                        action: e.action.as_str(),
+                        repository: e.repository.as_deref(),
+                        tag: e.tag.as_deref(),
+                        digest: e.digest.as_deref(),
+                        media_type: e.media_type.as_deref(),
+                        size: e.size.map(|s| s.min(i64::MAX as u64) as i64),
+                        actor: e.actor.as_deref(),
+                        remote_addr: e.remote_addr.as_deref(),
+                        user_agent: e.user_agent.as_deref(),
+                        request_id: e.request_id.as_deref(),
+                        method: e.method.as_deref(),
+                        source: e.source.as_str(),
+                        status: e.status.map(i64::from),
+                        event_id: e.event_id.as_deref(),
+                        detail: e.detail.as_deref(),
+                    };
+                    let hash = chain::link(head, &row);
+                    let n = stmt.execute(params![
+                        row.time,
+                        row.registry,
+                        row.action,
+                        row.repository,
+                        row.tag,
+                        row.digest,
+                        row.media_type,
+                        row.size,
+                        row.actor,
+                        row.remote_addr,
+                        row.user_agent,
+                        row.request_id,
+                        row.method,
+                        row.source,
+                        row.status,
+                        row.event_id,
+                        row.detail,
+                        head.as_str(),
+                        hash
+                    ])?;
+                    // A duplicate (same source + event id) is ignored and does not extend the
+                    // chain.
+                    if n == 1 {
+                        *head = hash;
+                        new += 1;
+                        actions.push(e.action.as_str());
+                    }
                 }
-                inserted.push(n == 1);
+                if let Some(c) = &item.checkpoint {
+                    checkpoint.execute(params![
+                        c.log,
+                        c.dev as i64,
+                        c.ino as i64,
+                        c.fp_len as i64,
+                        c.fp_hash,
+                        c.offset as i64,
+                        super::format_time(time::OffsetDateTime::now_utc())
+                    ])?;
+                }
+                stored.push(new);
             }
         }
         tx.commit()?;
-        Ok(inserted)
+        Ok(stored)
     })();
     match result {
-        Ok(inserted) => {
-            let actions: Vec<&'static str> = batch
-                .iter()
-                .zip(&inserted)
-                .filter(|(_, ins)| **ins)
-                .map(|((e, _), _)| e.action.as_str())
-                .collect();
+        Ok(stored) => {
             on_commit(&actions);
-            for ((_, ack), ins) in batch.drain(..).zip(inserted) {
-                if let Some(ack) = ack {
-                    let _ = ack.send(Ok(ins));
+            for (item, n) in batch.drain(..).zip(stored) {
+                if let Some(ack) = item.ack {
+                    let _ = ack.send(Ok(n));
                 }
             }
         }
         Err(e) => {
             *head = before;
-            tracing::error!(error = %e, events = batch.len(), "audit batch not committed");
-            for (_, ack) in batch.drain(..) {
-                if let Some(ack) = ack {
+            tracing::error!(error = %e, items = batch.len(), "audit batch not committed");
+            for item in batch.drain(..) {
+                if let Some(ack) = item.ack {
                     let _ = ack.send(Err(StoreError::Batch(e.to_string())));
                 }
             }

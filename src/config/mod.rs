@@ -45,6 +45,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default, rename = "registry")]
     pub registries: Vec<RegistryConfig>,
+    #[serde(default, rename = "log")]
+    pub logs: Vec<LogConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -114,6 +116,64 @@ pub struct RegistryConfig {
     pub notifications_token_env: Option<String>,
     #[serde(skip)]
     pub notifications_token_source: Option<SecretSource>,
+    /// Record pulls, pushes and deletes seen in this registry's logs in the audit trail
+    /// (for registries that send no notifications; failed logins are always recorded).
+    #[serde(default)]
+    pub audit_from_logs: bool,
+}
+
+/// A log file to tail (`[[log]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Names the log in metrics (`log` label) and checkpoints: keep it stable.
+    pub name: String,
+    /// The `[[registry]]` whose traffic this is.
+    pub registry: String,
+    pub path: PathBuf,
+    /// nginx_combined, nginx_json, nginx_error, registry_json (also logstash), registry_text,
+    /// registry_access, or regex.
+    pub format: String,
+    /// Where to start in a file seen for the first time: "end" (default) or "beginning".
+    /// After a rotation or a restart the checkpoint decides.
+    #[serde(default = "default_start_at")]
+    pub start_at: String,
+    /// Count this log's traffic (false for a second log of the same requests, e.g. the
+    /// registry's own access log behind an nginx that is tailed too).
+    #[serde(default = "default_true")]
+    pub counts: bool,
+    /// Longer lines are cut here (and counted); nothing is buffered past it.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// How often to look for new lines when the filesystem sends no change events.
+    #[serde(default = "default_log_poll", deserialize_with = "duration::required")]
+    pub poll_interval: Duration,
+    /// `regex` format: a regex with named groups (time, addr, user, method, path, status,
+    /// bytes, duration, user_agent, request_id, failed_user, …).
+    pub pattern: Option<String>,
+    /// `regex` format: auto, rfc3339, clf, unix, or a `time` format description.
+    pub time_format: Option<String>,
+    /// `nginx_error`: the server's UTC offset (its log has local time without a zone), e.g.
+    /// "+01:00".
+    pub utc_offset: Option<String>,
+    /// `nginx_json`: the JSON key of each field where it differs from the defaults.
+    pub json_fields: Option<crate::sources::formats::NginxJsonFields>,
+    /// The parsed format, set by validation.
+    #[serde(skip)]
+    pub parsed_format: Option<crate::sources::formats::LogFormat>,
+}
+
+fn default_start_at() -> String {
+    "end".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_line() -> usize {
+    64 * 1024
+}
+fn default_log_poll() -> Duration {
+    Duration::from_millis(250)
 }
 
 fn default_listen() -> SocketAddr {
@@ -377,6 +437,125 @@ impl Config {
                 r.storage_root = Some(resolved);
             }
         }
+        let mut log_names = HashSet::new();
+        let registry_names: Vec<&str> = self.registries.iter().map(|r| r.name.as_str()).collect();
+        for (i, l) in self.logs.iter_mut().enumerate() {
+            let at = KeyPath::default().key("log").index(i);
+            if !valid_name(&l.name) {
+                err(
+                    at.clone().key("name"),
+                    format!(
+                        "invalid log name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
+                        l.name
+                    ),
+                );
+            } else if !log_names.insert(l.name.clone()) {
+                err(
+                    at.clone().key("name"),
+                    format!("duplicate log name {:?}: names must be unique", l.name),
+                );
+            }
+            if !registry_names.contains(&l.registry.as_str()) {
+                let hint = diagnose::suggest(&l.registry, &registry_names)
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                err(
+                    at.clone().key("registry"),
+                    format!("no [[registry]] is named {:?}{hint}", l.registry),
+                );
+            }
+            l.path = base.join(&l.path);
+            if !matches!(l.start_at.as_str(), "end" | "beginning") {
+                err(
+                    at.clone().key("start_at"),
+                    format!("expected \"end\" or \"beginning\", not {:?}", l.start_at),
+                );
+            }
+            if l.max_line_bytes < 256 {
+                err(
+                    at.clone().key("max_line_bytes"),
+                    "must be at least 256".into(),
+                );
+            }
+            use crate::sources::formats::{LogFormat, NginxErrorOptions, RegexFormat};
+            let format = match l.format.as_str() {
+                "regex" => match &l.pattern {
+                    None => {
+                        err(
+                            at.clone().key("pattern"),
+                            "the regex format needs a pattern with named groups".into(),
+                        );
+                        None
+                    }
+                    Some(p) => {
+                        match RegexFormat::new(p, l.time_format.as_deref().unwrap_or("auto")) {
+                            Ok(r) => Some(LogFormat::Regex(Box::new(r))),
+                            Err(e) => {
+                                err(at.clone().key("pattern"), e.to_string());
+                                None
+                            }
+                        }
+                    }
+                },
+                "nginx_error" => {
+                    let offset = match &l.utc_offset {
+                        None => Some(time::UtcOffset::UTC),
+                        Some(o) => match time::UtcOffset::parse(
+                            o,
+                            time::macros::format_description!(
+                                "[offset_hour sign:mandatory]:[offset_minute]"
+                            ),
+                        ) {
+                            Ok(o) => Some(o),
+                            Err(_) => {
+                                err(
+                                    at.clone().key("utc_offset"),
+                                    format!("invalid offset {o:?}: expected e.g. \"+01:00\""),
+                                );
+                                None
+                            }
+                        },
+                    };
+                    offset.map(|utc_offset| LogFormat::NginxError(NginxErrorOptions { utc_offset }))
+                }
+                "nginx_json" => Some(LogFormat::NginxJson(Box::new(
+                    l.json_fields.clone().unwrap_or_default(),
+                ))),
+                other => match LogFormat::from_name(other) {
+                    Some(f) => Some(f),
+                    None => {
+                        let names = [
+                            "nginx_combined",
+                            "nginx_json",
+                            "nginx_error",
+                            "registry_json",
+                            "registry_logstash",
+                            "registry_text",
+                            "registry_access",
+                            "regex",
+                        ];
+                        let hint = diagnose::suggest(other, &names)
+                            .map(|s| format!("did you mean {s:?}? "))
+                            .unwrap_or_default();
+                        err(
+                            at.clone().key("format"),
+                            format!(
+                                "unknown log format {other:?}: {hint}expected one of {}",
+                                names.join(", ")
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            if l.pattern.is_some() && l.format != "regex" {
+                err(
+                    at.clone().key("pattern"),
+                    "pattern is only used by format = \"regex\"".into(),
+                );
+            }
+            l.parsed_format = format;
+        }
         if self.registries.is_empty() {
             err(
                 KeyPath::default().key("registry"),
@@ -441,6 +620,20 @@ impl Config {
                 duration::humane(r.poll_interval),
                 duration::humane(r.timeout)
             );
+        }
+        if !self.logs.is_empty() {
+            let _ = writeln!(s, "logs        {}", self.logs.len());
+            for l in &self.logs {
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {} ({} for {}{})",
+                    l.name,
+                    l.path.display(),
+                    l.format,
+                    l.registry,
+                    if l.counts { "" } else { "; not counted" }
+                );
+            }
         }
         s
     }

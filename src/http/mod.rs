@@ -30,6 +30,7 @@ pub struct AppState {
     pub sink: AuditSink,
     /// For read-only connections (the writer thread owns the only write connection).
     pub db_path: PathBuf,
+    pub traffic: Arc<crate::stats::Traffic>,
 }
 
 pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
@@ -52,6 +53,8 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    s.metrics
+        .refresh_traffic(&s.traffic, time::OffsetDateTime::now_utc().unix_timestamp());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,441 @@
+//! Follows one log file across rotation, truncation, deletion and restarts, handing out
+//! complete lines and the position to checkpoint after them.
+//!
+//! A file is recognised by device + inode plus a hash of its first bytes (inodes are reused
+//! after deletion). Rotation cases:
+//! - rename + create (logrotate's default): the open file is read to its end, then the new
+//!   file from its start;
+//! - copytruncate: the file shrinks below our offset; the copy (a sibling whose first bytes
+//!   match) is read from our offset to its end, then the truncated file from its start;
+//! - delete + re-create: like rename;
+//! - restart after a rotation: the checkpointed file is looked for among the siblings
+//!   (`access.log.1`) and finished first.
+
+use crate::audit::Checkpoint;
+use sha2::{Digest, Sha256};
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes hashed to recognise a file.
+const FINGERPRINT_BYTES: u64 = 256;
+/// Read size.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// One open file and how far it has been read.
+struct Open {
+    file: File,
+    dev: u64,
+    ino: u64,
+    fp_len: u64,
+    fp_hash: String,
+    /// Offset of the first byte not yet handed out as part of a complete line.
+    offset: u64,
+    /// Where the next read continues (≥ offset; the bytes in between are in `partial`).
+    read_pos: u64,
+}
+
+pub struct Follower {
+    name: String,
+    path: PathBuf,
+    max_line: usize,
+    start_at: StartAt,
+    /// Files to finish, oldest first, before `current`.
+    queue: Vec<Open>,
+    current: Option<Open>,
+    /// The checkpoint to resume from, until the file is found.
+    resume: Option<Checkpoint>,
+    partial: Vec<u8>,
+    /// The current partial line is over `max_line` and is being skipped to its newline.
+    skipping: bool,
+    pub truncated_lines: u64,
+}
+
+/// What one call to [`Follower::poll`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub lines: u64,
+    pub bytes: u64,
+    /// True when there may be more to read right away.
+    pub more: bool,
+}
+
+fn fingerprint(file: &mut File, len: u64) -> io::Result<(u64, String)> {
+    let len = len.min(FINGERPRINT_BYTES);
+    let mut buf = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut buf)?;
+    Ok((len, hex::encode(Sha256::digest(&buf))))
+}
+
+fn matches_fingerprint(file: &mut File, meta: &Metadata, fp_len: u64, fp_hash: &str) -> bool {
+    meta.len() >= fp_len
+        && fingerprint(file, fp_len)
+            .map(|(_, h)| h == fp_hash)
+            .unwrap_or(false)
+}
+
+impl Follower {
+    pub fn new(
+        name: &str,
+        path: &Path,
+        start_at: StartAt,
+        max_line: usize,
+        resume: Option<Checkpoint>,
+    ) -> Self {
+        Follower {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            max_line,
+            start_at,
+            queue: Vec::new(),
+            current: None,
+            resume,
+            partial: Vec::new(),
+            skipping: false,
+            truncated_lines: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The position to commit after the lines handed out so far.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let o = self.queue.first().or(self.current.as_ref())?;
+        Some(Checkpoint {
+            log: self.name.clone(),
+            dev: o.dev,
+            ino: o.ino,
+            fp_len: o.fp_len,
+            fp_hash: o.fp_hash.clone(),
+            offset: o.offset,
+        })
+    }
+
+    /// Bytes written to the file but not yet read.
+    pub fn lag_bytes(&self) -> u64 {
+        let queued: u64 = self
+            .queue
+            .iter()
+            .map(|o| {
+                o.file
+                    .metadata()
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .saturating_sub(o.offset)
+            })
+            .sum();
+        let current = self
+            .current
+            .as_ref()
+            .map(|o| {
+                o.file
+                    .metadata()
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .saturating_sub(o.offset)
+            })
+            .unwrap_or(0);
+        queued + current
+    }
+
+    fn open_at(path: &Path, offset: Option<u64>, start_at: StartAt) -> io::Result<Option<Open>> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let (fp_len, fp_hash) = fingerprint(&mut file, meta.len())?;
+        let offset = offset.unwrap_or(match start_at {
+            StartAt::Beginning => 0,
+            StartAt::End => meta.len(),
+        });
+        Ok(Some(Open {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fp_len,
+            fp_hash,
+            offset,
+            read_pos: offset,
+        }))
+    }
+
+    /// Finds the file a checkpoint names: at the path, or rotated beside it.
+    fn find(&self, cp: &Checkpoint) -> io::Result<Option<(Open, bool)>> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let stem = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut candidates = vec![(self.path.clone(), false)];
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n != stem && n.starts_with(&stem) {
+                    candidates.push((e.path(), true));
+                }
+            }
+        }
+        for (p, rotated) in candidates {
+            let Ok(mut file) = File::open(&p) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.dev() == cp.dev
+                && meta.ino() == cp.ino
+                && matches_fingerprint(&mut file, &meta, cp.fp_len, &cp.fp_hash)
+            {
+                // A file that grew past the fingerprinted prefix gets a longer fingerprint.
+                let (fp_len, fp_hash) = fingerprint(&mut file, meta.len())?;
+                let offset = cp.offset.min(meta.len());
+                return Ok(Some((
+                    Open {
+                        file,
+                        dev: cp.dev,
+                        ino: cp.ino,
+                        fp_len,
+                        fp_hash,
+                        offset,
+                        read_pos: offset,
+                    },
+                    rotated,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Establishes the files to read, from the checkpoint on the first call.
+    fn ensure_open(&mut self) -> io::Result<()> {
+        if self.current.is_some() || !self.queue.is_empty() {
+            return Ok(());
+        }
+        if let Some(cp) = self.resume.take() {
+            match self.find(&cp)? {
+                Some((open, false)) => {
+                    self.current = Some(open);
+                    return Ok(());
+                }
+                Some((open, true)) => {
+                    tracing::info!(log = %self.name, "finishing the file rotated while regwatch was stopped");
+                    self.queue.push(open);
+                    self.current = Self::open_at(&self.path, Some(0), self.start_at)?;
+                    return Ok(());
+                }
+                None => {
+                    // The checkpointed file is gone: everything in the present one is new.
+                    tracing::warn!(log = %self.name, "checkpointed file not found; reading the current file from its start");
+                    self.current = Self::open_at(&self.path, Some(0), self.start_at)?;
+                    return Ok(());
+                }
+            }
+        }
+        self.current = Self::open_at(&self.path, None, self.start_at)?;
+        Ok(())
+    }
+
+    /// Reads up to `budget` bytes, calling `on_line` for each complete line (without its
+    /// newline). Detects rotation and truncation when the open file is exhausted.
+    pub fn poll(&mut self, budget: usize, on_line: &mut dyn FnMut(&[u8])) -> io::Result<Progress> {
+        self.ensure_open()?;
+        let mut progress = Progress::default();
+        let mut buf = vec![0u8; CHUNK];
+        while (progress.bytes as usize) < budget {
+            let draining = !self.queue.is_empty();
+            let Some(open) = (if draining {
+                self.queue.first_mut()
+            } else {
+                self.current.as_mut()
+            }) else {
+                return Ok(progress);
+            };
+            open.file.seek(SeekFrom::Start(open.read_pos))?;
+            let n = open.file.read(&mut buf)?;
+            if n == 0 {
+                if draining {
+                    // A rotated file is finished: its last line may lack a newline.
+                    self.flush_partial(on_line, &mut progress);
+                    self.queue.remove(0);
+                    continue;
+                }
+                if !self.check_rotation()? {
+                    return Ok(progress);
+                }
+                continue;
+            }
+            progress.bytes += n as u64;
+            let (max_line, start) = (self.max_line, open.read_pos);
+            open.read_pos += n as u64;
+            let mut line_start = 0;
+            for nl in memchr::memchr_iter(b'\n', &buf[..n]) {
+                let piece = &buf[line_start..nl];
+                if self.skipping {
+                    self.skipping = false;
+                } else if self.partial.is_empty() {
+                    on_line(piece);
+                    progress.lines += 1;
+                } else {
+                    self.partial.extend_from_slice(piece);
+                    on_line(&self.partial);
+                    progress.lines += 1;
+                    self.partial.clear();
+                }
+                line_start = nl + 1;
+            }
+            let open = if draining {
+                &mut self.queue[0]
+            } else {
+                self.current.as_mut().expect("current is open")
+            };
+            // Without a newline in this chunk the line still starts where it started (in an
+            // earlier chunk): only a newline moves the committed offset.
+            if line_start > 0 {
+                open.offset = start + line_start as u64;
+            }
+            if open.offset < open.read_pos {
+                // Keep the unfinished line, but never more than max_line bytes of it.
+                let rest = &buf[line_start..n];
+                if !self.skipping {
+                    let room = max_line.saturating_sub(self.partial.len());
+                    if rest.len() > room {
+                        self.partial.extend_from_slice(&rest[..room]);
+                        on_line(&self.partial);
+                        progress.lines += 1;
+                        self.truncated_lines += 1;
+                        self.partial.clear();
+                        self.skipping = true;
+                    } else {
+                        self.partial.extend_from_slice(rest);
+                    }
+                }
+                // The committed offset stays at the line's start, so a restart re-reads the
+                // unfinished line; a truncated one is skipped to its end.
+                if self.skipping {
+                    open.offset = open.read_pos;
+                }
+            }
+        }
+        progress.more = true;
+        Ok(progress)
+    }
+
+    fn flush_partial(&mut self, on_line: &mut dyn FnMut(&[u8]), progress: &mut Progress) {
+        if !self.partial.is_empty() && !self.skipping {
+            on_line(&self.partial);
+            progress.lines += 1;
+        }
+        self.partial.clear();
+        self.skipping = false;
+    }
+
+    /// At the end of the current file: has it been rotated or truncated? Returns true when
+    /// there is something new to read.
+    fn check_rotation(&mut self) -> io::Result<bool> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        let now = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            // Deleted and not yet re-created: keep the old file open (the writer may still
+            // append to it until it reopens).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if now.dev() != cur.dev || now.ino() != cur.ino {
+            // Rotated: the old file is finished (we are at its end); the new one starts at 0.
+            let Some(new) = Self::open_at(&self.path, Some(0), self.start_at)? else {
+                return Ok(false);
+            };
+            let mut old = self.current.replace(new).expect("checked above");
+            // The writer may have appended to the old file between our last read and the
+            // rename: finish it (and its unfinished last line) before the new one.
+            self.queue.push(old);
+            tracing::info!(log = %self.name, "log rotated; finishing the old file, then following the new one");
+            return Ok(true);
+        }
+        let len = now.len();
+        if len < cur.read_pos {
+            // copytruncate: the bytes after our offset went into the copy.
+            let (fp_len, fp_hash, offset, read_pos) =
+                (cur.fp_len, cur.fp_hash.clone(), cur.offset, cur.read_pos);
+            if let Some(copy) = self.find_copy(fp_len, &fp_hash, read_pos)? {
+                tracing::info!(log = %self.name, "log truncated; finishing its copy first");
+                let mut copy = copy;
+                copy.offset = offset;
+                copy.read_pos = read_pos;
+                self.queue.push(copy);
+            } else {
+                tracing::warn!(log = %self.name, "log truncated and no copy found; lines written just before the truncation may be missed");
+                self.partial.clear();
+                self.skipping = false;
+            }
+            let cur = self.current.as_mut().expect("checked above");
+            cur.offset = 0;
+            cur.read_pos = 0;
+            let (fp_len, fp_hash) = if len > 0 {
+                fingerprint(&mut cur.file, len)?
+            } else {
+                (0, hex::encode(Sha256::digest(b"")))
+            };
+            cur.fp_len = fp_len;
+            cur.fp_hash = fp_hash;
+            return Ok(true);
+        }
+        // Same file, nothing new. Refresh a short fingerprint once the file is longer, so a
+        // re-created file with the same first bytes is told apart.
+        if cur.fp_len < FINGERPRINT_BYTES && len > cur.fp_len {
+            let (fp_len, fp_hash) = fingerprint(&mut cur.file, len)?;
+            cur.fp_len = fp_len;
+            cur.fp_hash = fp_hash;
+        }
+        Ok(false)
+    }
+
+    /// A sibling that starts with the same bytes and reaches past `read_pos`: the copy
+    /// `copytruncate` made.
+    fn find_copy(&self, fp_len: u64, fp_hash: &str, read_pos: u64) -> io::Result<Option<Open>> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let stem = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(None);
+        };
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n == stem || !n.starts_with(&stem) {
+                continue;
+            }
+            let Ok(mut file) = File::open(e.path()) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.len() >= read_pos && matches_fingerprint(&mut file, &meta, fp_len, fp_hash) {
+                return Ok(Some(Open {
+                    file,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    fp_len,
+                    fp_hash: fp_hash.to_string(),
+                    offset: 0,
+                    read_pos: 0,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}

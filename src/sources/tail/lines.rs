@@ -1,0 +1,152 @@
+//! What one log line means: counters, sliding windows, and audit events for failed logins
+//! (and, where the registry sends no notifications, for pulls, pushes and deletes).
+
+use crate::event::{Action, Event, Source};
+use crate::sources::classify::{Operation, Outcome, Route};
+use crate::sources::formats::{self, LineKind, LogFormat};
+use crate::stats::RegistryStats;
+use prometheus::IntCounter;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+/// The counters one log feeds, resolved once (a label lookup per line would cost more than
+/// parsing it).
+#[derive(Clone)]
+pub struct Counters {
+    pub lines: IntCounter,
+    pub parse_errors: IntCounter,
+    pub pulls: IntCounter,
+    pub pull_failures: IntCounter,
+    pub pushes: IntCounter,
+    pub deletes: IntCounter,
+    pub auth_failures: IntCounter,
+}
+
+/// Turns lines of one log into counts and events.
+pub struct LineHandler {
+    pub log: String,
+    pub registry: String,
+    pub format: LogFormat,
+    /// False for a log whose traffic another log already counts (e.g. the registry's own
+    /// access log behind nginx): its lines are parsed but not counted twice.
+    pub counts: bool,
+    /// Also record pulls, pushes and deletes in the audit trail (for registries that send no
+    /// notifications).
+    pub audit_requests: bool,
+    pub stats: Arc<Mutex<RegistryStats>>,
+    pub counters: Counters,
+}
+
+impl LineHandler {
+    /// Handles one line; audit events go to `events`. `now` bounds times from the future.
+    pub fn handle(&self, line: &[u8], now: OffsetDateTime, events: &mut Vec<Event>) {
+        self.counters.lines.inc();
+        let parsed = match formats::parse(&self.format, line) {
+            Ok(p) => p,
+            Err(formats::ParseError::Empty) => return,
+            Err(e) => {
+                self.counters.parse_errors.inc();
+                tracing::trace!(log = %self.log, error = %e, "unparsable line");
+                return;
+            }
+        };
+        if !self.counts {
+            return;
+        }
+        let time = parsed.time.map(|t| t.min(now)).unwrap_or(now);
+        let at = time.unix_timestamp();
+        match &parsed.kind {
+            LineKind::FailedLogin { user } => {
+                self.auth_failure(&parsed, Some(user.as_ref()), time, at, events);
+            }
+            LineKind::Request => {
+                let Some(c) = parsed.classify() else { return };
+                match (c.operation, c.outcome) {
+                    (_, Outcome::AuthFailure) => {
+                        let user = parsed.user.as_deref();
+                        self.auth_failure(&parsed, user, time, at, events);
+                    }
+                    (_, Outcome::Challenge) => {}
+                    (Operation::Pull, outcome) => {
+                        let failed = outcome == Outcome::Failed;
+                        self.counters.pulls.inc();
+                        if failed {
+                            self.counters.pull_failures.inc();
+                        }
+                        self.stats.lock().expect("stats lock").pull(at, failed);
+                        if !failed && self.audit_requests {
+                            events.push(self.request_event(&parsed, &c, Action::Pull, time));
+                        }
+                    }
+                    (Operation::Push, Outcome::Ok) if parsed.method.as_deref() == Some("PUT") => {
+                        // One image push is many upload requests; the manifest PUT completes it.
+                        if c.route == Route::Manifest {
+                            self.counters.pushes.inc();
+                        }
+                        if self.audit_requests {
+                            events.push(self.request_event(&parsed, &c, Action::Push, time));
+                        }
+                    }
+                    (Operation::Delete, Outcome::Ok) => {
+                        self.counters.deletes.inc();
+                        if self.audit_requests {
+                            events.push(self.request_event(&parsed, &c, Action::Delete, time));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            LineKind::NoCredentials | LineKind::Other => {}
+        }
+    }
+
+    fn auth_failure(
+        &self,
+        p: &formats::ParsedLine<'_>,
+        user: Option<&str>,
+        time: OffsetDateTime,
+        at: i64,
+        events: &mut Vec<Event>,
+    ) {
+        self.counters.auth_failures.inc();
+        let address = p.remote_ip().map(|ip| ip.to_string());
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .auth_failure(at, user, address.as_deref());
+        let mut e = Event::new(time, Action::AuthFailure, Source::Log);
+        e.registry = Some(self.registry.clone());
+        e.actor = user.map(str::to_string);
+        e.remote_addr = address.or_else(|| p.remote_addr.as_deref().map(str::to_string));
+        e.user_agent = p.user_agent.as_deref().map(str::to_string);
+        e.method = p.method.as_deref().map(str::to_string);
+        e.request_id = p.request_id.as_deref().map(str::to_string);
+        e.status = Some(p.status.unwrap_or(401));
+        e.repository = p.classify().and_then(|c| c.repository).map(str::to_string);
+        e.detail = Some(format!("log {}", self.log));
+        events.push(e);
+    }
+
+    fn request_event(
+        &self,
+        p: &formats::ParsedLine<'_>,
+        c: &crate::sources::classify::Classified<'_>,
+        action: Action,
+        time: OffsetDateTime,
+    ) -> Event {
+        let mut e = Event::new(time, action, Source::Log);
+        e.registry = Some(self.registry.clone());
+        e.repository = c.repository.map(str::to_string);
+        e.tag = c.tag().map(str::to_string);
+        e.digest = c.digest().map(str::to_string);
+        e.actor = p.user.as_deref().map(str::to_string);
+        e.remote_addr = p.remote_addr.as_deref().map(str::to_string);
+        e.user_agent = p.user_agent.as_deref().map(str::to_string);
+        e.request_id = p.request_id.as_deref().map(str::to_string);
+        e.method = p.method.as_deref().map(str::to_string);
+        e.status = p.status;
+        e.size = p.bytes;
+        e.detail = Some(format!("log {}", self.log));
+        e
+    }
+}

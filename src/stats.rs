@@ -1,0 +1,258 @@
+//! Sliding windows over traffic: pull-failure rate per registry, auth failures per user and
+//! per address. O(1) per event, bounded memory, time passed in (no clock reads here).
+
+use std::collections::HashMap;
+
+/// Per-second counts over the last `N` seconds, in a ring.
+#[derive(Debug, Clone)]
+pub struct Ring<const N: usize> {
+    slots: [u32; N],
+    /// The second the newest slot stands for.
+    newest: i64,
+}
+
+impl<const N: usize> Default for Ring<N> {
+    fn default() -> Self {
+        Ring {
+            slots: [0; N],
+            newest: i64::MIN,
+        }
+    }
+}
+
+impl<const N: usize> Ring<N> {
+    /// Moves the window to `now`, clearing the seconds that passed (at most N slots).
+    fn advance(&mut self, now: i64) {
+        if self.newest == i64::MIN || now - self.newest >= N as i64 {
+            self.slots = [0; N];
+        } else {
+            for s in self.newest + 1..=now {
+                self.slots[s.rem_euclid(N as i64) as usize] = 0;
+            }
+        }
+        if now > self.newest {
+            self.newest = now;
+        }
+    }
+
+    /// Counts `n` at second `at`; times older than the window are ignored, times ahead of
+    /// the window move it.
+    pub fn add(&mut self, at: i64, n: u32) {
+        if self.newest != i64::MIN && at <= self.newest - N as i64 {
+            return;
+        }
+        self.advance(at);
+        let slot = &mut self.slots[at.rem_euclid(N as i64) as usize];
+        *slot = slot.saturating_add(n);
+    }
+
+    /// The total over the `secs` seconds up to and including `now` (`secs` ≤ N).
+    pub fn sum(&self, now: i64, secs: usize) -> u64 {
+        let secs = secs.min(N) as i64;
+        if self.newest == i64::MIN {
+            return 0;
+        }
+        (now - secs + 1..=now.min(self.newest))
+            .filter(|s| *s > self.newest - N as i64)
+            .map(|s| u64::from(self.slots[s.rem_euclid(N as i64) as usize]))
+            .sum()
+    }
+
+    pub fn is_empty_at(&self, now: i64) -> bool {
+        self.newest == i64::MIN || now - self.newest >= N as i64 || self.sum(now, N) == 0
+    }
+}
+
+/// Most distinct users or addresses tracked at once; beyond this (e.g. a spray from a
+/// botnet) the quietest are dropped, so memory stays bounded under hostile input.
+pub const MAX_KEYS: usize = 50_000;
+
+/// Auth failures per key (a user name or an address) over the last minute.
+#[derive(Debug, Default)]
+pub struct KeyedWindow {
+    keys: HashMap<String, Ring<60>>,
+}
+
+impl KeyedWindow {
+    pub fn add(&mut self, key: &str, at: i64) {
+        if let Some(r) = self.keys.get_mut(key) {
+            r.add(at, 1);
+            return;
+        }
+        if self.keys.len() >= MAX_KEYS {
+            self.shrink(at);
+        }
+        let mut r = Ring::default();
+        r.add(at, 1);
+        self.keys.insert(key.to_string(), r);
+    }
+
+    /// Makes room in bulk (so a spray costs O(1) amortised per event, not a scan each):
+    /// forget quiet keys, then, if still nearly full, the tenth with the fewest failures.
+    fn shrink(&mut self, now: i64) {
+        self.keys.retain(|_, r| !r.is_empty_at(now));
+        if self.keys.len() < MAX_KEYS * 9 / 10 {
+            return;
+        }
+        let mut counts: Vec<u64> = self.keys.values().map(|r| r.sum(now, 60)).collect();
+        let cut = counts.len() / 10;
+        let (_, threshold, _) = counts.select_nth_unstable(cut);
+        let threshold = *threshold;
+        let mut to_drop = cut + 1;
+        self.keys.retain(|_, r| {
+            if to_drop > 0 && r.sum(now, 60) <= threshold {
+                to_drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub fn count(&self, key: &str, now: i64) -> u64 {
+        self.keys.get(key).map(|r| r.sum(now, 60)).unwrap_or(0)
+    }
+
+    /// The key with the most failures in the last minute.
+    pub fn max(&self, now: i64) -> Option<(&str, u64)> {
+        self.keys
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.sum(now, 60)))
+            .filter(|(_, n)| *n > 0)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+    }
+
+    /// Forgets keys with nothing in the window (called from time to time).
+    pub fn expire(&mut self, now: i64) {
+        self.keys.retain(|_, r| !r.is_empty_at(now));
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The traffic state of one registry.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    pulls: Ring<300>,
+    pull_failures: Ring<300>,
+    pub auth_by_user: KeyedWindow,
+    pub auth_by_address: KeyedWindow,
+}
+
+impl RegistryStats {
+    pub fn pull(&mut self, at: i64, failed: bool) {
+        self.pulls.add(at, 1);
+        if failed {
+            self.pull_failures.add(at, 1);
+        }
+    }
+
+    pub fn auth_failure(&mut self, at: i64, user: Option<&str>, address: Option<&str>) {
+        if let Some(u) = user {
+            self.auth_by_user.add(u, at);
+        }
+        if let Some(a) = address {
+            self.auth_by_address.add(a, at);
+        }
+    }
+
+    /// (failed pulls, pulls) over the last `secs` seconds.
+    pub fn pull_counts(&self, now: i64, secs: usize) -> (u64, u64) {
+        (self.pull_failures.sum(now, secs), self.pulls.sum(now, secs))
+    }
+
+    /// Failed pulls / pulls over the last `secs` seconds; `None` without pulls.
+    pub fn pull_failure_ratio(&self, now: i64, secs: usize) -> Option<f64> {
+        let (failed, total) = self.pull_counts(now, secs);
+        (total > 0).then(|| failed as f64 / total as f64)
+    }
+
+    /// The most failed logins by one user or one address in the last minute.
+    pub fn auth_burst_max(&self, now: i64) -> u64 {
+        let u = self.auth_by_user.max(now).map(|m| m.1).unwrap_or(0);
+        let a = self.auth_by_address.max(now).map(|m| m.1).unwrap_or(0);
+        u.max(a)
+    }
+}
+
+/// The traffic state of every registry, shared by the tailers (writers) and `/metrics`.
+pub type Traffic =
+    std::collections::BTreeMap<String, std::sync::Arc<std::sync::Mutex<RegistryStats>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sums_the_last_seconds_and_forgets_older_ones() {
+        let mut r: Ring<60> = Ring::default();
+        r.add(1000, 1);
+        r.add(1010, 2);
+        r.add(1059, 3);
+        assert_eq!(r.sum(1059, 60), 6);
+        assert_eq!(r.sum(1060, 60), 5, "second 1000 left the window");
+        assert_eq!(r.sum(1069, 60), 5);
+        assert_eq!(r.sum(1070, 60), 3);
+        assert_eq!(r.sum(1059, 10), 3);
+        r.add(2000, 1);
+        assert_eq!(r.sum(2000, 60), 1, "a jump clears everything");
+        r.add(1000, 5);
+        assert_eq!(
+            r.sum(2000, 60),
+            1,
+            "times older than the window are ignored"
+        );
+    }
+
+    #[test]
+    fn pull_failure_ratio_over_one_and_five_minutes() {
+        let mut s = RegistryStats::default();
+        for i in 0..95 {
+            s.pull(10_000 + i % 50, false);
+        }
+        for _ in 0..5 {
+            s.pull(10_040, true);
+        }
+        assert_eq!(s.pull_failure_ratio(10_050, 60), Some(0.05));
+        // Two minutes later the 1-minute window is empty, the 5-minute one still sees it.
+        assert_eq!(s.pull_failure_ratio(10_170, 60), None);
+        assert_eq!(s.pull_failure_ratio(10_170, 300), Some(0.05));
+    }
+
+    #[test]
+    fn burst_max_is_per_user_or_address_in_the_last_minute() {
+        let mut s = RegistryStats::default();
+        for i in 0..11 {
+            s.auth_failure(500 + i, Some("bob"), Some("10.0.0.5"));
+        }
+        for i in 0..3 {
+            s.auth_failure(505 + i, Some("eve"), Some("10.0.0.9"));
+        }
+        assert_eq!(s.auth_by_user.max(511), Some(("bob", 11)));
+        assert_eq!(s.auth_burst_max(511), 11);
+        assert_eq!(
+            s.auth_burst_max(565),
+            5,
+            "bob's failures at 506..=510 remain"
+        );
+        assert_eq!(s.auth_burst_max(700), 0);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_spray() {
+        let mut w = KeyedWindow::default();
+        for i in 0..(MAX_KEYS as i64 + 5000) {
+            w.add(
+                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                1000 + i / 1000,
+            );
+        }
+        assert!(w.len() <= MAX_KEYS);
+    }
+}
