@@ -358,7 +358,7 @@ impl Follower {
             let Some(new) = Self::open_at(&self.path, Some(0), self.start_at)? else {
                 return Ok(false);
             };
-            let mut old = self.current.replace(new).expect("checked above");
+            let old = self.current.replace(new).expect("checked above");
             // The writer may have appended to the old file between our last read and the
             // rename: finish it (and its unfinished last line) before the new one.
             self.queue.push(old);
