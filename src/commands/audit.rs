@@ -199,6 +199,10 @@ pub fn export_to(
 /// `audit verify`: prints the verdict; `Ok(false)` when the chain is broken.
 pub fn verify(db: &Path, expect_head: Option<&str>) -> anyhow::Result<bool> {
     let conn = open(db)?;
+    if let Err(problems) = crate::audit::schema::integrity(&conn)? {
+        println!("BROKEN: SQLite reports a damaged database file: {problems}");
+        return Ok(false);
+    }
     match verify::verify(&conn, expect_head)? {
         Verdict::Ok { rows, head, anchor } => {
             println!("OK: {rows} rows, every link intact");
