@@ -234,6 +234,17 @@ impl Follower {
                     self.current = Self::open_at(&self.path, Some(0), self.start_at)?;
                     return Ok(());
                 }
+                None if let Some(mut copy) =
+                    self.find_copy(cp.fp_len, &cp.fp_hash, cp.offset)? =>
+                {
+                    // Truncated (copytruncate) while regwatch was stopped: the rest is in the copy.
+                    tracing::info!(log = %self.name, "finishing the copy of the file truncated while regwatch was stopped");
+                    copy.offset = cp.offset;
+                    copy.read_pos = cp.offset;
+                    self.queue.push(copy);
+                    self.current = Self::open_at(&self.path, Some(0), self.start_at)?;
+                    return Ok(());
+                }
                 None => {
                     // The checkpointed file is gone: everything in the present one is new.
                     tracing::warn!(log = %self.name, "checkpointed file not found; reading the current file from its start");
@@ -250,6 +261,9 @@ impl Follower {
     /// newline). Detects rotation and truncation when the open file is exhausted.
     pub fn poll(&mut self, budget: usize, on_line: &mut dyn FnMut(&[u8])) -> io::Result<Progress> {
         self.ensure_open()?;
+        if self.queue.is_empty() {
+            self.check_rewritten()?;
+        }
         let mut progress = Progress::default();
         let mut buf = vec![0u8; CHUNK];
         while (progress.bytes as usize) < budget {
@@ -267,7 +281,12 @@ impl Follower {
                 if draining {
                     // A rotated file is finished: its last line may lack a newline.
                     self.flush_partial(on_line, &mut progress);
-                    self.queue.remove(0);
+                    let done = self.queue.remove(0);
+                    if self.current.is_none() && self.queue.is_empty() {
+                        // No file at the path yet: the finished one stays current, so the
+                        // checkpoint records that it was read to its end.
+                        self.current = Some(done);
+                    }
                     continue;
                 }
                 if !self.check_rotation()? {
@@ -367,30 +386,7 @@ impl Follower {
         }
         let len = now.len();
         if len < cur.read_pos {
-            // copytruncate: the bytes after our offset went into the copy.
-            let (fp_len, fp_hash, offset, read_pos) =
-                (cur.fp_len, cur.fp_hash.clone(), cur.offset, cur.read_pos);
-            if let Some(copy) = self.find_copy(fp_len, &fp_hash, read_pos)? {
-                tracing::info!(log = %self.name, "log truncated; finishing its copy first");
-                let mut copy = copy;
-                copy.offset = offset;
-                copy.read_pos = read_pos;
-                self.queue.push(copy);
-            } else {
-                tracing::warn!(log = %self.name, "log truncated and no copy found; lines written just before the truncation may be missed");
-                self.partial.clear();
-                self.skipping = false;
-            }
-            let cur = self.current.as_mut().expect("checked above");
-            cur.offset = 0;
-            cur.read_pos = 0;
-            let (fp_len, fp_hash) = if len > 0 {
-                fingerprint(&mut cur.file, len)?
-            } else {
-                (0, hex::encode(Sha256::digest(b"")))
-            };
-            cur.fp_len = fp_len;
-            cur.fp_hash = fp_hash;
+            self.on_truncated(len)?;
             return Ok(true);
         }
         // Same file, nothing new. Refresh a short fingerprint once the file is longer, so a
@@ -403,9 +399,61 @@ impl Follower {
         Ok(false)
     }
 
+    /// copytruncate: the bytes after our offset went into a copy; read them from there, then
+    /// the truncated file from its start.
+    fn on_truncated(&mut self, len: u64) -> io::Result<()> {
+        let Some(cur) = self.current.as_ref() else {
+            return Ok(());
+        };
+        let (fp_len, fp_hash, offset, read_pos) =
+            (cur.fp_len, cur.fp_hash.clone(), cur.offset, cur.read_pos);
+        if let Some(mut copy) = self.find_copy(fp_len, &fp_hash, read_pos)? {
+            tracing::info!(log = %self.name, "log truncated; finishing its copy first");
+            copy.offset = offset;
+            copy.read_pos = read_pos;
+            self.queue.push(copy);
+        } else {
+            tracing::warn!(log = %self.name, "log truncated and no copy found; lines written just before the truncation may be missed");
+            self.partial.clear();
+            self.skipping = false;
+        }
+        let cur = self.current.as_mut().expect("checked above");
+        cur.offset = 0;
+        cur.read_pos = 0;
+        let (fp_len, fp_hash) = if len > 0 {
+            fingerprint(&mut cur.file, len)?
+        } else {
+            (0, hex::encode(Sha256::digest(b"")))
+        };
+        cur.fp_len = fp_len;
+        cur.fp_hash = fp_hash;
+        Ok(())
+    }
+
+    /// Truncated and written again past our offset before we looked: the size alone does
+    /// not tell, the first bytes do.
+    fn check_rewritten(&mut self) -> io::Result<()> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if cur.read_pos == 0 || cur.fp_len == 0 {
+            return Ok(());
+        }
+        let meta = cur.file.metadata()?;
+        let (fp_len, fp_hash) = (cur.fp_len, cur.fp_hash.clone());
+        if !matches_fingerprint(&mut cur.file, &meta, fp_len, &fp_hash) {
+            self.on_truncated(meta.len())?;
+        }
+        Ok(())
+    }
+
     /// A sibling that starts with the same bytes and reaches past `read_pos`: the copy
     /// `copytruncate` made.
     fn find_copy(&self, fp_len: u64, fp_hash: &str, read_pos: u64) -> io::Result<Option<Open>> {
+        // An empty prefix matches every file: nothing was read from it, nothing to find.
+        if fp_len == 0 {
+            return Ok(None);
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let stem = self
             .path
@@ -437,5 +485,41 @@ impl Follower {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(f: &mut Follower) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let p = f
+                .poll(1 << 20, &mut |l| {
+                    out.push(String::from_utf8_lossy(l).into_owned())
+                })
+                .unwrap();
+            if !p.more {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_renamed_file_keeps_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut w = File::create(&path).unwrap();
+        for i in 0..20 {
+            writeln!(w, "line {i} {}", "x".repeat(30)).unwrap();
+        }
+        let mut f = Follower::new("a", &path, StartAt::Beginning, 4096, None);
+        assert_eq!(lines(&mut f).len(), 20);
+        let before = f.checkpoint().unwrap();
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        assert_eq!(lines(&mut f).len(), 0);
+        assert_eq!(f.checkpoint().unwrap(), before);
     }
 }
