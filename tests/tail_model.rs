@@ -200,7 +200,6 @@ fn run(seed: u64) {
             .written
             .iter()
             .filter(|l| !committed.contains(l))
-            .map(|l| l)
             .collect();
         let short: Vec<String> = missing
             .iter()
