@@ -1,7 +1,7 @@
 //! Metric definitions and the Prometheus text rendering behind `GET /metrics`.
 
 use prometheus::{
-    Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric regwatch exports, registered once at start-up.
@@ -10,6 +10,89 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
     pub audit_events_total: IntCounterVec,
+    pub registries: RegistryMetrics,
+}
+
+/// The poller's per-registry series (all labelled `registry`).
+#[derive(Clone)]
+pub struct RegistryMetrics {
+    pub up: IntGaugeVec,
+    pub probe_duration_seconds: GaugeVec,
+    pub last_poll_timestamp_seconds: GaugeVec,
+    pub poll_errors_total: IntCounterVec,
+    pub repositories: IntGaugeVec,
+    pub tags: IntGaugeVec,
+    pub unique_bytes: IntGaugeVec,
+    pub naming_violations: IntGaugeVec,
+}
+
+impl RegistryMetrics {
+    fn new() -> Self {
+        let g = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid metric")
+        };
+        let f = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid metric")
+        };
+        RegistryMetrics {
+            up: g(
+                "regwatch_registry_up",
+                "Whether the last GET /v2/ probe of the registry succeeded (1) or not (0).",
+            ),
+            probe_duration_seconds: f(
+                "regwatch_registry_probe_duration_seconds",
+                "How long the last GET /v2/ probe took (including authentication).",
+            ),
+            last_poll_timestamp_seconds: f(
+                "regwatch_registry_last_poll_timestamp_seconds",
+                "Unix time of the last complete inventory poll.",
+            ),
+            poll_errors_total: IntCounterVec::new(
+                Opts::new(
+                    "regwatch_poll_errors_total",
+                    "Failed probes and inventory polls of the registry.",
+                ),
+                &["registry"],
+            )
+            .expect("valid metric"),
+            repositories: g(
+                "regwatch_registry_repositories",
+                "Repositories in the registry's catalog at the last inventory.",
+            ),
+            tags: g(
+                "regwatch_registry_tags",
+                "Tags over all repositories at the last inventory.",
+            ),
+            unique_bytes: g(
+                "regwatch_registry_unique_bytes",
+                "Bytes of every blob reachable from any tag (manifests, configs, layers), each counted once.",
+            ),
+            naming_violations: g(
+                "regwatch_naming_violations",
+                "Repositories and tags not matching the registry's naming policy at the last inventory.",
+            ),
+        }
+    }
+
+    /// Starts every series of `registry` at a defined value, so dashboards see it before
+    /// the first poll.
+    pub fn init(&self, registry: &str) {
+        self.up.with_label_values(&[registry]).set(0);
+        self.poll_errors_total.with_label_values(&[registry]);
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.up.clone()),
+            Box::new(self.probe_duration_seconds.clone()),
+            Box::new(self.last_poll_timestamp_seconds.clone()),
+            Box::new(self.poll_errors_total.clone()),
+            Box::new(self.repositories.clone()),
+            Box::new(self.tags.clone()),
+            Box::new(self.unique_bytes.clone()),
+            Box::new(self.naming_violations.clone()),
+        ]
+    }
 }
 
 /// The build's version and git revision (set by build.rs).
@@ -48,12 +131,16 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let registry_metrics = RegistryMetrics::new();
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(config_last_reload_successful.clone()),
             Box::new(config_last_reload_success_timestamp_seconds.clone()),
             Box::new(audit_events_total.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(registry_metrics.collectors())
+        {
             registry.register(c).expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
@@ -67,6 +154,7 @@ impl Metrics {
             config_last_reload_successful,
             config_last_reload_success_timestamp_seconds,
             audit_events_total,
+            registries: registry_metrics,
         }
     }
 
