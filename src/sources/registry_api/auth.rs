@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn registry_basic_challenge() {
-        // Verbatim from distribution 2.8 (tests/fixtures/api/challenge-basic.txt).
+        // Verbatim from distribution 2.8 (tests/fixtures/api/README.md).
         assert_eq!(parse("Basic realm=\"basic-realm\""), Some(Challenge::Basic));
         assert_eq!(
             parse("basic realm=\"Registry realm\""),
