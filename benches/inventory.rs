@@ -13,7 +13,7 @@
 //! Needs docker-registry and skopeo (apt-get install -y docker-registry skopeo).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use regwatch::config::{self, Origin};
