@@ -29,12 +29,12 @@ const MAX_PAGES: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {detail}")]
     Transport {
         method: Method,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        /// The whole cause chain on one line, without repeating the URL.
+        detail: String,
     },
     #[error("{method} {url}: HTTP {status}: {body}")]
     Status {
@@ -117,7 +117,7 @@ impl Client {
             .map_err(|e| ApiError::Transport {
                 method: Method::GET,
                 url: cfg.url.clone(),
-                source: e,
+                detail: describe(e),
             })?;
         Ok(Arc::new(Client {
             http,
@@ -352,10 +352,10 @@ impl Client {
         let resp = {
             let _permit = self.permits.acquire().await.expect("never closed");
             self.requests.fetch_add(1, Ordering::Relaxed);
-            req.send().await.map_err(|source| ApiError::Transport {
+            req.send().await.map_err(|e| ApiError::Transport {
                 method: method.clone(),
                 url: url.to_string(),
-                source,
+                detail: describe(e),
             })?
         };
         if resp.status() != StatusCode::UNAUTHORIZED {
@@ -432,7 +432,7 @@ impl Client {
         let resp = {
             let _permit = self.permits.acquire().await.expect("never closed");
             self.requests.fetch_add(1, Ordering::Relaxed);
-            req.send().await.map_err(|e| err(e.to_string()))?
+            req.send().await.map_err(|e| err(describe(e)))?
         };
         let status = resp.status();
         let body = read_body(resp, 1 << 20).await.map_err(err)?;
@@ -486,6 +486,22 @@ async fn check_status(
         status,
         body,
     })
+}
+
+/// "error sending request: client error (Connect): tcp connect error: Connection refused":
+/// reqwest's message names the URL and hides the cause in its source chain.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut parts = vec![e.to_string()];
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
