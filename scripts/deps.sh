@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages regwatch's demo and tests use (only those still missing).
 # The real registry (distribution 2.8), skopeo and umoci to push/pull images without a Docker
-# engine, nginx + htpasswd for the proxy, aiosmtpd for mail, sqlite3 for tamper tests.
+# engine, nginx + htpasswd for the proxy, aiosmtpd for mail, sqlite3 for tamper tests, and
+# python3-jwt + python3-cryptography + openssl for the tests' token server (bearer auth).
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd curl sqlite3 ca-certificates)
+PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

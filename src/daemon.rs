@@ -7,6 +7,8 @@ use crate::config::{self, Config};
 use crate::event::{Action, Event, Source};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::sources::registry_api::Reports;
+use crate::sources::registry_api::poller::{self, PollerContext};
 use crate::sources::tail::Tail;
 use crate::sources::tail::follower::{Follower, StartAt};
 use crate::sources::tail::lines::LineHandler;
@@ -63,13 +65,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let retention = config.database.retention;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
+    let reports = Reports::default();
     let state = AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
-        config: config_rx,
+        config: config_rx.clone(),
         sink: sink.clone(),
-        db_path,
+        db_path: db_path.clone(),
         traffic: traffic.clone(),
+        reports: reports.clone(),
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(
@@ -90,6 +94,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     ready.store(true, Ordering::Release);
     let retention_task = retention
         .map(|keep| tokio::spawn(retain(sink.clone(), keep, clock.clone(), shutdown.clone())));
+    let pollers = tokio::spawn(supervise_pollers(
+        config_rx,
+        PollerContext {
+            metrics: metrics.registries.clone(),
+            sink: sink.clone(),
+            db_path,
+            reports,
+            clock: clock.clone(),
+        },
+        shutdown.clone(),
+    ));
     {
         let c = config_tx.borrow();
         tracing::info!(
@@ -117,6 +132,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
+        tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");
+    }
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
@@ -213,6 +231,36 @@ fn start_tails(
         tracing::info!(log = %log.name, path = %log.path.display(), format = %log.format, "tailing");
     }
     Ok(Tails { stop, threads })
+}
+
+/// One poller per configured registry; restarted with the new settings when a reload
+/// changes the registries (the previous inventory is in the database, so nothing is lost).
+async fn supervise_pollers(
+    mut config: watch::Receiver<Arc<Config>>,
+    ctx: PollerContext,
+    stop: CancellationToken,
+) {
+    loop {
+        let generation = stop.child_token();
+        let registries = config.borrow_and_update().registries.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in registries {
+            tasks.spawn(poller::run(r, ctx.clone(), generation.clone()));
+        }
+        let changed = tokio::select! {
+            _ = stop.cancelled() => false,
+            r = config.changed() => r.is_ok(),
+        };
+        generation.cancel();
+        while tasks.join_next().await.is_some() {}
+        if !changed {
+            return;
+        }
+        ctx.reports
+            .write()
+            .expect("not poisoned")
+            .retain(|name, _| config.borrow().registry(name).is_some());
+    }
 }
 
 /// How often retention runs; rows become due at most this late.

@@ -17,10 +17,23 @@ pub enum Action {
     MonitorStop,
     /// The configuration was reloaded (SIGHUP).
     ConfigReload,
+    /// A poll found a tag that the previous poll did not (source `poll`). Distinct from
+    /// `push`: a poll sees a state change, not a request, and knows no actor; keeping them
+    /// apart means "who pushed" questions never count a change twice when both
+    /// notifications and polling are on.
+    TagCreated,
+    /// A poll found a tag pointing at another manifest (`digest` new, `detail` the old one).
+    TagMoved,
+    /// A poll no longer found a tag (`digest` is the manifest it pointed at).
+    TagDeleted,
+    /// A poll found a repository the previous poll did not.
+    RepositoryCreated,
+    /// A poll no longer found a repository in the catalog.
+    RepositoryDeleted,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 13] = [
         Action::Push,
         Action::Pull,
         Action::Mount,
@@ -29,6 +42,11 @@ impl Action {
         Action::MonitorStart,
         Action::MonitorStop,
         Action::ConfigReload,
+        Action::TagCreated,
+        Action::TagMoved,
+        Action::TagDeleted,
+        Action::RepositoryCreated,
+        Action::RepositoryDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +59,11 @@ impl Action {
             Action::MonitorStart => "monitor_start",
             Action::MonitorStop => "monitor_stop",
             Action::ConfigReload => "config_reload",
+            Action::TagCreated => "tag_created",
+            Action::TagMoved => "tag_moved",
+            Action::TagDeleted => "tag_deleted",
+            Action::RepositoryCreated => "repository_created",
+            Action::RepositoryDeleted => "repository_deleted",
         }
     }
 

@@ -2,6 +2,9 @@ use clap::{Parser, Subcommand};
 use regwatch::audit::StoreError;
 use regwatch::audit::export::Format;
 use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
+use regwatch::commands::inventory::{
+    self as inventory_cmd, OutputFormat as InventoryFormat, Sort as InventorySort,
+};
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -46,6 +49,26 @@ enum Command {
     /// Query, export and verify the audit trail (reads the database; safe while `run` runs).
     #[command(subcommand)]
     Audit(Box<AuditCommand>),
+    /// Poll the registries now and list repositories with tags, manifests and total /
+    /// exclusive / shared bytes (shared layers counted once).
+    ///
+    /// Reads the registry API live (no running daemon needed; always fresh). Exclusive bytes
+    /// are what deleting the repository would free. With --violations, lists repositories and
+    /// tags outside the naming policy instead and exits 1 if there are any.
+    Inventory {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this registry (its name in the config).
+        #[arg(long)]
+        registry: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: InventoryFormat,
+        #[arg(long, value_enum, default_value = "size")]
+        sort: InventorySort,
+        /// List naming-policy violations (repository_pattern, tag_pattern) instead.
+        #[arg(long)]
+        violations: bool,
+    },
     /// Print the version and the git revision it was built from.
     Version,
 }
@@ -133,6 +156,26 @@ fn main() -> ExitCode {
             Err(e) => config_failed(&e),
         },
         Command::Audit(cmd) => run_audit(*cmd),
+        Command::Inventory {
+            config,
+            registry,
+            format,
+            sort,
+            violations,
+        } => {
+            let loaded = match config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_failed(&e),
+            };
+            match inventory_cmd::run(&loaded, registry.as_deref(), format, sort, violations) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(c) => c,

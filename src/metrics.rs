@@ -21,6 +21,89 @@ pub struct Metrics {
     pub log_parse_errors_total: IntCounterVec,
     pub log_lines_truncated_total: IntCounterVec,
     pub log_lag_bytes: IntGaugeVec,
+    pub registries: RegistryMetrics,
+}
+
+/// The poller's per-registry series (all labelled `registry`).
+#[derive(Clone)]
+pub struct RegistryMetrics {
+    pub up: IntGaugeVec,
+    pub probe_duration_seconds: GaugeVec,
+    pub last_poll_timestamp_seconds: GaugeVec,
+    pub poll_errors_total: IntCounterVec,
+    pub repositories: IntGaugeVec,
+    pub tags: IntGaugeVec,
+    pub unique_bytes: IntGaugeVec,
+    pub naming_violations: IntGaugeVec,
+}
+
+impl RegistryMetrics {
+    fn new() -> Self {
+        let g = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid metric")
+        };
+        let f = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid metric")
+        };
+        RegistryMetrics {
+            up: g(
+                "regwatch_registry_up",
+                "Whether the last GET /v2/ probe of the registry succeeded (1) or not (0).",
+            ),
+            probe_duration_seconds: f(
+                "regwatch_registry_probe_duration_seconds",
+                "How long the last GET /v2/ probe took (including authentication).",
+            ),
+            last_poll_timestamp_seconds: f(
+                "regwatch_registry_last_poll_timestamp_seconds",
+                "Unix time of the last complete inventory poll.",
+            ),
+            poll_errors_total: IntCounterVec::new(
+                Opts::new(
+                    "regwatch_poll_errors_total",
+                    "Failed probes and inventory polls of the registry.",
+                ),
+                &["registry"],
+            )
+            .expect("valid metric"),
+            repositories: g(
+                "regwatch_registry_repositories",
+                "Repositories in the registry's catalog at the last inventory.",
+            ),
+            tags: g(
+                "regwatch_registry_tags",
+                "Tags over all repositories at the last inventory.",
+            ),
+            unique_bytes: g(
+                "regwatch_registry_unique_bytes",
+                "Bytes of every blob reachable from any tag (manifests, configs, layers), each counted once.",
+            ),
+            naming_violations: g(
+                "regwatch_naming_violations",
+                "Repositories and tags not matching the registry's naming policy at the last inventory.",
+            ),
+        }
+    }
+
+    /// Starts every series of `registry` at a defined value, so dashboards see it before
+    /// the first poll.
+    pub fn init(&self, registry: &str) {
+        self.up.with_label_values(&[registry]).set(0);
+        self.poll_errors_total.with_label_values(&[registry]);
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.up.clone()),
+            Box::new(self.probe_duration_seconds.clone()),
+            Box::new(self.last_poll_timestamp_seconds.clone()),
+            Box::new(self.poll_errors_total.clone()),
+            Box::new(self.repositories.clone()),
+            Box::new(self.tags.clone()),
+            Box::new(self.unique_bytes.clone()),
+            Box::new(self.naming_violations.clone()),
+        ]
+    }
 }
 
 fn counter(name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -127,6 +210,7 @@ impl Metrics {
             &["log"],
         )
         .expect("valid metric");
+        let registry_metrics = RegistryMetrics::new();
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(config_last_reload_successful.clone()),
@@ -143,7 +227,10 @@ impl Metrics {
             Box::new(log_parse_errors_total.clone()),
             Box::new(log_lines_truncated_total.clone()),
             Box::new(log_lag_bytes.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(registry_metrics.collectors())
+        {
             registry.register(c).expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
@@ -168,6 +255,7 @@ impl Metrics {
             log_parse_errors_total,
             log_lines_truncated_total,
             log_lag_bytes,
+            registries: registry_metrics,
         }
     }
 

@@ -9,7 +9,9 @@ pub mod verify;
 pub mod writer;
 
 pub use schema::{StoreError, open_read_only};
-pub use writer::{AuditSink, AuditWriter, Checkpoint, load_checkpoint};
+pub use writer::{
+    AuditSink, AuditWriter, Checkpoint, InventoryUpdate, load_checkpoint, load_inventory,
+};
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the
 /// `sqlite3` CLI, microsecond resolution.

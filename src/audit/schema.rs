@@ -58,6 +58,28 @@ const MIGRATIONS: &[&str] = &[
         offset      INTEGER NOT NULL,
         updated_at  TEXT    NOT NULL
     );",
+    // 3: the registry poller's previous inventory, so a restart diffs against what was
+    // there instead of reporting the whole registry as new. Kept current by the change
+    // events themselves (one transaction), so it is never ahead of or behind the trail.
+    "CREATE TABLE inventory_polls (
+        registry     TEXT PRIMARY KEY,
+        time         TEXT    NOT NULL,
+        repositories INTEGER NOT NULL,
+        tags         INTEGER NOT NULL,
+        unique_bytes INTEGER NOT NULL
+    );
+    CREATE TABLE inventory_repositories (
+        registry   TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (registry, repository)
+    ) WITHOUT ROWID;
+    CREATE TABLE inventory_tags (
+        registry   TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        tag        TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        PRIMARY KEY (registry, repository, tag)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

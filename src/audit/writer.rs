@@ -44,8 +44,33 @@ enum Command {
         cutoff: String,
         ack: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A poll's changes: the stored inventory and the audit events in one transaction.
+    Inventory {
+        update: Box<InventoryUpdate>,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Everything queued before this is committed; then the thread ends.
     Close,
+}
+
+/// What one poll changed. Applied with its events in one transaction, so a crash between
+/// the two can neither lose the events nor report them twice.
+#[derive(Debug, Clone)]
+pub struct InventoryUpdate {
+    pub registry: String,
+    pub time: time::OffsetDateTime,
+    /// The first poll of this registry: store everything, no per-tag events.
+    pub replace: bool,
+    pub add_repositories: Vec<String>,
+    pub remove_repositories: Vec<String>,
+    /// (repository, tag, digest), inserted or replaced.
+    pub upsert_tags: Vec<(String, String, String)>,
+    /// (repository, tag).
+    pub remove_tags: Vec<(String, String)>,
+    pub events: Vec<Event>,
+    pub repositories: usize,
+    pub tags: usize,
+    pub unique_bytes: u64,
 }
 
 /// A cheap, clonable handle for sources that produce events.
@@ -121,6 +146,20 @@ impl AuditSink {
         self.tx
             .send(Command::Prune {
                 cutoff: super::format_time(cutoff),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a poll's inventory changes and their events (see [`InventoryUpdate`]) and
+    /// waits for the commit.
+    pub async fn store_inventory(&self, update: InventoryUpdate) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Inventory {
+                update: Box::new(update),
                 ack,
             })
             .await
@@ -238,6 +277,7 @@ fn run(
     loop {
         let mut closing = false;
         let mut pending_prune = None;
+        let mut pending_inventory = None;
         let mut events = 0;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
@@ -246,14 +286,20 @@ fn run(
                 batch.push(item);
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
+            Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
         }
-        while !closing && pending_prune.is_none() && events < MAX_BATCH {
+        while !closing
+            && pending_prune.is_none()
+            && pending_inventory.is_none()
+            && events < MAX_BATCH
+        {
             match rx.try_recv() {
                 Ok(Command::Write(item)) => {
                     events += item.events.len();
                     batch.push(item);
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
+                Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -264,12 +310,23 @@ fn run(
         if let Some((cutoff, ack)) = pending_prune {
             let _ = ack.send(prune(&mut conn, &cutoff).map_err(StoreError::from));
         }
+        if let Some((update, ack)) = pending_inventory {
+            let _ = ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+        }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.
             rx.close();
             while let Ok(cmd) = rx.try_recv() {
-                if let Command::Write(item) = cmd {
-                    batch.push(item);
+                match cmd {
+                    Command::Write(item) => batch.push(item),
+                    Command::Inventory { update, ack } => {
+                        if !batch.is_empty() {
+                            commit(&mut conn, &mut head, &mut batch, &on_commit);
+                        }
+                        let _ =
+                            ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+                    }
+                    _ => {}
                 }
             }
             if !batch.is_empty() {
@@ -291,12 +348,6 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
         let tx = conn.transaction()?;
         let mut stored = Vec::with_capacity(batch.len());
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
-                    media_type, size, actor, remote_addr, user_agent, request_id, method, source,
-                    status, event_id, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            )?;
             let mut checkpoint = tx.prepare_cached(
                 "INSERT INTO log_checkpoints (log, dev, ino, fp_len, fp_hash, offset, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -305,58 +356,11 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
                     updated_at = excluded.updated_at",
             )?;
             for item in batch.iter() {
-                let mut new = 0;
-                for e in &item.events {
-                    let time = super::format_time(e.time);
-                    let row = Row {
-                        time: &time,
-                        registry: e.registry.as_deref(),
-                        action: e.action.as_str(),
-                        repository: e.repository.as_deref(),
-                        tag: e.tag.as_deref(),
-                        digest: e.digest.as_deref(),
-                        media_type: e.media_type.as_deref(),
-                        size: e.size.map(|s| s.min(i64::MAX as u64) as i64),
-                        actor: e.actor.as_deref(),
-                        remote_addr: e.remote_addr.as_deref(),
-                        user_agent: e.user_agent.as_deref(),
-                        request_id: e.request_id.as_deref(),
-                        method: e.method.as_deref(),
-                        source: e.source.as_str(),
-                        status: e.status.map(i64::from),
-                        event_id: e.event_id.as_deref(),
-                        detail: e.detail.as_deref(),
-                    };
-                    let hash = chain::link(head, &row);
-                    let n = stmt.execute(params![
-                        row.time,
-                        row.registry,
-                        row.action,
-                        row.repository,
-                        row.tag,
-                        row.digest,
-                        row.media_type,
-                        row.size,
-                        row.actor,
-                        row.remote_addr,
-                        row.user_agent,
-                        row.request_id,
-                        row.method,
-                        row.source,
-                        row.status,
-                        row.event_id,
-                        row.detail,
-                        head.as_str(),
-                        hash
-                    ])?;
-                    // A duplicate (same source + event id) is ignored and does not extend the
-                    // chain.
-                    if n == 1 {
-                        *head = hash;
-                        new += 1;
-                        actions.push(e.action.as_str());
-                    }
+                let inserted = insert_events(&tx, head, item.events.iter())?;
+                for (e, _) in item.events.iter().zip(&inserted).filter(|(_, i)| **i) {
+                    actions.push(e.action.as_str());
                 }
+                let new = inserted.iter().filter(|i| **i).count();
                 if let Some(c) = &item.checkpoint {
                     checkpoint.execute(params![
                         c.log,
@@ -393,6 +397,187 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
             }
         }
     }
+}
+
+fn insert_events<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    head: &mut String,
+    events: impl Iterator<Item = &'a Event>,
+) -> Result<Vec<bool>, rusqlite::Error> {
+    let mut inserted = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
+            media_type, size, actor, remote_addr, user_agent, request_id, method, source,
+            status, event_id, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?;
+    for e in events {
+        let time = super::format_time(e.time);
+        let row = Row {
+            time: &time,
+            registry: e.registry.as_deref(),
+            action: e.action.as_str(),
+            repository: e.repository.as_deref(),
+            tag: e.tag.as_deref(),
+            digest: e.digest.as_deref(),
+            media_type: e.media_type.as_deref(),
+            size: e.size.map(|s| s.min(i64::MAX as u64) as i64),
+            actor: e.actor.as_deref(),
+            remote_addr: e.remote_addr.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            request_id: e.request_id.as_deref(),
+            method: e.method.as_deref(),
+            source: e.source.as_str(),
+            status: e.status.map(i64::from),
+            event_id: e.event_id.as_deref(),
+            detail: e.detail.as_deref(),
+        };
+        let hash = chain::link(head, &row);
+        let n = stmt.execute(params![
+            row.time,
+            row.registry,
+            row.action,
+            row.repository,
+            row.tag,
+            row.digest,
+            row.media_type,
+            row.size,
+            row.actor,
+            row.remote_addr,
+            row.user_agent,
+            row.request_id,
+            row.method,
+            row.source,
+            row.status,
+            row.event_id,
+            row.detail,
+            head.as_str(),
+            hash
+        ])?;
+        if n == 1 {
+            *head = hash;
+        }
+        inserted.push(n == 1);
+    }
+    Ok(inserted)
+}
+
+fn store_inventory(
+    conn: &mut Connection,
+    head: &mut String,
+    u: &InventoryUpdate,
+    on_commit: &OnCommit,
+) -> Result<(), StoreError> {
+    let before = head.clone();
+    let result = (|| -> Result<Vec<bool>, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let r = u.registry.as_str();
+        if u.replace {
+            tx.execute("DELETE FROM inventory_tags WHERE registry = ?1", [r])?;
+            tx.execute(
+                "DELETE FROM inventory_repositories WHERE registry = ?1",
+                [r],
+            )?;
+        }
+        {
+            let mut add =
+                tx.prepare_cached("INSERT OR IGNORE INTO inventory_repositories VALUES (?1, ?2)")?;
+            for repo in &u.add_repositories {
+                add.execute(params![r, repo])?;
+            }
+            let mut del_repo = tx.prepare_cached(
+                "DELETE FROM inventory_repositories WHERE registry = ?1 AND repository = ?2",
+            )?;
+            let mut del_repo_tags = tx.prepare_cached(
+                "DELETE FROM inventory_tags WHERE registry = ?1 AND repository = ?2",
+            )?;
+            for repo in &u.remove_repositories {
+                del_repo.execute(params![r, repo])?;
+                del_repo_tags.execute(params![r, repo])?;
+            }
+            let mut up =
+                tx.prepare_cached("INSERT OR REPLACE INTO inventory_tags VALUES (?1, ?2, ?3, ?4)")?;
+            for (repo, tag, digest) in &u.upsert_tags {
+                up.execute(params![r, repo, tag, digest])?;
+            }
+            let mut del = tx.prepare_cached(
+                "DELETE FROM inventory_tags WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
+            )?;
+            for (repo, tag) in &u.remove_tags {
+                del.execute(params![r, repo, tag])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO inventory_polls VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    r,
+                    super::format_time(u.time),
+                    u.repositories as i64,
+                    u.tags as i64,
+                    u.unique_bytes.min(i64::MAX as u64) as i64
+                ],
+            )?;
+        }
+        let inserted = insert_events(&tx, head, u.events.iter())?;
+        tx.commit()?;
+        Ok(inserted)
+    })();
+    match result {
+        Ok(inserted) => {
+            let actions: Vec<&'static str> = u
+                .events
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, ins)| **ins)
+                .map(|(e, _)| e.action.as_str())
+                .collect();
+            on_commit(&actions);
+            Ok(())
+        }
+        Err(e) => {
+            *head = before;
+            tracing::error!(error = %e, registry = %u.registry, "inventory update not committed");
+            Err(StoreError::Batch(e.to_string()))
+        }
+    }
+}
+
+/// The inventory the last poll of `registry` stored: repositories and (repository, tag) →
+/// digest. `None` when the registry was never polled.
+#[allow(clippy::type_complexity)]
+pub fn load_inventory(
+    conn: &Connection,
+    registry: &str,
+) -> Result<
+    Option<(
+        std::collections::BTreeSet<String>,
+        std::collections::BTreeMap<(String, String), String>,
+    )>,
+    rusqlite::Error,
+> {
+    let polled: i64 = conn.query_row(
+        "SELECT count(*) FROM inventory_polls WHERE registry = ?1",
+        [registry],
+        |r| r.get(0),
+    )?;
+    if polled == 0 {
+        return Ok(None);
+    }
+    let mut stmt =
+        conn.prepare("SELECT repository FROM inventory_repositories WHERE registry = ?1")?;
+    let repos = stmt
+        .query_map([registry], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT repository, tag, digest FROM inventory_tags WHERE registry = ?1")?;
+    let tags = stmt
+        .query_map([registry], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some((repos, tags)))
 }
 
 /// Deletes rows older than `cutoff` (but never the newest row, which holds the chain head)

@@ -25,7 +25,8 @@ pub struct FilterArgs {
     /// Repository name or glob, e.g. 'prod/*'.
     #[arg(long)]
     pub repository: Option<String>,
-    /// push, pull, mount, delete, auth_failure, monitor_start, monitor_stop, config_reload.
+    /// push, pull, mount, delete, auth_failure, monitor_start, monitor_stop, config_reload,
+    /// tag_created, tag_moved, tag_deleted, repository_created, repository_deleted.
     #[arg(long)]
     pub action: Option<String>,
     /// Client address (10.0.0.5 also matches 10.0.0.5:port).

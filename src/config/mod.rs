@@ -108,6 +108,27 @@ pub struct RegistryConfig {
         deserialize_with = "duration::required"
     )]
     pub timeout: Duration,
+    /// How often `GET /v2/` is probed (up, latency); cheaper and more frequent than the
+    /// inventory, which runs every `poll_interval`.
+    #[serde(
+        default = "default_probe_interval",
+        deserialize_with = "duration::required"
+    )]
+    pub probe_interval: Duration,
+    /// Most requests in flight to this registry at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// `n` for `/v2/_catalog` pages.
+    #[serde(default = "default_catalog_page_size")]
+    pub catalog_page_size: usize,
+    /// Naming policy: every repository name must match this regex (anchored by the user).
+    pub repository_pattern: Option<String>,
+    /// Naming policy: every tag must match this regex.
+    pub tag_pattern: Option<String>,
+    #[serde(skip)]
+    pub repository_regex: Option<regex::Regex>,
+    #[serde(skip)]
+    pub tag_regex: Option<regex::Regex>,
     pub storage_root: Option<PathBuf>,
     /// The bearer token this registry sends with its notifications (its `endpoints[].headers`);
     /// it also tells regwatch which registry an envelope came from.
@@ -199,6 +220,15 @@ fn default_poll_interval() -> Duration {
 }
 fn default_registry_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_catalog_page_size() -> usize {
+    100
 }
 
 impl Default for ServerConfig {
@@ -426,6 +456,42 @@ impl Config {
             if r.timeout.is_zero() {
                 err(at.clone().key("timeout"), "must be greater than 0".into());
             }
+            if r.probe_interval < Duration::from_secs(1) {
+                err(
+                    at.clone().key("probe_interval"),
+                    "must be at least 1s".into(),
+                );
+            }
+            if !(1..=256).contains(&r.concurrency) {
+                err(
+                    at.clone().key("concurrency"),
+                    format!("must be between 1 and 256 (was {})", r.concurrency),
+                );
+            }
+            if !(1..=10_000).contains(&r.catalog_page_size) {
+                err(
+                    at.clone().key("catalog_page_size"),
+                    format!("must be between 1 and 10000 (was {})", r.catalog_page_size),
+                );
+            }
+            for (key, pattern, slot) in [
+                (
+                    "repository_pattern",
+                    &r.repository_pattern,
+                    &mut r.repository_regex,
+                ),
+                ("tag_pattern", &r.tag_pattern, &mut r.tag_regex),
+            ] {
+                if let Some(p) = pattern {
+                    match regex::Regex::new(p) {
+                        Ok(re) => *slot = Some(re),
+                        Err(e) => err(
+                            at.clone().key(key),
+                            format!("invalid regex {p:?}: {}", one_line(&e.to_string())),
+                        ),
+                    }
+                }
+            }
             if let Some(root) = &r.storage_root {
                 let resolved = base.join(root);
                 if !resolved.is_dir() {
@@ -612,13 +678,28 @@ impl Config {
                 .as_ref()
                 .map(|src| format!(", notifications token {src}"))
                 .unwrap_or_default();
+            let policy = match (&r.repository_pattern, &r.tag_pattern) {
+                (None, None) => String::new(),
+                (repo, tag) => format!(
+                    ", naming policy{}{}",
+                    repo.as_deref()
+                        .map(|p| format!(" repositories {p:?}"))
+                        .unwrap_or_default(),
+                    tag.as_deref()
+                        .map(|p| format!(" tags {p:?}"))
+                        .unwrap_or_default()
+                ),
+            };
             let _ = writeln!(
                 s,
-                "  {:<12} {} ({auth}; poll every {}, timeout {}{storage}{notify})",
+                "  {:<12} {} ({auth}; probe every {}, inventory every {}, timeout {}, {} concurrent requests, catalog pages of {}{policy}{storage}{notify})",
                 r.name,
                 r.url,
+                duration::humane(r.probe_interval),
                 duration::humane(r.poll_interval),
-                duration::humane(r.timeout)
+                duration::humane(r.timeout),
+                r.concurrency,
+                r.catalog_page_size
             );
         }
         if !self.logs.is_empty() {
@@ -637,6 +718,15 @@ impl Config {
         }
         s
     }
+}
+
+/// regex errors are multi-line ASCII art; a diagnostic is one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn valid_name(name: &str) -> bool {
@@ -712,6 +802,40 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].starts_with("2:"), "{}", e[0]);
         assert!(e[0].contains("invalid TOML"), "{}", e[0]);
+    }
+
+    #[test]
+    fn poller_keys_have_defaults_and_are_validated() {
+        let c = parse(
+            "[[registry]]\nname = \"a\"\nurl = \"http://x\"\n",
+            Origin::Embedded,
+            Path::new("/"),
+        )
+        .unwrap();
+        let r = &c.registries[0];
+        assert_eq!(r.probe_interval, Duration::from_secs(15));
+        assert_eq!((r.concurrency, r.catalog_page_size), (8, 100));
+        assert!(r.repository_regex.is_none());
+        let e = errors(
+            "[[registry]]\nname = \"a\"\nurl = \"http://x\"\nconcurrency = 0\nrepository_pattern = \"^(team\"\ntag_pattern = \"^v[0-9]+$\"\nprobe_interval = \"10ms\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with("4:1 registry[0].concurrency: must be between 1 and 256"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("5:1 registry[0].repository_pattern: invalid regex"),
+            "{}",
+            e[1]
+        );
+        assert!(!e[1].contains('\n'));
+        assert!(
+            e[2].starts_with("7:1 registry[0].probe_interval: must be at least 1s"),
+            "{}",
+            e[2]
+        );
     }
 
     #[test]

@@ -169,3 +169,64 @@ pub async fn head(State(state): State<AppState>, headers: HeaderMap) -> Response
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoriesParams {
+    registry: Option<String>,
+    /// `size` (total bytes, default), `exclusive` or `name`.
+    sort: Option<String>,
+}
+
+/// `GET /api/v1/repositories`: the last inventory of each registry with per-repository
+/// total / exclusive / shared bytes (not metric labels: one series per repository would be
+/// unbounded cardinality).
+pub async fn repositories(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<RepositoriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let sort =
+        match crate::commands::inventory::Sort::parse(params.sort.as_deref().unwrap_or("size")) {
+            Some(s) => s,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "unknown sort: expected size, exclusive or name",
+                );
+            }
+        };
+    let config = state.config.borrow().clone();
+    if let Some(name) = &params.registry {
+        if config.registry(name).is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no registry named {name:?} is configured"),
+            );
+        }
+    }
+    let reports = state.reports.read().expect("not poisoned").clone();
+    let registries: Vec<serde_json::Value> = config
+        .registries
+        .iter()
+        .filter(|r| params.registry.as_ref().is_none_or(|n| *n == r.name))
+        .map(|r| match reports.get(&r.name) {
+            Some(rep) => {
+                let mut rep = rep.clone();
+                sort.apply(&mut rep.accounting.per_repository);
+                serde_json::to_value(rep).expect("serializable")
+            }
+            // Not polled yet since regwatch started.
+            None => serde_json::json!({ "registry": r.name, "polled_at": null }),
+        })
+        .collect();
+    Json(serde_json::json!({ "registries": registries })).into_response()
+}

@@ -31,6 +31,8 @@ pub struct AppState {
     /// For read-only connections (the writer thread owns the only write connection).
     pub db_path: PathBuf,
     pub traffic: Arc<crate::stats::Traffic>,
+    /// The latest inventory of every registry (the poller writes, the API reads).
+    pub reports: crate::sources::registry_api::Reports,
 }
 
 pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
@@ -42,6 +44,7 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
         )
         .route("/api/v1/audit", get(api::audit))
         .route("/api/v1/audit/head", get(api::head))
+        .route("/api/v1/repositories", get(api::repositories))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

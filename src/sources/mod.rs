@@ -2,5 +2,6 @@
 pub mod classify;
 pub mod formats;
 pub mod notifications;
+pub mod registry_api;
 pub mod tail;
 pub mod webhook;

@@ -26,7 +26,7 @@ pub const ALICE: (&str, &str) = ("alice", "alice-pass");
 pub const BOB: (&str, &str) = ("bob", "bob-pass");
 
 /// The Debian packages the integration tests need, as one install line.
-pub const APT_LINE: &str = "apt-get install -y docker-registry skopeo umoci nginx apache2-utils python3-aiosmtpd curl sqlite3";
+pub const APT_LINE: &str = "apt-get install -y docker-registry skopeo umoci nginx apache2-utils python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3";
 
 /// Fails the test unless `program` is installed, naming the package that provides it.
 pub fn require(program: &str, package: &str) -> PathBuf {
@@ -179,6 +179,17 @@ pub struct RegistryOptions {
     pub notify_token: Option<String>,
     /// `json`, `text` or `logstash`.
     pub log_format: &'static str,
+    /// Bearer-token auth against this token server instead of htpasswd.
+    pub token: Option<TokenAuth>,
+}
+
+/// The registry's `auth.token` section.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub rootcertbundle: PathBuf,
 }
 
 impl Default for RegistryOptions {
@@ -187,6 +198,7 @@ impl Default for RegistryOptions {
             notify_url: None,
             notify_token: None,
             log_format: "json",
+            token: None,
         }
     }
 }
@@ -240,6 +252,28 @@ impl Registry {
             .replace("@DEBUG_PORT@", &self.debug_port.to_string())
             .replace("@HTPASSWD@", &format!("{d}/auth/htpasswd"))
             + &notifications;
+        let config = match &self.options.token {
+            None => config,
+            Some(t) => {
+                let htpasswd = format!(
+                    "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {d}/auth/htpasswd\n"
+                );
+                assert!(
+                    config.contains(&htpasswd),
+                    "registry.yml.in changed its auth section"
+                );
+                config.replace(
+                    &htpasswd,
+                    &format!(
+                        "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                        t.realm,
+                        t.service,
+                        t.issuer,
+                        t.rootcertbundle.display()
+                    ),
+                )
+            }
+        };
         fs::write(self.dir.path().join("config.yml"), config).unwrap();
     }
 
@@ -444,6 +478,110 @@ impl SmtpSink {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// A Docker registry token server (tests/fixtures/token_server.py, Debian's python3-jwt and
+/// python3-cryptography) with its own ES256 key and self-signed certificate (openssl).
+pub struct TokenServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    proc: Proc,
+}
+
+impl TokenServer {
+    pub const SERVICE: &'static str = "regwatch-test-registry";
+    pub const ISSUER: &'static str = "regwatch-test-issuer";
+
+    pub fn start() -> TokenServer {
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.is_file(),
+            "/usr/bin/python3 is missing: run `apt-get install -y python3 python3-jwt python3-cryptography`"
+        );
+        let probe = Command::new(python)
+            .args(["-c", "import jwt, cryptography"])
+            .output()
+            .unwrap();
+        assert!(
+            probe.status.success(),
+            "Debian's python3 lacks jwt/cryptography: run `apt-get install -y python3-jwt python3-cryptography`"
+        );
+        require("openssl", "openssl");
+        let dir = shared_tempdir("regwatch-token-");
+        let key = dir.path().join("token.key");
+        let cert = dir.path().join("token.crt");
+        let out = Command::new("openssl")
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert_ok(&out, "openssl ecparam");
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=regwatch test token issuer",
+                "-key",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert_ok(&out, "openssl req -x509");
+        fs::set_permissions(&cert, fs::Permissions::from_mode(0o644)).unwrap();
+        let port = free_port();
+        let users = format!(
+            "{{\"{}\": \"{}\", \"{}\": \"{}\"}}",
+            ALICE.0, ALICE.1, BOB.0, BOB.1
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/token_server.py");
+        let mut proc = Proc::spawn(
+            "token_server.py",
+            Command::new(python)
+                .arg(script)
+                .arg(port.to_string())
+                .arg(&key)
+                .arg(&cert)
+                .arg(Self::ISSUER)
+                .arg(users)
+                .arg(dir.path().join("requests.ndjson")),
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        TokenServer { dir, port, proc }
+    }
+
+    /// The registry's `auth.token` section for this server.
+    pub fn auth(&self) -> TokenAuth {
+        TokenAuth {
+            realm: format!("http://127.0.0.1:{}/token", self.port),
+            service: Self::SERVICE.into(),
+            issuer: Self::ISSUER.into(),
+            rootcertbundle: self.dir.path().join("token.crt"),
+        }
+    }
+
+    /// Every token request so far, one JSON object each (user, service, scopes, status).
+    pub fn requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("requests.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -1,0 +1,207 @@
+//! Inventory benchmark: regwatch's poller against a real docker-registry holding 2,000
+//! repositories × 3 tags (every image its own manifest and config, sharing two base layers
+//! plus one layer per repository), next to the same inventory done the usual scripted way:
+//! `skopeo list-tags` per repository and `skopeo inspect --raw` per tag.
+//!
+//!     cargo bench --bench inventory                          # 2000 repos, skopeo on 100 of them
+//!     cargo bench --bench inventory -- --repos 500 --sample 50
+//!
+//! The storage is written directly in distribution's filesystem layout (blobs, `_layers`,
+//! `_manifests/revisions`, `_manifests/tags/<t>/{current,index}`), then the registry is
+//! restarted over it: pushing 6,000 images would take longer than the benchmark. HTTP
+//! requests are counted twice: by regwatch's client and in the registry's access log.
+//! Needs docker-registry and skopeo (apt-get install -y docker-registry skopeo).
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use regwatch::config::{self, Origin};
+use regwatch::sources::registry_api::poll_once;
+use sha2::Digest;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use support::*;
+
+const TAGS: [&str; 3] = ["1.0", "1.1", "latest"];
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+        .unwrap_or(default)
+}
+
+/// Writes one blob into the registry's storage; returns its digest.
+fn blob(root: &Path, data: &[u8]) -> String {
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    let dir = root
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("data"), data).unwrap();
+    format!("sha256:{hex}")
+}
+
+fn link(path: &Path, digest: &str) {
+    fs::create_dir_all(path).unwrap();
+    fs::write(path.join("link"), digest).unwrap();
+}
+
+fn hexpart(d: &str) -> &str {
+    d.trim_start_matches("sha256:")
+}
+
+/// Builds `repos` repositories × 3 tags; returns the repository names.
+fn populate(root: &Path, repos: usize) -> Vec<String> {
+    let base1 = vec![1u8; 4096];
+    let base2 = vec![2u8; 8192];
+    let (b1, b2) = (blob(root, &base1), blob(root, &base2));
+    let mut names = Vec::with_capacity(repos);
+    for i in 0..repos {
+        let name = format!("team{:02}/service-{i:04}", i % 50);
+        let repo = root.join("docker/registry/v2/repositories").join(&name);
+        let own = format!("layer of {name}").repeat(64).into_bytes();
+        let own_d = blob(root, &own);
+        for d in [&b1, &b2, &own_d] {
+            link(&repo.join("_layers/sha256").join(hexpart(d)), d);
+        }
+        for tag in TAGS {
+            let config = format!(
+                "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Labels\":{{\"repo\":\"{name}\",\"tag\":\"{tag}\"}}}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}}}}"
+            );
+            let config_d = blob(root, config.as_bytes());
+            link(
+                &repo.join("_layers/sha256").join(hexpart(&config_d)),
+                &config_d,
+            );
+            let manifest = format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_d}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"{b1}\",\"size\":{}}},{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"{b2}\",\"size\":{}}},{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"{own_d}\",\"size\":{}}}]}}",
+                config.len(),
+                base1.len(),
+                base2.len(),
+                own.len()
+            );
+            let m = blob(root, manifest.as_bytes());
+            link(
+                &repo.join("_manifests/revisions/sha256").join(hexpart(&m)),
+                &m,
+            );
+            let t = repo.join("_manifests/tags").join(tag);
+            link(&t.join("current"), &m);
+            link(&t.join("index/sha256").join(hexpart(&m)), &m);
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn access_lines(reg: &Registry) -> usize {
+    fs::read_to_string(reg.access_log_path())
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert_ok(&out, &format!("skopeo {args:?}"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` (scripts/test.sh) runs this
+    // binary without it, where a small smoke run proves it works without the full cost.
+    let full = args.iter().any(|a| a == "--bench");
+    let repos = arg(&args, "--repos", if full { 2000 } else { 30 });
+    let sample = arg(&args, "--sample", if full { 100 } else { 3 }).min(repos);
+    require("skopeo", "skopeo");
+    println!(
+        "# regwatch inventory benchmark ({} cores): {repos} repositories x {} tags",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        TAGS.len()
+    );
+    let mut reg = Registry::start(RegistryOptions::default());
+    let t = Instant::now();
+    let names = populate(&reg.storage(), repos);
+    reg.restart();
+    println!(
+        "storage written in {:.1}s ({} manifests)",
+        t.elapsed().as_secs_f64(),
+        repos * TAGS.len()
+    );
+
+    let toml = format!(
+        "[[registry]]\nname = \"bench\"\nurl = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+        reg.url(),
+        ALICE.0,
+        ALICE.1
+    );
+    let cfg =
+        config::parse(&toml, Origin::Embedded, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let rcfg = &cfg.registries[0];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let before = access_lines(&reg);
+    let report = runtime
+        .block_on(poll_once(rcfg))
+        .unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    let ours_logged = access_lines(&reg) - before;
+    assert_eq!(report.accounting.repositories, repos);
+    assert_eq!(report.accounting.tags, repos * TAGS.len());
+    println!(
+        "regwatch: {:.2}s, {} HTTP requests by its count, {} in the registry access log \
+         (concurrency {}, catalog pages of {}); {} tags, {} unique bytes",
+        report.duration_seconds,
+        report.requests,
+        ours_logged,
+        rcfg.concurrency,
+        rcfg.catalog_page_size,
+        report.accounting.tags,
+        report.accounting.unique_bytes
+    );
+
+    // The baseline, one skopeo process per call as a script would run them, sequentially.
+    let creds = format!("{}:{}", ALICE.0, ALICE.1);
+    let before = access_lines(&reg);
+    let t = Instant::now();
+    for name in names.iter().take(sample) {
+        let r = format!("docker://{}/{name}", reg.host());
+        skopeo(&["list-tags", "--tls-verify=false", "--creds", &creds, &r]);
+        for tag in TAGS {
+            let r = format!("docker://{}/{name}:{tag}", reg.host());
+            skopeo(&[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &creds,
+                &r,
+            ]);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let logged = access_lines(&reg) - before;
+    let factor = repos as f64 / sample as f64;
+    let (skopeo_secs, skopeo_requests) = (secs * factor, logged as f64 * factor);
+    println!(
+        "skopeo:   {secs:.2}s and {logged} HTTP requests for {sample} repositories ({} processes){}",
+        sample * (1 + TAGS.len()),
+        if sample < repos {
+            format!(
+                "; extrapolated x{factor:.0} to {repos}: {skopeo_secs:.1}s, {skopeo_requests:.0} requests \
+                 (without a catalog: skopeo cannot list repositories)"
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "ratio:    regwatch is {:.1}x faster and sends {:.2}x the requests of the skopeo baseline",
+        skopeo_secs / report.duration_seconds,
+        report.requests as f64 / skopeo_requests
+    );
+}

@@ -1,0 +1,601 @@
+//! One task per registry: a frequent `GET /v2/` probe and a slower full inventory whose
+//! differences to the previous one become audit events (source `poll`).
+
+use super::client::{ApiError, Client};
+use super::inventory::{self, Manifest, RepoContent};
+use crate::audit::{self, AuditSink, InventoryUpdate};
+use crate::clock::SharedClock;
+use crate::config::RegistryConfig;
+use crate::event::{Action, Event, Source};
+use crate::metrics::RegistryMetrics;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Manifests by digest. Content-addressed, so a manifest read once (in any repository) never
+/// has to be read again; kept across polls, pruned to what the last poll referenced.
+type Cache = Arc<Mutex<HashMap<String, Manifest>>>;
+
+/// The previous poll: repositories, and (repository, tag) → digest.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    repositories: BTreeSet<String>,
+    tags: BTreeMap<(String, String), String>,
+}
+
+/// A repository or tag outside the naming policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Violation {
+    pub repository: String,
+    /// `None`: the repository name itself violates `repository_pattern`.
+    pub tag: Option<String>,
+    pub pattern: String,
+}
+
+/// One registry's last inventory, as `GET /api/v1/repositories` and `regwatch inventory`
+/// show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Report {
+    pub registry: String,
+    pub polled_at: String,
+    pub duration_seconds: f64,
+    /// HTTP requests the poll needed (token requests included).
+    pub requests: u64,
+    #[serde(flatten)]
+    pub accounting: inventory::Accounting,
+    pub violations: Vec<Violation>,
+}
+
+/// The latest report of every registry, shared with the HTTP API.
+pub type Reports = Arc<RwLock<BTreeMap<String, Report>>>;
+
+struct Polled {
+    repos: BTreeMap<String, RepoContent>,
+    media_types: HashMap<String, String>,
+}
+
+/// Reads the whole inventory of one registry.
+async fn poll(
+    client: &Arc<Client>,
+    cfg: &RegistryConfig,
+    cache: &Cache,
+    previous: &Snapshot,
+) -> Result<Polled, ApiError> {
+    let names = client.catalog(cfg.catalog_page_size).await?;
+    let mut set = JoinSet::new();
+    for name in names {
+        let client = client.clone();
+        let cache = cache.clone();
+        let known: HashMap<String, String> = previous
+            .tags
+            .range((name.clone(), String::new())..)
+            .take_while(|((r, _), _)| *r == name)
+            .map(|((_, t), d)| (t.clone(), d.clone()))
+            .collect();
+        set.spawn(async move {
+            let content = repository(&client, &name, &cache, &known).await?;
+            Ok::<_, ApiError>((name, content))
+        });
+    }
+    let mut repos = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        let (name, content) = joined.expect("repository tasks do not panic")?;
+        repos.insert(name, content);
+    }
+    let cache = cache.lock().expect("not poisoned");
+    let media_types = repos
+        .values()
+        .flat_map(|c| c.tags.values())
+        .filter_map(|d| cache.get(d).map(|m| (d.clone(), m.media_type.clone())))
+        .collect();
+    Ok(Polled { repos, media_types })
+}
+
+async fn repository(
+    client: &Arc<Client>,
+    name: &str,
+    cache: &Cache,
+    known: &HashMap<String, String>,
+) -> Result<RepoContent, ApiError> {
+    let tags = match client.tags(name).await {
+        Ok(t) => t,
+        // Deleted between the catalog and here: it has nothing (any more).
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut set = JoinSet::new();
+    for tag in tags {
+        let client = client.clone();
+        let cache = cache.clone();
+        let name = name.to_string();
+        let was = known.get(&tag).cloned();
+        set.spawn(async move {
+            let r = tag_digest(&client, &name, &tag, was.as_deref(), &cache).await;
+            (tag, r)
+        });
+    }
+    let mut content = RepoContent::default();
+    let mut roots = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (tag, r) = joined.expect("tag tasks do not panic");
+        match r {
+            Ok(digest) => {
+                content.tags.insert(tag, digest.clone());
+                roots.push(digest);
+            }
+            // Listed, but its manifest was deleted meanwhile: the tag is gone.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Index children: fetched once per digest, from this repository (where they must be).
+    let mut pending: Vec<String> = roots.clone();
+    while let Some(d) = pending.pop() {
+        let children = cache
+            .lock()
+            .expect("not poisoned")
+            .get(&d)
+            .map(|m| m.children.clone())
+            .unwrap_or_default();
+        for c in children {
+            let cached = cache.lock().expect("not poisoned").contains_key(&c);
+            if !cached {
+                match client.manifest(name, &c).await {
+                    Ok(f) => {
+                        cache
+                            .lock()
+                            .expect("not poisoned")
+                            .insert(c.clone(), f.manifest);
+                    }
+                    // An index may name platforms that were never pushed (skopeo without --all).
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            pending.push(c);
+        }
+    }
+    let cache = cache.lock().expect("not poisoned");
+    let resolve = |d: &str| cache.get(d).cloned();
+    for d in roots {
+        if let Some(m) = cache.get(&d) {
+            content.add(m, &resolve);
+        }
+    }
+    Ok(content)
+}
+
+/// The digest a tag points at, its manifest in the cache afterwards. A tag seen before costs
+/// one HEAD (which answers "did it move?"); a new one one GET.
+async fn tag_digest(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+    was: Option<&str>,
+    cache: &Cache,
+) -> Result<String, ApiError> {
+    let cached = |d: &str| cache.lock().expect("not poisoned").contains_key(d);
+    if was.is_some_and(cached) {
+        let digest = client.head_manifest(repo, tag).await?;
+        if !cached(&digest) {
+            let f = client.manifest(repo, &digest).await?;
+            cache
+                .lock()
+                .expect("not poisoned")
+                .insert(digest.clone(), f.manifest);
+        }
+        return Ok(digest);
+    }
+    let f = client.manifest(repo, tag).await?;
+    let digest = f.manifest.digest.clone();
+    cache
+        .lock()
+        .expect("not poisoned")
+        .insert(digest.clone(), f.manifest);
+    Ok(digest)
+}
+
+fn violations(cfg: &RegistryConfig, repos: &BTreeMap<String, RepoContent>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (name, c) in repos {
+        if let Some(re) = &cfg.repository_regex {
+            if !re.is_match(name) {
+                out.push(Violation {
+                    repository: name.clone(),
+                    tag: None,
+                    pattern: re.as_str().to_string(),
+                });
+            }
+        }
+        if let Some(re) = &cfg.tag_regex {
+            for tag in c.tags.keys().filter(|t| !re.is_match(t)) {
+                out.push(Violation {
+                    repository: name.clone(),
+                    tag: Some(tag.clone()),
+                    pattern: re.as_str().to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn report(
+    cfg: &RegistryConfig,
+    polled: &Polled,
+    started: Instant,
+    requests: u64,
+    at: time::OffsetDateTime,
+) -> Report {
+    Report {
+        registry: cfg.name.clone(),
+        polled_at: audit::format_time(at),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        requests,
+        accounting: inventory::account(&polled.repos),
+        violations: violations(cfg, &polled.repos),
+    }
+}
+
+/// One inventory, without the daemon (for `regwatch inventory` and the benchmark).
+pub async fn poll_once(cfg: &RegistryConfig) -> Result<Report, ApiError> {
+    let client = Client::new(cfg)?;
+    let cache = Cache::default();
+    let started = Instant::now();
+    let polled = poll(&client, cfg, &cache, &Snapshot::default()).await?;
+    Ok(report(
+        cfg,
+        &polled,
+        started,
+        client.requests(),
+        time::OffsetDateTime::now_utc(),
+    ))
+}
+
+/// The changes from `prev` to `now` as the writer's update (events included).
+fn diff(
+    registry: &str,
+    prev: Option<&Snapshot>,
+    now: &Snapshot,
+    media_types: &HashMap<String, String>,
+    at: time::OffsetDateTime,
+) -> InventoryUpdate {
+    let mut u = InventoryUpdate {
+        registry: registry.to_string(),
+        time: at,
+        replace: prev.is_none(),
+        add_repositories: Vec::new(),
+        remove_repositories: Vec::new(),
+        upsert_tags: Vec::new(),
+        remove_tags: Vec::new(),
+        events: Vec::new(),
+        repositories: now.repositories.len(),
+        tags: now.tags.len(),
+        unique_bytes: 0,
+    };
+    let event = |action: Action, repo: &str, tag: Option<&str>, digest: Option<&str>| {
+        let mut e = Event::new(at, action, Source::Poll);
+        e.registry = Some(registry.to_string());
+        e.repository = Some(repo.to_string());
+        e.tag = tag.map(str::to_string);
+        e.digest = digest.map(str::to_string);
+        e.media_type = digest.and_then(|d| media_types.get(d).cloned());
+        e
+    };
+    let Some(prev) = prev else {
+        // First poll: the baseline. Reporting every existing tag as "created" would bury
+        // the trail under things that happened before regwatch was watching.
+        u.add_repositories = now.repositories.iter().cloned().collect();
+        u.upsert_tags = now
+            .tags
+            .iter()
+            .map(|((r, t), d)| (r.clone(), t.clone(), d.clone()))
+            .collect();
+        return u;
+    };
+    for r in now.repositories.difference(&prev.repositories) {
+        u.add_repositories.push(r.clone());
+        u.events
+            .push(event(Action::RepositoryCreated, r, None, None));
+    }
+    for ((r, t), d) in &now.tags {
+        match prev.tags.get(&(r.clone(), t.clone())) {
+            None => {
+                u.upsert_tags.push((r.clone(), t.clone(), d.clone()));
+                u.events
+                    .push(event(Action::TagCreated, r, Some(t), Some(d)));
+            }
+            Some(old) if old != d => {
+                u.upsert_tags.push((r.clone(), t.clone(), d.clone()));
+                u.events.push(
+                    event(Action::TagMoved, r, Some(t), Some(d))
+                        .with_detail(format!("moved from {old}")),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for ((r, t), d) in &prev.tags {
+        if !now.tags.contains_key(&(r.clone(), t.clone())) {
+            u.remove_tags.push((r.clone(), t.clone()));
+            let mut e = event(Action::TagDeleted, r, Some(t), Some(d));
+            e.media_type = None;
+            u.events.push(e);
+        }
+    }
+    for r in prev.repositories.difference(&now.repositories) {
+        u.remove_repositories.push(r.clone());
+        u.events
+            .push(event(Action::RepositoryDeleted, r, None, None));
+    }
+    u
+}
+
+fn snapshot(repos: &BTreeMap<String, RepoContent>) -> Snapshot {
+    Snapshot {
+        repositories: repos.keys().cloned().collect(),
+        tags: repos
+            .iter()
+            .flat_map(|(r, c)| {
+                c.tags
+                    .iter()
+                    .map(move |(t, d)| ((r.clone(), t.clone()), d.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// What a poller task needs from the daemon.
+#[derive(Clone)]
+pub struct PollerContext {
+    pub metrics: RegistryMetrics,
+    pub sink: AuditSink,
+    pub db_path: PathBuf,
+    pub reports: Reports,
+    pub clock: SharedClock,
+}
+
+/// Runs the probe and the inventory of one registry until `stop`.
+pub async fn run(cfg: RegistryConfig, ctx: PollerContext, stop: CancellationToken) {
+    let client = match Client::new(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(registry = %cfg.name, error = %e, "cannot create the registry client");
+            return;
+        }
+    };
+    ctx.metrics.init(&cfg.name);
+    tokio::join!(
+        probe_loop(&cfg, &client, &ctx, &stop),
+        inventory_loop(&cfg, &client, &ctx, &stop)
+    );
+}
+
+async fn probe_loop(
+    cfg: &RegistryConfig,
+    client: &Client,
+    ctx: &PollerContext,
+    stop: &CancellationToken,
+) {
+    let name = cfg.name.as_str();
+    let mut was_up: Option<bool> = None;
+    loop {
+        let start = Instant::now();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = client.probe() => r,
+        };
+        ctx.metrics
+            .probe_duration_seconds
+            .with_label_values(&[name])
+            .set(start.elapsed().as_secs_f64());
+        let up = result.is_ok();
+        ctx.metrics.up.with_label_values(&[name]).set(up as i64);
+        match result {
+            Ok(_) if was_up != Some(true) => {
+                tracing::info!(registry = name, "registry is up")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ctx.metrics
+                    .poll_errors_total
+                    .with_label_values(&[name])
+                    .inc();
+                // Once per outage at warn; the repeats would drown the log.
+                if was_up != Some(false) {
+                    tracing::warn!(registry = name, error = %e, "registry is down");
+                } else {
+                    tracing::debug!(registry = name, error = %e, "registry still down");
+                }
+            }
+        }
+        was_up = Some(up);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(cfg.probe_interval) => {}
+        }
+    }
+}
+
+async fn load_previous(ctx: &PollerContext, registry: &str) -> Result<Option<Snapshot>, String> {
+    let db = ctx.db_path.clone();
+    let registry = registry.to_string();
+    tokio::task::spawn_blocking(move || {
+        let conn = audit::open_read_only(&db).map_err(|e| e.to_string())?;
+        audit::load_inventory(&conn, &registry)
+            .map(|o| o.map(|(repositories, tags)| Snapshot { repositories, tags }))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn inventory_loop(
+    cfg: &RegistryConfig,
+    client: &Arc<Client>,
+    ctx: &PollerContext,
+    stop: &CancellationToken,
+) {
+    let name = cfg.name.as_str();
+    let mut previous = loop {
+        match load_previous(ctx, name).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::error!(registry = name, error = %e, "cannot read the previous inventory; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(cfg.probe_interval) => {}
+                }
+            }
+        }
+    };
+    let cache = Cache::default();
+    let empty = Snapshot::default();
+    loop {
+        let started = Instant::now();
+        let before = client.requests();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = poll(client, cfg, &cache, previous.as_ref().unwrap_or(&empty)) => r,
+        };
+        let wait = match result {
+            Ok(polled) => {
+                let at = ctx.clock.now();
+                let rep = report(cfg, &polled, started, client.requests() - before, at);
+                let now = snapshot(&polled.repos);
+                let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
+                update.unique_bytes = rep.accounting.unique_bytes;
+                let changes = update.events.len();
+                match ctx.sink.store_inventory(update).await {
+                    Ok(()) => {
+                        previous = Some(now);
+                        let m = &ctx.metrics;
+                        m.repositories
+                            .with_label_values(&[name])
+                            .set(rep.accounting.repositories as i64);
+                        m.tags
+                            .with_label_values(&[name])
+                            .set(rep.accounting.tags as i64);
+                        m.unique_bytes
+                            .with_label_values(&[name])
+                            .set(rep.accounting.unique_bytes.min(i64::MAX as u64) as i64);
+                        m.naming_violations
+                            .with_label_values(&[name])
+                            .set(rep.violations.len() as i64);
+                        m.last_poll_timestamp_seconds
+                            .with_label_values(&[name])
+                            .set(at.unix_timestamp_nanos() as f64 / 1e9);
+                        tracing::info!(
+                            registry = name,
+                            repositories = rep.accounting.repositories,
+                            tags = rep.accounting.tags,
+                            unique_bytes = rep.accounting.unique_bytes,
+                            changes,
+                            requests = rep.requests,
+                            seconds = rep.duration_seconds,
+                            "inventory polled"
+                        );
+                        // Only what this poll referenced stays cached.
+                        let keep: BTreeSet<&String> = polled
+                            .repos
+                            .values()
+                            .flat_map(|c| c.manifests.keys())
+                            .collect();
+                        cache
+                            .lock()
+                            .expect("not poisoned")
+                            .retain(|d, _| keep.contains(d));
+                        ctx.reports
+                            .write()
+                            .expect("not poisoned")
+                            .insert(name.to_string(), rep);
+                        cfg.poll_interval
+                    }
+                    Err(e) => {
+                        ctx.metrics
+                            .poll_errors_total
+                            .with_label_values(&[name])
+                            .inc();
+                        tracing::error!(registry = name, error = %e, "cannot store the inventory");
+                        cfg.probe_interval
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.metrics
+                    .poll_errors_total
+                    .with_label_values(&[name])
+                    .inc();
+                tracing::warn!(registry = name, error = %e, "inventory poll failed; retrying");
+                // Sooner than a full interval: the registry is probably just back.
+                cfg.probe_interval.min(cfg.poll_interval)
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(repos: &[&str], tags: &[(&str, &str, &str)]) -> Snapshot {
+        Snapshot {
+            repositories: repos.iter().map(|s| s.to_string()).collect(),
+            tags: tags
+                .iter()
+                .map(|(r, t, d)| ((r.to_string(), t.to_string()), d.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn diff_reports_appear_move_disappear() {
+        let at = time::OffsetDateTime::now_utc();
+        let prev = snap(
+            &["a", "gone"],
+            &[("a", "1", "d1"), ("a", "2", "d2"), ("gone", "x", "dx")],
+        );
+        let now = snap(
+            &["a", "new"],
+            &[("a", "1", "d1"), ("a", "2", "d3"), ("new", "v", "dv")],
+        );
+        let u = diff("r", Some(&prev), &now, &HashMap::new(), at);
+        let got: Vec<(&str, String, Option<String>)> = u
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.repository.clone().unwrap(),
+                    e.tag.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("repository_created", "new".into(), None),
+                ("tag_moved", "a".into(), Some("2".into())),
+                ("tag_created", "new".into(), Some("v".into())),
+                ("tag_deleted", "gone".into(), Some("x".into())),
+                ("repository_deleted", "gone".into(), None),
+            ]
+        );
+        assert_eq!(u.events[1].detail.as_deref(), Some("moved from d2"));
+        assert!(u.events.iter().all(|e| e.source == Source::Poll));
+        assert!(!u.replace);
+        assert_eq!(u.remove_repositories, vec!["gone".to_string()]);
+
+        let first = diff("r", None, &now, &HashMap::new(), at);
+        assert!(first.replace && first.events.is_empty());
+        assert_eq!(first.upsert_tags.len(), 3);
+    }
+}
