@@ -20,17 +20,36 @@ use time::macros::datetime;
 
 const TOKEN: &str = "bench-notify-token";
 const SENDERS: usize = 64;
-const SEND_FOR: Duration = Duration::from_secs(10);
-const EXPORT_ROWS: u64 = 1_000_000;
+static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn smoke() -> bool {
+    SMOKE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn send_for() -> Duration {
+    if smoke() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+fn export_rows() -> u64 {
+    if smoke() { 10_000 } else { 1_000_000 }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` runs this file too (without `--bench`): then it is a quick
+    // check that the benchmark still works, not a measurement.
+    let full = args.iter().any(|a| a == "--bench");
     let query_rows: u64 = args
         .iter()
         .position(|a| a == "--rows")
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse().expect("--rows N"))
-        .unwrap_or(10_000_000);
+        .unwrap_or(if full { 10_000_000 } else { 20_000 });
+    SMOKE.store(!full, std::sync::atomic::Ordering::Relaxed);
     assert!(
         Command::new("sqlite3").arg("-version").output().is_ok(),
         "sqlite3 CLI missing: apt-get install -y sqlite3"
@@ -45,23 +64,24 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
     let t = Instant::now();
-    fill(&db, 0, EXPORT_ROWS);
+    fill(&db, 0, export_rows());
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "\n## bulk append through the writer (hash chain, 3 indexes + primary key)\nregwatch writer: {EXPORT_ROWS} rows in {secs:.2} s = {:.0} rows/s",
-        EXPORT_ROWS as f64 / secs
+        "\n## bulk append through the writer (hash chain, 3 indexes + primary key)\nregwatch writer: {} rows in {secs:.2} s = {:.0} rows/s",
+        export_rows(),
+        export_rows() as f64 / secs
     );
     sqlite_insert_peer(dir.path());
     export(&db, dir.path());
-    if query_rows > EXPORT_ROWS {
+    if query_rows > export_rows() {
         let t = Instant::now();
-        fill(&db, EXPORT_ROWS, query_rows);
+        fill(&db, export_rows(), query_rows);
         println!(
             "\n(filled to {query_rows} rows in {:.1} s)",
             t.elapsed().as_secs_f64()
         );
     }
-    query(&db, query_rows.max(EXPORT_ROWS));
+    query(&db, query_rows.max(export_rows()));
 }
 
 /// A realistic event: digests, a UUID request id, an address, a user agent.
@@ -122,7 +142,7 @@ fn sqlite_insert_peer(dir: &std::path::Path) {
     AuditWriter::start(&db, 16, Box::new(|_| {}))
         .unwrap()
         .close_blocking();
-    let n = 200_000u64;
+    let n = if smoke() { 2_000u64 } else { 200_000 };
     let sql_path = dir.join("peer.sql");
     let mut sql = std::io::BufWriter::new(std::fs::File::create(&sql_path).unwrap());
     writeln!(sql, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").unwrap();
@@ -172,7 +192,7 @@ fn sqlite_insert_peer(dir: &std::path::Path) {
 }
 
 fn export(db: &std::path::Path, dir: &std::path::Path) {
-    println!("\n## CSV export of {EXPORT_ROWS} rows");
+    println!("\n## CSV export of {} rows", export_rows());
     let ours = dir.join("ours.csv");
     let theirs = dir.join("theirs.csv");
     let mut best = (f64::MAX, f64::MAX);
@@ -211,7 +231,7 @@ fn export(db: &std::path::Path, dir: &std::path::Path) {
     println!(
         "regwatch audit export --format csv: {:.2} s ({:.0} rows/s, {:.0} MB)\nsqlite3 -csv (peer):               {:.2} s\nratio regwatch/sqlite3: {:.2}x (best of 3 each)",
         best.0,
-        EXPORT_ROWS as f64 / best.0,
+        export_rows() as f64 / best.0,
         size as f64 / 1e6,
         best.1,
         best.0 / best.1
@@ -266,7 +286,7 @@ fn query(db: &std::path::Path, rows: u64) {
     );
 }
 
-/// Concurrent senders POST one-event envelopes for SEND_FOR; every answer 200 means committed.
+/// Concurrent senders POST one-event envelopes for send_for(); every answer 200 means committed.
 fn notifications() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -324,7 +344,7 @@ fn notifications() {
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut ok = 0u64;
-                while start.elapsed() < SEND_FOR {
+                while start.elapsed() < send_for() {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let body = template.replace(&id, &format!("bench-{s}-{n}"));
                     let t = Instant::now();
