@@ -25,9 +25,14 @@ enum Command {
         cutoff: String,
         ack: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Runs a closure on the write connection, between batches (for tables other than the
+    /// audit trail, e.g. storage samples), so there is never a second write connection.
+    Execute(Job),
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// A cheap, clonable handle for sources that produce events.
 #[derive(Clone)]
@@ -95,6 +100,23 @@ impl AuditSink {
                 cutoff: super::format_time(cutoff),
                 ack,
             })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer's connection (after the events queued before it) and returns
+    /// its result. Keep `f` short: the audit trail waits while it runs.
+    pub async fn execute<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (ack, done) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = ack.send(f(conn).map_err(StoreError::from));
+        });
+        self.tx
+            .send(Command::Execute(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
@@ -186,15 +208,22 @@ fn run(
     loop {
         let mut closing = false;
         let mut pending_prune = None;
+        let mut pending_job = None;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
             Some(Command::Append { event, ack }) => batch.push((event, ack)),
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
+            Some(Command::Execute(job)) => pending_job = Some(job),
         }
-        while !closing && pending_prune.is_none() && batch.len() < MAX_BATCH {
+        while !closing
+            && pending_prune.is_none()
+            && pending_job.is_none()
+            && batch.len() < MAX_BATCH
+        {
             match rx.try_recv() {
                 Ok(Command::Append { event, ack }) => batch.push((event, ack)),
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
+                Ok(Command::Execute(job)) => pending_job = Some(job),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -204,6 +233,9 @@ fn run(
         }
         if let Some((cutoff, ack)) = pending_prune {
             let _ = ack.send(prune(&mut conn, &cutoff).map_err(StoreError::from));
+        }
+        if let Some(job) = pending_job {
+            job(&mut conn);
         }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.

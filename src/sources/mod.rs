@@ -2,4 +2,5 @@
 pub mod classify;
 pub mod formats;
 pub mod notifications;
+pub mod storage;
 pub mod webhook;
