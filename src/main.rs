@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 use regwatch::audit::StoreError;
 use regwatch::audit::export::Format;
 use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
+use regwatch::commands::storage::{self as storage_cmd, StorageArgs};
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -46,6 +47,15 @@ enum Command {
     /// Query, export and verify the audit trail (reads the database; safe while `run` runs).
     #[command(subcommand)]
     Audit(Box<AuditCommand>),
+    /// Storage of each registry with a storage_root: usage, growth trend, days until full,
+    /// blobs, reclaimable bytes (what garbage-collect would delete), upload debris, and the
+    /// largest repositories. Walks the storage read-only; safe while the registry runs.
+    Storage {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: StorageArgs,
+    },
     /// Print the version and the git revision it was built from.
     Version,
 }
@@ -133,6 +143,16 @@ fn main() -> ExitCode {
             Err(e) => config_failed(&e),
         },
         Command::Audit(cmd) => run_audit(*cmd),
+        Command::Storage { config, args } => match config::load(config.as_deref()) {
+            Ok(c) => match storage_cmd::run(&c, &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => config_failed(&e),
+        },
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(c) => c,
