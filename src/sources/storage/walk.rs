@@ -19,6 +19,8 @@ use std::collections::BinaryHeap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Registries refuse manifests over 4 MiB; anything far larger is not one GC could read.
@@ -120,28 +122,27 @@ fn list(path: &Path) -> Result<Option<fs::ReadDir>, WalkError> {
 /// Every blob with its size, sorted by digest; bitsets for the mark phase.
 struct BlobIndex {
     blobs: Vec<(Digest, u64)>,
-    marked: Vec<u64>,
-    expanded: Vec<u64>,
+    /// Atomic so that the repository walkers on several threads can mark concurrently.
+    marked: Vec<AtomicU64>,
+    expanded: Vec<AtomicU64>,
 }
 
 impl BlobIndex {
     fn find(&self, d: &Digest) -> Option<usize> {
         self.blobs.binary_search_by(|(k, _)| k.cmp(d)).ok()
     }
-    fn mark(&mut self, d: &Digest) {
+    fn mark(&self, d: &Digest) {
         if let Some(i) = self.find(d) {
-            self.marked[i / 64] |= 1 << (i % 64);
+            self.marked[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
         }
     }
     fn is_marked(&self, i: usize) -> bool {
-        self.marked[i / 64] & (1 << (i % 64)) != 0
+        self.marked[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
     }
-    /// Returns true the first time it is called for `i`.
-    fn expand_once(&mut self, i: usize) -> bool {
+    /// Returns true the first time it is called for `i` (on any thread).
+    fn expand_once(&self, i: usize) -> bool {
         let bit = 1 << (i % 64);
-        let first = self.expanded[i / 64] & bit == 0;
-        self.expanded[i / 64] |= bit;
-        first
+        self.expanded[i / 64].fetch_or(bit, Ordering::Relaxed) & bit == 0
     }
 }
 
@@ -152,20 +153,51 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<WalkReport, WalkError> {
     let v2 = root.join("docker/registry/v2");
     let mut report = WalkReport::default();
     let blobs_root = v2.join("blobs/sha256");
-    let mut index = index_blobs(&v2.join("blobs"), &mut report)?;
+    let index = index_blobs(&v2.join("blobs"), &mut report)?;
 
-    let mut walker = RepoWalker {
-        blobs_root: &blobs_root,
-        opts,
-        index: &mut index,
-        report: &mut report,
-        top: BinaryHeap::new(),
-    };
-    let repos = v2.join("repositories");
-    let mut name = String::new();
-    walker.visit(&repos, &mut name)?;
-    let mut top: Vec<RepoUsage> = walker.top.into_iter().map(|Reverse(r)| r).collect();
+    let queue = WorkQueue::new(v2.join("repositories"));
+    let threads = workers();
+    let results: Vec<Result<RepoWalker<'_>, WalkError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (queue, index, blobs_root) = (&queue, &index, &blobs_root);
+                scope.spawn(move || {
+                    let mut w = RepoWalker {
+                        blobs_root,
+                        opts,
+                        index,
+                        report: WalkReport::default(),
+                        top: BinaryHeap::new(),
+                    };
+                    while let Some((dir, name)) = queue.pop() {
+                        let r = w.visit(&dir, &name, queue);
+                        queue.done();
+                        if let Err(e) = r {
+                            queue.abort();
+                            return Err(e);
+                        }
+                    }
+                    Ok(w)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("repository walk thread panicked"))
+            .collect()
+    });
+    let mut top = Vec::new();
+    for r in results {
+        let w = r?;
+        report.stale_uploads += w.report.stale_uploads;
+        report.upload_bytes += w.report.upload_bytes;
+        report.uploads += w.report.uploads;
+        report.repositories += w.report.repositories;
+        report.unreadable_manifests += w.report.unreadable_manifests;
+        top.extend(w.top.into_iter().map(|Reverse(r)| r));
+    }
     top.sort_by(|a, b| b.cmp(a));
+    top.truncate(opts.top_repositories);
     report.top_repositories = top;
 
     for (i, (d, size)) in index.blobs.iter().enumerate() {
@@ -182,47 +214,47 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<WalkReport, WalkError> {
 }
 
 /// `blobs/<algorithm>/<2 hex>/<hex>/data`: one `stat` per blob, no listing of the blob
-/// directories themselves.
+/// directories themselves. The prefix directories are shared out to a few threads: the
+/// walk is bound by system-call latency, not by one core.
 fn index_blobs(blobs: &Path, report: &mut WalkReport) -> Result<BlobIndex, WalkError> {
-    let mut out = Vec::new();
-    let Some(algs) = list(blobs)? else {
-        return Ok(BlobIndex {
-            blobs: out,
-            marked: Vec::new(),
-            expanded: Vec::new(),
-        });
-    };
-    for alg in algs {
-        let alg = alg.map_err(io_err(blobs))?;
-        let sha256 = alg.file_name() == "sha256";
-        let alg_path = alg.path();
-        let Some(prefixes) = list(&alg_path)? else {
-            continue;
-        };
-        for prefix in prefixes {
-            let prefix = prefix.map_err(io_err(&alg_path))?;
-            let prefix_path = prefix.path();
-            let Some(entries) = list(&prefix_path)? else {
+    let mut prefixes = Vec::new();
+    if let Some(algs) = list(blobs)? {
+        for alg in algs {
+            let alg = alg.map_err(io_err(blobs))?;
+            let sha256 = alg.file_name() == "sha256";
+            let alg_path = alg.path();
+            let Some(entries) = list(&alg_path)? else {
                 continue;
             };
-            for entry in entries {
-                let entry = entry.map_err(io_err(&prefix_path))?;
-                let mut data = entry.path();
-                data.push("data");
-                let size = match fs::metadata(&data) {
-                    Ok(m) if m.is_file() => m.len(),
-                    Ok(_) => continue,
-                    Err(e) if gone(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
-                    Err(e) => return Err(io_err(&data)(e)),
-                };
-                report.blobs += 1;
-                report.blob_bytes += size;
-                if sha256 {
-                    if let Some(d) = entry.file_name().to_str().and_then(gc::parse_hex) {
-                        out.push((d, size));
-                    }
-                }
+            for prefix in entries {
+                prefixes.push((prefix.map_err(io_err(&alg_path))?.path(), sha256));
             }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let chunk = prefixes.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<BlobPart, WalkError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prefixes
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || index_prefixes(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("blob index thread panicked"))
+            .collect()
+    });
+    let mut out = Vec::new();
+    for part in parts {
+        let part = part?;
+        report.blobs += part.blobs;
+        report.blob_bytes += part.bytes;
+        if out.is_empty() {
+            out = part.index;
+        } else {
+            out.extend(part.index);
         }
     }
     out.sort_unstable_by_key(|b| b.0);
@@ -230,16 +262,125 @@ fn index_blobs(blobs: &Path, report: &mut WalkReport) -> Result<BlobIndex, WalkE
     let words = out.len().div_ceil(64);
     Ok(BlobIndex {
         blobs: out,
-        marked: vec![0; words],
-        expanded: vec![0; words],
+        marked: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        expanded: (0..words).map(|_| AtomicU64::new(0)).collect(),
     })
+}
+
+struct BlobPart {
+    index: Vec<(Digest, u64)>,
+    blobs: u64,
+    bytes: u64,
+}
+
+fn index_prefixes(prefixes: &[(PathBuf, bool)]) -> Result<BlobPart, WalkError> {
+    let mut part = BlobPart {
+        index: Vec::new(),
+        blobs: 0,
+        bytes: 0,
+    };
+    for (prefix_path, sha256) in prefixes {
+        let Some(entries) = list(prefix_path)? else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(prefix_path))?;
+            let mut data = entry.path();
+            data.push("data");
+            let size = match fs::metadata(&data) {
+                Ok(m) if m.is_file() => m.len(),
+                Ok(_) => continue,
+                Err(e) if gone(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(io_err(&data)(e)),
+            };
+            part.blobs += 1;
+            part.bytes += size;
+            if *sha256 {
+                if let Some(d) = entry.file_name().to_str().and_then(gc::parse_hex) {
+                    part.index.push((d, size));
+                }
+            }
+        }
+    }
+    Ok(part)
+}
+
+/// Threads for the walk: it waits on system calls far more than it computes.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(2, 4)
+}
+
+/// Directories under `repositories/` still to visit, shared by the walker threads; a
+/// thread that lists a namespace pushes its children, so one large namespace is shared too.
+struct WorkQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    dirs: Vec<(PathBuf, String)>,
+    busy: usize,
+    aborted: bool,
+}
+
+impl WorkQueue {
+    fn new(root: PathBuf) -> Self {
+        WorkQueue {
+            state: Mutex::new(QueueState {
+                dirs: vec![(root, String::new())],
+                busy: 0,
+                aborted: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+    /// The next directory, or `None` when every directory is done (or the walk failed).
+    fn pop(&self) -> Option<(PathBuf, String)> {
+        let mut s = self.state.lock().expect("queue lock");
+        loop {
+            if s.aborted {
+                return None;
+            }
+            if let Some(d) = s.dirs.pop() {
+                s.busy += 1;
+                return Some(d);
+            }
+            if s.busy == 0 {
+                return None;
+            }
+            s = self.ready.wait(s).expect("queue lock");
+        }
+    }
+    fn push(&self, dir: PathBuf, name: String) {
+        self.state
+            .lock()
+            .expect("queue lock")
+            .dirs
+            .push((dir, name));
+        self.ready.notify_one();
+    }
+    fn done(&self) {
+        let mut s = self.state.lock().expect("queue lock");
+        s.busy -= 1;
+        if s.busy == 0 && s.dirs.is_empty() {
+            self.ready.notify_all();
+        }
+    }
+    fn abort(&self) {
+        self.state.lock().expect("queue lock").aborted = true;
+        self.ready.notify_all();
+    }
 }
 
 struct RepoWalker<'a> {
     blobs_root: &'a Path,
     opts: &'a WalkOptions,
-    index: &'a mut BlobIndex,
-    report: &'a mut WalkReport,
+    index: &'a BlobIndex,
+    /// This thread's counts, summed after the walk.
+    report: WalkReport,
     /// Min-heap of the largest repositories seen so far.
     top: BinaryHeap<Reverse<RepoUsage>>,
 }
@@ -247,7 +388,7 @@ struct RepoWalker<'a> {
 impl RepoWalker<'_> {
     /// A directory under `repositories/`: a repository when it holds `_layers` (GC's and the
     /// catalog's rule), and a namespace for nested repositories either way.
-    fn visit(&mut self, dir: &Path, name: &mut String) -> Result<(), WalkError> {
+    fn visit(&mut self, dir: &Path, name: &str, queue: &WorkQueue) -> Result<(), WalkError> {
         let Some(entries) = list(dir)? else {
             return Ok(());
         };
@@ -275,7 +416,7 @@ impl RepoWalker<'_> {
             self.report.repositories += 1;
             let mut usage = RepoUsage {
                 bytes: 0,
-                name: name.clone(),
+                name: name.to_string(),
                 manifests: 0,
                 layers: 0,
             };
@@ -285,16 +426,13 @@ impl RepoWalker<'_> {
             }
             self.keep_top(usage);
         }
-        children.sort_unstable();
         for child in children {
-            let len = name.len();
-            if !name.is_empty() {
-                name.push('/');
-            }
-            name.push_str(&child);
-            let r = self.visit(&dir.join(&child), name);
-            name.truncate(len);
-            r?;
+            let full = if name.is_empty() {
+                child.clone()
+            } else {
+                format!("{name}/{child}")
+            };
+            queue.push(dir.join(&child), full);
         }
         Ok(())
     }
