@@ -64,7 +64,7 @@ fn main() {
     let t = Instant::now();
     let g = generate(&root, repos);
     println!(
-        "# regwatch storage benchmark ({} cores)\n\ngenerated {} repositories, {} blobs ({} bytes of blob data), {} files + dirs, {} expected reclaimable blobs, in {:.1} s",
+        "# regwatch storage benchmark ({} cores)\n\ngenerated {} repositories, {} blobs ({} bytes of blob data), {} files, {} expected reclaimable blobs, in {:.1} s",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
