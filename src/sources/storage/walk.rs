@@ -597,3 +597,130 @@ fn tree_bytes(dir: &Path) -> Result<u64, WalkError> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    struct T(PathBuf);
+    impl T {
+        fn blob(&self, content: &[u8]) -> String {
+            let hex = hex::encode(Sha256::digest(content));
+            let d = self
+                .0
+                .join("docker/registry/v2/blobs/sha256")
+                .join(&hex[..2])
+                .join(&hex);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("data"), content).unwrap();
+            format!("sha256:{hex}")
+        }
+        fn link(&self, repo: &str, kind: &str, digest: &str, with_link: bool) {
+            let d = self
+                .0
+                .join("docker/registry/v2/repositories")
+                .join(repo)
+                .join(kind)
+                .join("sha256")
+                .join(&digest[7..]);
+            fs::create_dir_all(&d).unwrap();
+            if with_link {
+                fs::write(d.join("link"), digest).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn marks_like_gc_and_trusts_links_not_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = T(dir.path().to_path_buf());
+        let layer = t.blob(b"shared layer");
+        let own = t.blob(b"deleted image's own layer");
+        let config = t.blob(b"{\"os\":\"linux\"}");
+        let m = |c: &str, l: &[&str]| {
+            let layers: Vec<String> = l
+                .iter()
+                .map(|d| format!("{{\"digest\":\"{d}\"}}"))
+                .collect();
+            format!(
+                "{{\"schemaVersion\":2,\"config\":{{\"digest\":\"{c}\"}},\"layers\":[{}]}}",
+                layers.join(",")
+            )
+        };
+        let kept = t.blob(m(&config, &[&layer]).as_bytes());
+        let deleted = t.blob(m(&config, &[&layer, &own]).as_bytes());
+        let index = t.blob(
+            format!("{{\"schemaVersion\":2,\"manifests\":[{{\"digest\":\"{kept}\"}}]}}").as_bytes(),
+        );
+        let orphan = t.blob(b"monolithic upload nobody references");
+        for d in [&layer, &own, &config] {
+            t.link("team/app", "_layers", d, true);
+            t.link("team/app/nested", "_layers", d, true);
+        }
+        t.link("team/app", "_manifests/revisions", &kept, true);
+        // A deleted revision leaves its directory without a link.
+        t.link("team/app", "_manifests/revisions", &deleted, false);
+        t.link("team/app/nested", "_manifests/revisions", &index, true);
+        t.link("team/app/nested", "_manifests/revisions", &kept, true);
+        let up = dir
+            .path()
+            .join("docker/registry/v2/repositories/team/app/_uploads/u1");
+        fs::create_dir_all(up.join("hashstates/sha256")).unwrap();
+        fs::write(up.join("startedat"), "2020-01-01T00:00:00Z").unwrap();
+        fs::write(up.join("hashstates/sha256/0"), [0u8; 108]).unwrap();
+
+        let r = walk(
+            dir.path(),
+            &WalkOptions {
+                collect_reclaimable: true,
+                ..WalkOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.blobs, 7);
+        let mut expect = vec![own.clone(), deleted.clone(), orphan.clone()];
+        expect.sort();
+        let mut got = r.reclaimable.clone();
+        got.sort();
+        assert_eq!(got, expect);
+        let size = |d: &str| {
+            let hex = &d[7..];
+            fs::metadata(
+                dir.path()
+                    .join("docker/registry/v2/blobs/sha256")
+                    .join(&hex[..2])
+                    .join(hex)
+                    .join("data"),
+            )
+            .unwrap()
+            .len()
+        };
+        assert_eq!(
+            r.reclaimable_bytes,
+            size(&own) + size(&deleted) + size(&orphan)
+        );
+        assert_eq!(r.repositories, 2);
+        let app = r
+            .top_repositories
+            .iter()
+            .find(|x| x.name == "team/app")
+            .unwrap();
+        assert_eq!((app.manifests, app.layers), (1, 3));
+        assert!(
+            r.top_repositories
+                .iter()
+                .any(|x| x.name == "team/app/nested")
+        );
+        assert_eq!(
+            (r.uploads, r.stale_uploads, r.upload_bytes),
+            (1, 1, 20 + 108)
+        );
+        assert_eq!(r.unreadable_manifests, 0);
+
+        // A fresh root with nothing pushed yet is empty, not an error.
+        let empty = tempfile::tempdir().unwrap();
+        let r = walk(empty.path(), &WalkOptions::default()).unwrap();
+        assert_eq!((r.blobs, r.reclaimable_blobs, r.repositories), (0, 0, 0));
+    }
+}
