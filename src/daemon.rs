@@ -105,6 +105,27 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         },
         shutdown.clone(),
     ));
+    let monitored: Vec<String> = crate::sources::storage::monitored(&config_tx.borrow())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let storage_tasks: Vec<_> = monitored
+        .into_iter()
+        .map(|registry| {
+            tokio::spawn(
+                crate::sources::storage::Monitor {
+                    registry,
+                    config: config_tx.subscribe(),
+                    metrics: metrics.storage.clone(),
+                    sink: sink.clone(),
+                    clock: clock.clone(),
+                    db_path: config_tx.borrow().database.path.clone(),
+                    stop: shutdown.clone(),
+                }
+                .run(),
+            )
+        })
+        .collect();
     {
         let c = config_tx.borrow();
         tracing::info!(
@@ -134,6 +155,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
         tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");
+    }
+    for t in storage_tasks {
+        // They stop at the next await on the token; a walk thread still running is left
+        // to finish on its own (its result is dropped).
+        let _ = t.await;
     }
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -312,6 +338,18 @@ async fn reload(
                     old = %old.database.path.display(), new = %new.database.path.display(),
                     "database.path changed; the new database is used after a restart"
                 );
+            }
+            let before: Vec<_> = crate::sources::storage::monitored(&old)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            for (name, _) in crate::sources::storage::monitored(&new) {
+                if !before.contains(&name) {
+                    tracing::warn!(
+                        registry = %name,
+                        "storage monitoring of a registry that had no storage_root starts after a restart"
+                    );
+                }
             }
             let registries = new.registries.len();
             config_tx.send_replace(Arc::new(new));

@@ -5,6 +5,7 @@ use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
 use regwatch::commands::inventory::{
     self as inventory_cmd, OutputFormat as InventoryFormat, Sort as InventorySort,
 };
+use regwatch::commands::storage::{self as storage_cmd, StorageArgs};
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -68,6 +69,15 @@ enum Command {
         /// List naming-policy violations (repository_pattern, tag_pattern) instead.
         #[arg(long)]
         violations: bool,
+    },
+    /// Storage of each registry with a storage_root: usage, growth trend, days until full,
+    /// blobs, reclaimable bytes (what garbage-collect would delete), upload debris, and the
+    /// largest repositories. Walks the storage read-only; safe while the registry runs.
+    Storage {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: StorageArgs,
     },
     /// Print the version and the git revision it was built from.
     Version,
@@ -176,6 +186,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Storage { config, args } => match config::load(config.as_deref()) {
+            Ok(c) => match storage_cmd::run(&c, &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => config_failed(&e),
+        },
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(c) => c,

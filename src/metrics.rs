@@ -22,6 +22,7 @@ pub struct Metrics {
     pub log_lines_truncated_total: IntCounterVec,
     pub log_lag_bytes: IntGaugeVec,
     pub registries: RegistryMetrics,
+    pub storage: StorageMetrics,
 }
 
 /// The poller's per-registry series (all labelled `registry`).
@@ -108,6 +109,113 @@ impl RegistryMetrics {
 
 fn counter(name: &str, help: &str, label: &str) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+}
+
+/// The storage monitor's gauges, each labelled by `registry`.
+#[derive(Clone)]
+pub struct StorageMetrics {
+    pub capacity_bytes: GaugeVec,
+    pub available_bytes: GaugeVec,
+    pub used_bytes: GaugeVec,
+    pub used_ratio: GaugeVec,
+    pub blobs: GaugeVec,
+    pub blob_bytes: GaugeVec,
+    pub reclaimable_blobs: GaugeVec,
+    pub reclaimable_bytes: GaugeVec,
+    pub upload_bytes: GaugeVec,
+    pub repositories: GaugeVec,
+    pub walk_duration_seconds: GaugeVec,
+    pub walk_last_success_timestamp_seconds: GaugeVec,
+    pub growth_bytes_per_day: GaugeVec,
+    pub days_until_full: GaugeVec,
+}
+
+impl StorageMetrics {
+    fn new() -> Self {
+        let g = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["registry"]).expect("valid metric")
+        };
+        StorageMetrics {
+            capacity_bytes: g(
+                "regwatch_storage_capacity_bytes",
+                "Size of the filesystem holding the registry's storage root.",
+            ),
+            available_bytes: g(
+                "regwatch_storage_available_bytes",
+                "Bytes an unprivileged writer (the registry) can still write on that filesystem (statvfs f_bavail).",
+            ),
+            used_bytes: g(
+                "regwatch_storage_used_bytes",
+                "Bytes in use on that filesystem (by anyone).",
+            ),
+            used_ratio: g(
+                "regwatch_storage_used_ratio",
+                "used / (used + available), as df computes Use%.",
+            ),
+            blobs: g(
+                "regwatch_storage_blobs",
+                "Blobs (layers, configs, manifests) in the registry's storage.",
+            ),
+            blob_bytes: g(
+                "regwatch_storage_blob_bytes",
+                "Bytes of blob data in the registry's storage.",
+            ),
+            reclaimable_blobs: g(
+                "regwatch_storage_reclaimable_blobs",
+                "Blobs docker-registry garbage-collect (without --delete-untagged) would delete.",
+            ),
+            reclaimable_bytes: g(
+                "regwatch_storage_reclaimable_bytes",
+                "Blob bytes docker-registry garbage-collect (without --delete-untagged) would free.",
+            ),
+            upload_bytes: g(
+                "regwatch_storage_upload_bytes",
+                "Bytes held by unfinished uploads older than upload_max_age.",
+            ),
+            repositories: g(
+                "regwatch_storage_repositories",
+                "Repositories in the registry's storage.",
+            ),
+            walk_duration_seconds: g(
+                "regwatch_storage_walk_duration_seconds",
+                "How long the last walk of the storage tree took.",
+            ),
+            walk_last_success_timestamp_seconds: g(
+                "regwatch_storage_walk_last_success_timestamp_seconds",
+                "Unix time the last walk of the storage tree finished.",
+            ),
+            growth_bytes_per_day: g(
+                "regwatch_storage_growth_bytes_per_day",
+                "Trend of the used bytes (Theil-Sen slope over forecast_window); absent without enough history.",
+            ),
+            days_until_full: g(
+                "regwatch_storage_days_until_full",
+                "Days until the available bytes are used up at the current trend; +Inf when not growing, absent without enough history.",
+            ),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        [
+            &self.capacity_bytes,
+            &self.available_bytes,
+            &self.used_bytes,
+            &self.used_ratio,
+            &self.blobs,
+            &self.blob_bytes,
+            &self.reclaimable_blobs,
+            &self.reclaimable_bytes,
+            &self.upload_bytes,
+            &self.repositories,
+            &self.walk_duration_seconds,
+            &self.walk_last_success_timestamp_seconds,
+            &self.growth_bytes_per_day,
+            &self.days_until_full,
+        ]
+        .into_iter()
+        .map(|g| Box::new(g.clone()) as Box<dyn prometheus::core::Collector>)
+        .collect()
+    }
 }
 
 /// The build's version and git revision (set by build.rs).
@@ -211,6 +319,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let registry_metrics = RegistryMetrics::new();
+        let storage = StorageMetrics::new();
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(config_last_reload_successful.clone()),
@@ -230,6 +339,7 @@ impl Metrics {
         ]
         .into_iter()
         .chain(registry_metrics.collectors())
+        .chain(storage.collectors())
         {
             registry.register(c).expect("metric names are unique");
         }
@@ -256,6 +366,7 @@ impl Metrics {
             log_lines_truncated_total,
             log_lag_bytes,
             registries: registry_metrics,
+            storage,
         }
     }
 

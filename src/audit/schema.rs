@@ -80,6 +80,16 @@ const MIGRATIONS: &[&str] = &[
         digest     TEXT NOT NULL,
         PRIMARY KEY (registry, repository, tag)
     ) WITHOUT ROWID;",
+    // 4: filesystem usage of each registry's storage, for the growth trend and forecast.
+    // Not part of the hash chain: these are measurements, not audit events.
+    "CREATE TABLE storage_samples (
+        registry        TEXT    NOT NULL,
+        time            TEXT    NOT NULL,
+        used_bytes      INTEGER NOT NULL,
+        capacity_bytes  INTEGER NOT NULL,
+        available_bytes INTEGER NOT NULL
+    );
+    CREATE INDEX storage_samples_registry_time ON storage_samples(registry, time);",
 ];
 
 /// The schema version this build writes.

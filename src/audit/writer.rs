@@ -49,9 +49,14 @@ enum Command {
         update: Box<InventoryUpdate>,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Runs a closure on the write connection, between batches (for tables other than the
+    /// audit trail, e.g. storage samples), so there is never a second write connection.
+    Execute(Job),
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// What one poll changed. Applied with its events in one transaction, so a crash between
 /// the two can neither lose the events nor report them twice.
@@ -162,6 +167,23 @@ impl AuditSink {
                 update: Box::new(update),
                 ack,
             })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer's connection (after the events queued before it) and returns
+    /// its result. Keep `f` short: the audit trail waits while it runs.
+    pub async fn execute<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (ack, done) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = ack.send(f(conn).map_err(StoreError::from));
+        });
+        self.tx
+            .send(Command::Execute(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
@@ -278,6 +300,7 @@ fn run(
         let mut closing = false;
         let mut pending_prune = None;
         let mut pending_inventory = None;
+        let mut pending_job = None;
         let mut events = 0;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
@@ -287,10 +310,12 @@ fn run(
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
             Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
+            Some(Command::Execute(job)) => pending_job = Some(job),
         }
         while !closing
             && pending_prune.is_none()
             && pending_inventory.is_none()
+            && pending_job.is_none()
             && events < MAX_BATCH
         {
             match rx.try_recv() {
@@ -300,6 +325,7 @@ fn run(
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
+                Ok(Command::Execute(job)) => pending_job = Some(job),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -312,6 +338,9 @@ fn run(
         }
         if let Some((update, ack)) = pending_inventory {
             let _ = ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+        }
+        if let Some(job) = pending_job {
+            job(&mut conn);
         }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.

@@ -2,3 +2,4 @@
 
 pub mod audit;
 pub mod inventory;
+pub mod storage;

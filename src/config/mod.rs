@@ -129,7 +129,32 @@ pub struct RegistryConfig {
     pub repository_regex: Option<regex::Regex>,
     #[serde(skip)]
     pub tag_regex: Option<regex::Regex>,
+    /// The registry's `storage.filesystem.rootdirectory`, when regwatch runs on its host.
     pub storage_root: Option<PathBuf>,
+    /// How often the filesystem usage of `storage_root` is read and sampled for the forecast.
+    #[serde(
+        default = "default_storage_usage_interval",
+        deserialize_with = "duration::required"
+    )]
+    pub storage_usage_interval: Duration,
+    /// How often the storage tree is walked (blobs, reclaimable bytes, upload debris).
+    #[serde(
+        default = "default_storage_interval",
+        deserialize_with = "duration::required"
+    )]
+    pub storage_interval: Duration,
+    /// An unfinished upload older than this counts as debris.
+    #[serde(
+        default = "default_upload_max_age",
+        deserialize_with = "duration::required"
+    )]
+    pub upload_max_age: Duration,
+    /// How much usage history the growth trend and "days until full" look at.
+    #[serde(
+        default = "default_forecast_window",
+        deserialize_with = "duration::required"
+    )]
+    pub forecast_window: Duration,
     /// The bearer token this registry sends with its notifications (its `endpoints[].headers`);
     /// it also tells regwatch which registry an envelope came from.
     pub notifications_token: Option<Secret>,
@@ -229,6 +254,18 @@ fn default_concurrency() -> usize {
 }
 fn default_catalog_page_size() -> usize {
     100
+}
+fn default_storage_usage_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_storage_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_upload_max_age() -> Duration {
+    Duration::from_secs(86400)
+}
+fn default_forecast_window() -> Duration {
+    Duration::from_secs(7 * 86400)
 }
 
 impl Default for ServerConfig {
@@ -502,6 +539,20 @@ impl Config {
                 }
                 r.storage_root = Some(resolved);
             }
+            for (key, value) in [
+                ("storage_usage_interval", r.storage_usage_interval),
+                ("storage_interval", r.storage_interval),
+            ] {
+                if value < Duration::from_secs(1) {
+                    err(at.clone().key(key), "must be at least 1s".into());
+                }
+            }
+            if r.forecast_window < Duration::from_secs(60) {
+                err(
+                    at.clone().key("forecast_window"),
+                    "must be at least 1m (a trend needs history)".into(),
+                );
+            }
         }
         let mut log_names = HashSet::new();
         let registry_names: Vec<&str> = self.registries.iter().map(|r| r.name.as_str()).collect();
@@ -671,7 +722,16 @@ impl Config {
             let storage = r
                 .storage_root
                 .as_ref()
-                .map(|p| format!(", storage {}", p.display()))
+                .map(|p| {
+                    format!(
+                        ", storage {} (usage every {}, walk every {}, uploads stale after {}, forecast over {})",
+                        p.display(),
+                        duration::humane(r.storage_usage_interval),
+                        duration::humane(r.storage_interval),
+                        duration::humane(r.upload_max_age),
+                        duration::humane(r.forecast_window)
+                    )
+                })
                 .unwrap_or_default();
             let notify = r
                 .notifications_token_source
@@ -851,5 +911,45 @@ mod tests {
         );
         let e = errors("[server]\n");
         assert!(e[0].contains("no [[registry]] configured"), "{e:#?}");
+    }
+
+    #[test]
+    fn storage_settings_default_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[registry]]\nname = \"a\"\nurl = \"http://x\"\nstorage_root = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let c = parse(&text, Origin::Embedded, Path::new("/")).unwrap();
+        let r = &c.registries[0];
+        assert_eq!(r.storage_usage_interval, Duration::from_secs(60));
+        assert_eq!(r.storage_interval, Duration::from_secs(900));
+        assert_eq!(r.upload_max_age, Duration::from_secs(86400));
+        assert_eq!(r.forecast_window, Duration::from_secs(7 * 86400));
+        assert!(
+            c.summary()
+                .contains("walk every 15m, uploads stale after 1d, forecast over 7d"),
+            "{}",
+            c.summary()
+        );
+        let e = errors(
+            "[[registry]]\nname = \"a\"\nurl = \"http://x\"\nstorage_interval = \"0s\"\nforecast_window = \"10s\"\nupload_max_age = \"soon\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with("4:1 registry[0].storage_interval: must be at least 1s"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("5:1 registry[0].forecast_window: must be at least 1m"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("6:18 registry[0].upload_max_age: invalid duration"),
+            "{}",
+            e[2]
+        );
     }
 }

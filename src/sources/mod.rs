@@ -3,5 +3,6 @@ pub mod classify;
 pub mod formats;
 pub mod notifications;
 pub mod registry_api;
+pub mod storage;
 pub mod tail;
 pub mod webhook;
