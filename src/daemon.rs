@@ -9,9 +9,9 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::sources::registry_api::Reports;
 use crate::sources::registry_api::poller::{self, PollerContext};
-use crate::sources::tail::Tail;
 use crate::sources::tail::follower::{Follower, StartAt};
 use crate::sources::tail::lines::LineHandler;
+use crate::sources::tail::{Files, Glob, Tail};
 use crate::stats::{RegistryStats, Traffic};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -216,8 +216,6 @@ fn start_tails(
     }
     let conn = crate::audit::open_read_only(&config.database.path)?;
     for log in &config.logs {
-        let resume = crate::audit::load_checkpoint(&conn, &log.name)
-            .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
         let registry = config
             .registry(&log.registry)
             .expect("validated: the log's registry exists");
@@ -238,8 +236,30 @@ fn start_tails(
         } else {
             StartAt::End
         };
+        let glob = log
+            .path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+        let files = if glob {
+            let resume = crate::audit::load_checkpoints_of(&conn, &log.name)
+                .with_context(|| format!("reading the checkpoints of log {}", log.name))?
+                .into_iter()
+                .map(|c| (c.log.clone(), c))
+                .collect();
+            Files::Glob(Glob::new(&log.path, start_at, log.max_line_bytes, resume))
+        } else {
+            let resume = crate::audit::load_checkpoint(&conn, &log.name)
+                .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
+            Files::One(Follower::new(
+                &log.name,
+                &log.path,
+                start_at,
+                log.max_line_bytes,
+                resume,
+            ))
+        };
         let tail = Tail {
-            follower: Follower::new(&log.name, &log.path, start_at, log.max_line_bytes, resume),
+            files,
             handler,
             poll_interval: log.poll_interval,
             lag: metrics.log_lag_bytes.with_label_values(&[&log.name]),

@@ -488,3 +488,67 @@ fn kill_9_and_restart_neither_loses_nor_repeats_a_line() {
     let (code, out, _) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+fn pull_line(i: usize) -> String {
+    format!(
+        "10.2.0.{} - bob [28/Nov/2026:19:59:36 +0000] \"GET /v2/glob/blobs/sha256:{:064x} HTTP/1.1\" 200 10 \"-\" \"loadgen/1.0\"\n",
+        i % 250,
+        i
+    )
+}
+
+fn append(path: &std::path::Path, lines: std::ops::Range<usize>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for i in lines {
+        f.write_all(pull_line(i).as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn a_glob_follows_every_matching_file_including_new_ones() {
+    let logs = tempfile::tempdir().unwrap();
+    append(&logs.path().join("a.access.log"), 0..3);
+    append(&logs.path().join("b.access.log"), 3..5);
+    append(&logs.path().join("other.log"), 100..110);
+    let config = tail_config(&logs.path().join("*.access.log"));
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-logs-")
+        .tempdir()
+        .unwrap();
+    let port = free_port();
+    let daemon = Daemon::start_on(port, dir, &config, &[]);
+    let db = daemon.db_path();
+    let pulls = |db: &std::path::Path| {
+        count(
+            db,
+            "SELECT count(*) FROM audit_events WHERE action = 'pull'",
+        )
+    };
+    wait_until(Duration::from_secs(10), "both files read", || {
+        pulls(&db) == 5
+    });
+    // A file that appears later is read from its start; a non-matching one is ignored.
+    append(&logs.path().join("c.access.log"), 5..9);
+    append(&logs.path().join("other.log"), 110..120);
+    wait_until(Duration::from_secs(10), "the new file read", || {
+        pulls(&db) == 9
+    });
+    let dir = daemon.stop();
+    append(&logs.path().join("a.access.log"), 9..10);
+    let daemon = Daemon::start_on(port, dir, &config, &[]);
+    let db = daemon.db_path();
+    wait_until(Duration::from_secs(10), "the appended line read", || {
+        pulls(&db) == 10
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&db, 10);
+    let keys = sqlite3(&db, "SELECT log FROM log_checkpoints ORDER BY log");
+    assert_eq!(
+        keys,
+        "load:a.access.log\nload:b.access.log\nload:c.access.log\n"
+    );
+}

@@ -201,6 +201,25 @@ impl AuditSink {
     }
 }
 
+/// The checkpoints of every file of a glob log (keys `<log>:<file name>`).
+pub fn load_checkpoints_of(conn: &Connection, log: &str) -> rusqlite::Result<Vec<Checkpoint>> {
+    let mut stmt = conn.prepare(
+        "SELECT log, dev, ino, fp_len, fp_hash, offset FROM log_checkpoints WHERE substr(log, 1, ?2) = ?1",
+    )?;
+    let prefix = format!("{log}:");
+    let rows = stmt.query_map(rusqlite::params![prefix, prefix.len() as i64], |r| {
+        Ok(Checkpoint {
+            log: r.get(0)?,
+            dev: r.get::<_, i64>(1)? as u64,
+            ino: r.get::<_, i64>(2)? as u64,
+            fp_len: r.get::<_, i64>(3)? as u64,
+            fp_hash: r.get(4)?,
+            offset: r.get::<_, i64>(5)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
 /// The last checkpoint committed for `log`.
 pub fn load_checkpoint(conn: &Connection, log: &str) -> rusqlite::Result<Option<Checkpoint>> {
     conn.query_row(

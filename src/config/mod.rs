@@ -176,6 +176,8 @@ pub struct LogConfig {
     pub name: String,
     /// The `[[registry]]` whose traffic this is.
     pub registry: String,
+    /// A file, or files: `*` and `?` in the file name follow every matching file (e.g.
+    /// `/var/log/nginx/*.access.log`), each with its own checkpoint.
     pub path: PathBuf,
     /// nginx_combined, nginx_json, nginx_error, registry_json (also logstash), registry_text,
     /// registry_access, or regex.
@@ -582,6 +584,16 @@ impl Config {
                 );
             }
             l.path = base.join(&l.path);
+            let in_dir = l
+                .path
+                .parent()
+                .is_some_and(|d| d.to_string_lossy().contains(['*', '?']));
+            if in_dir {
+                err(
+                    at.clone().key("path"),
+                    "wildcards (* ?) are allowed in the file name only, not in directories".into(),
+                );
+            }
             if !matches!(l.start_at.as_str(), "end" | "beginning") {
                 err(
                     at.clone().key("start_at"),
