@@ -91,6 +91,14 @@ password_file = "secrets/registry-password"
 poll_interval = "30s"
 storage_root = "storage"
 notifications_token_file = "secrets/notify-token"
+
+# nginx's access log: pulls, failed pulls and failed logins (the wrong passwords below).
+[[log]]
+name = "nginx-access"
+registry = "demo"
+path = "logs/access.log"
+format = "nginx_combined"
+start_at = "beginning"
 TOML
 
 say "starting docker-registry, nginx and regwatch"
@@ -118,9 +126,15 @@ for _ in 1 2 3; do curl -s -o /dev/null -u bob:wrong "http://127.0.0.1:$NGINX_PO
 
 say "regwatch's metrics (curl -s http://127.0.0.1:$RW_PORT/metrics | grep ^regwatch_):"
 curl -s "http://127.0.0.1:$RW_PORT/metrics" | grep '^regwatch_'
-sleep 1   # the registry delivers notifications asynchronously
+sleep 2   # notifications arrive asynchronously; the log tailer and poller catch up
 say "who did what ($RW audit query --grouped --config $DIR/regwatch.toml):"
 "$RW" audit query --grouped --config "$DIR/regwatch.toml"
+say "failed logins, from nginx's access log:"
+"$RW" audit query --config "$DIR/regwatch.toml" --action auth_failure
+say "what the registry holds (regwatch inventory: shared layers counted once):"
+"$RW" inventory --config "$DIR/regwatch.toml"
+say "its storage (regwatch storage):"
+"$RW" storage --config "$DIR/regwatch.toml"
 say "the raw audit rows, and the hash chain:"
 "$RW" audit query --config "$DIR/regwatch.toml" --limit 12
 "$RW" audit verify --config "$DIR/regwatch.toml"

@@ -239,7 +239,7 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(|l| l.split_once("  ").unwrap().1).collect();
     let expected = [
-        "(anonymous) monitor_start",
+        "regwatch started monitoring",
         "alice pushed team/app:1.0 (4 blobs, ",
         "bob pulled team/app:1.0 (4 blobs, ",
         "alice deleted team/app:1.0 from 127.0.0.1",

@@ -195,7 +195,27 @@ impl Grouper {
 
 /// A one-line description: `bob pulled team/app:1.0 (2 blobs, 82.0 KiB) from 10.0.0.5`.
 pub fn describe(a: &Activity) -> String {
-    let who = a.actor.as_deref().unwrap_or("(anonymous)");
+    // regwatch's own events have no actor; requests without credentials are anonymous.
+    let daemon = matches!(
+        a.what.as_str(),
+        "monitor_start" | "monitor_stop" | "config_reload"
+    );
+    let who = a
+        .actor
+        .as_deref()
+        .unwrap_or(if daemon { "regwatch" } else { "(anonymous)" });
+    let verb = match a.what.as_str() {
+        "auth_failure" => "failed to log in",
+        "monitor_start" => "started monitoring",
+        "monitor_stop" => "stopped monitoring",
+        "config_reload" => "reloaded its config",
+        "tag_created" => "saw a new tag",
+        "tag_moved" => "saw a tag move",
+        "tag_deleted" => "saw a tag disappear",
+        "repository_created" => "saw a new repository",
+        "repository_deleted" => "saw a repository disappear",
+        other => other,
+    };
     let what = match (&a.repository, &a.reference) {
         (Some(r), Some(t)) if t.starts_with("sha256:") => format!("{r}@{}", &t[..t.len().min(19)]),
         (Some(r), Some(t)) => format!("{r}:{t}"),
@@ -217,9 +237,12 @@ pub fn describe(a: &Activity) -> String {
         .as_deref()
         .map(|x| format!(" from {x}"))
         .unwrap_or_default();
-    format!("{who} {} {what}{size}{from}", a.what)
-        .trim_end()
-        .to_string()
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}")
+    };
+    format!("{who} {verb}{what}{size}{from}")
 }
 
 pub fn human_bytes(n: u64) -> String {
