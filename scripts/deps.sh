@@ -5,7 +5,7 @@
 # python3-jwt + python3-cryptography + openssl for the tests' token server (bearer auth).
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail)
+PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
