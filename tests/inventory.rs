@@ -658,3 +658,114 @@ probe_interval = "1s"
     assert_eq!(code, 1);
     assert!(err.contains("HTTP 401") && !err.contains("wrong"), "{err}");
 }
+
+/// A "registry" that answers garbage, hangs, or sends random bytes, switchable at run time.
+fn hostile_registry(mode: std::sync::Arc<std::sync::atomic::AtomicU8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mode = mode.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                match mode.load(std::sync::atomic::Ordering::SeqCst) {
+                    0 => {
+                        // /v2/ looks fine, everything else is not JSON.
+                        let body = if request.starts_with("GET /v2/ ") {
+                            "{}"
+                        } else {
+                            "{\"repositories\": [garbage"
+                        };
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    1 => std::thread::sleep(Duration::from_secs(30)),
+                    _ => {
+                        let _ =
+                            conn.write_all(&[0x16, 0x03, 0x01, 0xff, 0x00, 0x13, 0x37, 0xde, 0xad]);
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_registry_answering_garbage_or_hanging_never_stalls_the_daemon() {
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let port = hostile_registry(mode.clone());
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{{port}}\"\n[database]\npath = \"{{dir}}/regwatch.db\"\n[[registry]]\nname = \"bad\"\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\nprobe_interval = \"1s\"\npoll_interval = \"1s\"\n"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-hostile-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config, &[]);
+    let errors = |d: &Daemon| {
+        metric(
+            &d.get("/metrics").1,
+            "regwatch_poll_errors_total{registry=\"bad\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    // Garbage: the probe answers, the inventory fails and is counted.
+    wait_until(
+        Duration::from_secs(15),
+        "garbage counted as poll errors",
+        || errors(&daemon) >= 2.0,
+    );
+    assert_eq!(
+        metric(
+            &daemon.get("/metrics").1,
+            "regwatch_registry_up{registry=\"bad\"}"
+        ),
+        Some(1.0)
+    );
+    // Hanging: down after the timeout, while the daemon keeps answering at once.
+    mode.store(1, std::sync::atomic::Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(15),
+        "a hanging registry shown as down",
+        || {
+            metric(
+                &daemon.get("/metrics").1,
+                "regwatch_registry_up{registry=\"bad\"}",
+            ) == Some(0.0)
+        },
+    );
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        assert_eq!(daemon.get("/healthz").0, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "/healthz took {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Binary noise instead of HTTP.
+    mode.store(2, std::sync::atomic::Ordering::SeqCst);
+    let before = errors(&daemon);
+    wait_until(Duration::from_secs(15), "noise counted", || {
+        errors(&daemon) >= before + 2.0
+    });
+    assert_eq!(daemon.get("/readyz").0, 200);
+    // No audit events were made up from any of it, and the daemon stops promptly.
+    let db = daemon.db_path();
+    let dir = daemon.stop();
+    let rows = sqlite3(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE source = 'poll'",
+    );
+    assert_eq!(rows.trim(), "0");
+    drop(dir);
+}
