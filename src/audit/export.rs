@@ -122,24 +122,7 @@ fn html_report(
             esc(&problem.to_string())
         ),
     };
-    let bounds: (Option<String>, Option<String>) = {
-        let mut f = filter.clone();
-        f.limit = None;
-        let (mut first, mut last) = (None, None);
-        let mut probe = f.clone();
-        probe.limit = Some(1);
-        probe.for_each(conn, |r| -> Result<(), rusqlite::Error> {
-            first = Some(r.time.clone());
-            Ok(())
-        })?;
-        let tail: Option<String> = conn
-            .query_row("SELECT max(time) FROM audit_events", [], |r| r.get(0))
-            .unwrap_or(None);
-        if first.is_some() {
-            last = tail;
-        }
-        (first, last)
-    };
+    let bounds = filter.time_bounds(conn)?;
     let period = match (&filter.since, &filter.until) {
         (None, None) => match &bounds {
             (Some(a), Some(b)) => format!("{a} – {b} (everything recorded)"),
@@ -173,7 +156,10 @@ fn html_report(
         (Some(a), Some(b)) if a.len() >= 10 && b.len() >= 10 => a[..10] != b[..10],
         _ => false,
     };
-    let buckets = filter.activity(conn, if span_days { 10 } else { 13 })?;
+    let buckets = fill_gaps(
+        filter.activity(conn, if span_days { 10 } else { 13 })?,
+        span_days,
+    );
     out.write_all(svg_bars(&buckets).as_bytes())?;
 
     write!(out, "<div class=cols>")?;
@@ -266,6 +252,57 @@ fn describe(f: &Filter) -> String {
     }
 }
 
+/// Adds the empty hours (or days) between the busy ones, so the chart's x axis is time.
+/// Spans of more than 1,000 buckets are left as they are.
+fn fill_gaps(buckets: Vec<(String, i64)>, days: bool) -> Vec<(String, i64)> {
+    let parse = |b: &str| -> Option<time::PrimitiveDateTime> {
+        let d = time::Date::parse(
+            b.get(..10)?,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .ok()?;
+        let h: u8 = if days {
+            0
+        } else {
+            b.get(11..13)?.parse().ok()?
+        };
+        d.with_hms(h, 0, 0).ok()
+    };
+    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+        return buckets;
+    };
+    let (Some(a), Some(b)) = (parse(&first.0), parse(&last.0)) else {
+        return buckets;
+    };
+    let step = if days {
+        time::Duration::DAY
+    } else {
+        time::Duration::HOUR
+    };
+    if (b - a) / step > 1000.0 {
+        return buckets;
+    }
+    let counts: std::collections::HashMap<String, i64> = buckets.into_iter().collect();
+    let mut out = Vec::new();
+    let mut t = a;
+    while t <= b {
+        let key = if days {
+            format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+        } else {
+            format!(
+                "{:04}-{:02}-{:02}T{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour()
+            )
+        };
+        out.push((key.clone(), counts.get(&key).copied().unwrap_or(0)));
+        t += step;
+    }
+    out
+}
+
 /// A bar chart of event counts per bucket, as inline SVG.
 fn svg_bars(buckets: &[(String, i64)]) -> String {
     if buckets.is_empty() {
@@ -327,6 +364,29 @@ mod tests {
         assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv(""), "");
+    }
+
+    #[test]
+    fn gaps_between_busy_hours_are_filled() {
+        let filled = fill_gaps(
+            vec![("2026-11-28T19".into(), 5), ("2026-11-28T22".into(), 1)],
+            false,
+        );
+        assert_eq!(
+            filled,
+            vec![
+                ("2026-11-28T19".to_string(), 5),
+                ("2026-11-28T20".to_string(), 0),
+                ("2026-11-28T21".to_string(), 0),
+                ("2026-11-28T22".to_string(), 1)
+            ]
+        );
+        let days = fill_gaps(
+            vec![("2026-02-27".into(), 1), ("2026-03-01".into(), 2)],
+            true,
+        );
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[1], ("2026-02-28".to_string(), 0));
     }
 
     #[test]

@@ -250,6 +250,21 @@ impl Filter {
         rows.collect()
     }
 
+    /// The earliest and latest event time the filter selects.
+    pub fn time_bounds(
+        &self,
+        conn: &Connection,
+    ) -> rusqlite::Result<(Option<String>, Option<String>)> {
+        let mut unlimited = self.clone();
+        unlimited.limit = None;
+        let (clause, params) = unlimited.clause();
+        let clause = clause.trim_end_matches(" ORDER BY id");
+        let sql = format!("SELECT min(time), max(time) FROM audit_events{clause}");
+        conn.query_row(&sql, rusqlite::params_from_iter(params), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
     /// Counts per time bucket (`bucket_chars` of the time text: 13 = hour, 10 = day).
     pub fn activity(
         &self,
