@@ -53,7 +53,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             })
             .collect(),
     );
-    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock)?;
+    let (alert_wake, alert_wake_rx) = crate::alerting::runner::wake_channel();
+    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock, &alert_wake)?;
 
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -94,6 +95,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     ready.store(true, Ordering::Release);
     let retention_task = retention
         .map(|keep| tokio::spawn(retain(sink.clone(), keep, clock.clone(), shutdown.clone())));
+    let alerting = tokio::spawn(supervise_alerting(
+        config_rx.clone(),
+        AlertingContext {
+            traffic: traffic.clone(),
+            metrics: metrics.clone(),
+            sink: sink.clone(),
+            clock: clock.clone(),
+        },
+        alert_wake_rx,
+        shutdown.clone(),
+    ));
     let pollers = tokio::spawn(supervise_pollers(
         config_rx,
         PollerContext {
@@ -132,6 +144,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, alerting).await.is_err() {
+        tracing::warn!("alerting still running after {DRAIN_TIMEOUT:?}");
+    }
     if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
         tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");
     }
@@ -182,6 +197,7 @@ fn start_tails(
     traffic: &Arc<Traffic>,
     sink: &AuditSink,
     clock: &SharedClock,
+    alert_wake: &tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Tails> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -206,6 +222,7 @@ fn start_tails(
             audit_requests: registry.audit_from_logs,
             stats: traffic[&log.registry].clone(),
             counters: metrics.log_counters(&log.name, &log.registry),
+            alert_wake: Some(alert_wake.clone()),
         };
         let start_at = if log.start_at == "beginning" {
             StartAt::Beginning
@@ -260,6 +277,78 @@ async fn supervise_pollers(
             .write()
             .expect("not poisoned")
             .retain(|name, _| config.borrow().registry(name).is_some());
+    }
+}
+
+/// What the alerting tasks share across config reloads.
+struct AlertingContext {
+    traffic: Arc<Traffic>,
+    metrics: Arc<Metrics>,
+    sink: AuditSink,
+    clock: SharedClock,
+}
+
+/// The rule evaluator and one delivery worker per channel; restarted with the new rules and
+/// channels on a reload (states and the outbox are in the database, so nothing is lost).
+async fn supervise_alerting(
+    mut config: watch::Receiver<Arc<Config>>,
+    ctx: AlertingContext,
+    mut wake: tokio::sync::mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    use crate::alerting::runner;
+    loop {
+        let generation = stop.child_token();
+        let c = config.borrow_and_update().clone();
+        let states = match crate::audit::open_read_only(&c.database.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|conn| runner::load_states(&conn).map_err(anyhow::Error::from))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the alert states; alerting is off");
+                return;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut workers = std::collections::HashMap::new();
+        for ch in &c.channels {
+            let w = Arc::new(tokio::sync::Notify::new());
+            workers.insert(ch.name.clone(), w.clone());
+            tasks.spawn(runner::deliver_channel(
+                ch.clone(),
+                c.database.path.clone(),
+                ctx.sink.clone(),
+                ctx.metrics.clone(),
+                w,
+                generation.clone(),
+            ));
+        }
+        let evaluator = runner::Evaluator {
+            rules: c.rules.clone(),
+            channels: c.channels.clone(),
+            registries: c.registries.iter().map(|r| r.name.clone()).collect(),
+            traffic: ctx.traffic.clone(),
+            metrics: ctx.metrics.clone(),
+            sink: ctx.sink.clone(),
+            clock: ctx.clock.clone(),
+            states,
+            workers,
+        };
+        let changed = {
+            let run = evaluator.run(&mut wake, generation.clone());
+            tokio::pin!(run);
+            tokio::select! {
+                _ = stop.cancelled() => false,
+                r = config.changed() => r.is_ok(),
+                _ = &mut run => false,
+            }
+        };
+        generation.cancel();
+        while tasks.join_next().await.is_some() {}
+        if !changed {
+            return;
+        }
     }
 }
 

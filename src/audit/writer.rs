@@ -49,8 +49,54 @@ enum Command {
         update: Box<InventoryUpdate>,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Alert state changes and the notifications they cause, in one transaction.
+    Alerts {
+        update: Box<AlertUpdate>,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The outcome of one delivery attempt.
+    Delivery {
+        outcome: DeliveryOutcome,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Everything queued before this is committed; then the thread ends.
     Close,
+}
+
+/// One alert's new state (`phase` "inactive" removes it).
+#[derive(Debug, Clone)]
+pub struct AlertStateRow {
+    pub rule: String,
+    pub key: String,
+    pub phase: &'static str,
+    /// The whole state as JSON.
+    pub state: String,
+}
+
+/// A notification for one channel, waiting in the outbox until the channel accepts it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub idempotency_key: String,
+    pub channel: String,
+    /// The notification as JSON.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertUpdate {
+    pub states: Vec<AlertStateRow>,
+    pub outbox: Vec<OutboxRow>,
+}
+
+/// What one delivery attempt of an outbox row came to.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub outbox_id: i64,
+    pub channel: String,
+    pub idempotency_key: String,
+    /// `None`: accepted (the row leaves the outbox); `Some(error)`: retried at `retry_at_ms`.
+    pub error: Option<String>,
+    pub retry_at_ms: i64,
 }
 
 /// What one poll changed. Applied with its events in one transaction, so a crash between
@@ -167,6 +213,29 @@ impl AuditSink {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Stores alert state changes and their outbox rows in one transaction; waits for it.
+    pub async fn store_alerts(&self, update: AlertUpdate) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Alerts {
+                update: Box::new(update),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a delivery attempt (see [`DeliveryOutcome`]); waits for the commit.
+    pub async fn store_delivery(&self, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Delivery { outcome, ack })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.
     pub fn enqueue_blocking(&self, event: Event) -> Result<(), StoreError> {
         self.tx
@@ -278,6 +347,7 @@ fn run(
         let mut closing = false;
         let mut pending_prune = None;
         let mut pending_inventory = None;
+        let mut pending_alert = None;
         let mut events = 0;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
@@ -287,10 +357,14 @@ fn run(
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
             Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
+            Some(cmd @ (Command::Alerts { .. } | Command::Delivery { .. })) => {
+                pending_alert = Some(cmd)
+            }
         }
         while !closing
             && pending_prune.is_none()
             && pending_inventory.is_none()
+            && pending_alert.is_none()
             && events < MAX_BATCH
         {
             match rx.try_recv() {
@@ -300,6 +374,9 @@ fn run(
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
+                Ok(cmd @ (Command::Alerts { .. } | Command::Delivery { .. })) => {
+                    pending_alert = Some(cmd)
+                }
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -312,6 +389,9 @@ fn run(
         }
         if let Some((update, ack)) = pending_inventory {
             let _ = ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+        }
+        if let Some(cmd) = pending_alert {
+            alert_command(&mut conn, cmd);
         }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.
@@ -326,6 +406,9 @@ fn run(
                         let _ =
                             ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
                     }
+                    cmd @ (Command::Alerts { .. } | Command::Delivery { .. }) => {
+                        alert_command(&mut conn, cmd)
+                    }
                     _ => {}
                 }
             }
@@ -339,6 +422,82 @@ fn run(
             return;
         }
     }
+}
+
+fn alert_command(conn: &mut Connection, cmd: Command) {
+    match cmd {
+        Command::Alerts { update, ack } => {
+            let _ = ack.send(store_alerts(conn, &update).map_err(StoreError::from));
+        }
+        Command::Delivery { outcome, ack } => {
+            let _ = ack.send(store_delivery(conn, &outcome).map_err(StoreError::from));
+        }
+        _ => {}
+    }
+}
+
+/// State changes and their outbox rows: one transaction, so a notification exists exactly
+/// when its state change does.
+fn store_alerts(conn: &mut Connection, u: &AlertUpdate) -> rusqlite::Result<()> {
+    let now = super::format_time(time::OffsetDateTime::now_utc());
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let tx = conn.transaction()?;
+    for s in &u.states {
+        if s.phase == "inactive" {
+            tx.execute(
+                "DELETE FROM alert_states WHERE rule = ?1 AND key = ?2",
+                params![s.rule, s.key],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO alert_states (rule, key, phase, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(rule, key) DO UPDATE SET phase = excluded.phase,
+                    state = excluded.state, updated_at = excluded.updated_at",
+                params![s.rule, s.key, s.phase, s.state, now],
+            )?;
+        }
+    }
+    for o in &u.outbox {
+        tx.execute(
+            "INSERT OR IGNORE INTO alert_outbox (idempotency_key, channel, payload, created_at,
+                attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            params![o.idempotency_key, o.channel, o.payload, now, now_ms],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Records an attempt; an accepted notification leaves the outbox in the same transaction.
+fn store_delivery(conn: &mut Connection, o: &DeliveryOutcome) -> rusqlite::Result<()> {
+    let now = super::format_time(time::OffsetDateTime::now_utc());
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO alert_deliveries (outbox_id, idempotency_key, channel, time, ok, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            o.outbox_id,
+            o.idempotency_key,
+            o.channel,
+            now,
+            o.error.is_none(),
+            o.error
+        ],
+    )?;
+    match &o.error {
+        None => {
+            tx.execute("DELETE FROM alert_outbox WHERE id = ?1", [o.outbox_id])?;
+        }
+        Some(e) => {
+            tx.execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?2,
+                    next_attempt_ms = ?3 WHERE id = ?1",
+                params![o.outbox_id, e, o.retry_at_ms],
+            )?;
+        }
+    }
+    tx.commit()
 }
 
 fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_commit: &OnCommit) {

@@ -1,4 +1,5 @@
 //! The CLI's subcommands other than `run` (which is [`crate::daemon`]).
 
+pub mod alerts;
 pub mod audit;
 pub mod inventory;

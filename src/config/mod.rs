@@ -47,6 +47,10 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     #[serde(default, rename = "log")]
     pub logs: Vec<LogConfig>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<crate::alerting::config::RuleConfig>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<crate::alerting::config::ChannelConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -504,7 +508,9 @@ impl Config {
             }
         }
         let mut log_names = HashSet::new();
-        let registry_names: Vec<&str> = self.registries.iter().map(|r| r.name.as_str()).collect();
+        let registry_names_owned: Vec<String> =
+            self.registries.iter().map(|r| r.name.clone()).collect();
+        let registry_names: Vec<&str> = registry_names_owned.iter().map(String::as_str).collect();
         for (i, l) in self.logs.iter_mut().enumerate() {
             let at = KeyPath::default().key("log").index(i);
             if !valid_name(&l.name) {
@@ -622,6 +628,17 @@ impl Config {
             }
             l.parsed_format = format;
         }
+        errs.extend(crate::alerting::config::validate(
+            &mut self.rules,
+            &mut self.channels,
+            &registry_names_owned
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            base,
+            loc,
+        ));
+        let mut err = |path: KeyPath, msg: String| errs.push(loc.at_path(&path, msg));
         if self.registries.is_empty() {
             err(
                 KeyPath::default().key("registry"),
@@ -729,7 +746,7 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()

@@ -230,3 +230,29 @@ pub async fn repositories(
         .collect();
     Json(serde_json::json!({ "registries": registries })).into_response()
 }
+
+/// `GET /api/v1/alerts`: every stored alert state (pending, firing, resolved) and the
+/// number of notifications waiting in the outbox.
+pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let db = state.db_path.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        let states = crate::alerting::runner::load_states(&conn).map_err(|e| e.to_string())?;
+        let mut list: Vec<_> = states.into_values().flat_map(|m| m.into_values()).collect();
+        list.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM alert_outbox", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({ "alerts": list, "outbox_pending": pending }))
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
