@@ -1,0 +1,338 @@
+//! Alerting end to end: the real registry behind real nginx, a real SMTP server (aiosmtpd),
+//! a real Alertmanager and a recording webhook receiver; then the faults: receivers down and
+//! back, kill -9 with notifications pending, restart while firing.
+
+mod support;
+
+use hmac::{Hmac, Mac};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+const TOKEN: &str = "alert-test-token";
+const SECRET: &str = "webhook-signing-secret";
+
+fn curl_status(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a receiver does to check the signature: HMAC-SHA256 of the raw body.
+fn signature_ok(r: &Received) -> bool {
+    let Some(sig) = r.headers.get("x-regwatch-signature") else {
+        return false;
+    };
+    let Some(hex_sig) = sig.strip_prefix("sha256=") else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&r.body);
+    mac.verify_slice(&hex::decode(hex_sig).unwrap()).is_ok()
+}
+
+/// A decoded mail: the headers aiosmtpd adds (X-RcptTo: the envelope recipients) and the
+/// text, with quoted-printable soft breaks undone.
+fn mail_text(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+fn channels(smtp: &SmtpSink, hook: &WebhookSink, am: Option<&Alertmanager>) -> String {
+    let mut s = format!(
+        r#"
+[[channel]]
+name = "ops-mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "none"
+from = "regwatch@example.test"
+to = ["oncall@example.test", "security@example.test"]
+subject = "[regwatch] {{{{ status }}}}: {{{{ rule }}}} ({{{{ labels.address }}}})"
+timeout = "2s"
+
+[[channel]]
+name = "ops-hook"
+kind = "webhook"
+url = "{}"
+secret_env = "REGWATCH_TEST_WEBHOOK_SECRET"
+timeout = "2s"
+"#,
+        smtp.port,
+        hook.url()
+    );
+    if let Some(am) = am {
+        s.push_str(&format!(
+            "\n[[channel]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\n",
+            am.url()
+        ));
+    }
+    s
+}
+
+fn has_alert(am: &Alertmanager, name: &str) -> bool {
+    am.alerts()
+        .iter()
+        .any(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
+}
+
+#[test]
+fn eleven_wrong_passwords_fire_by_email_webhook_and_alertmanager_then_resolve() {
+    let registry = Registry::start(RegistryOptions::default());
+    let nginx = Nginx::start(&registry);
+    let smtp = SmtpSink::start();
+    let hook = WebhookSink::start();
+    let am = Alertmanager::start();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+api_token = "{TOKEN}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "{}"
+[[log]]
+name = "nginx-access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+
+[[rule]]
+name = "password-guessing"
+kind = "auth_failures"
+threshold = 10
+window = "1m"
+group_by = "address"
+severity = "critical"
+labels = {{ team = "platform" }}
+summary = "{{{{ value }}}} failed logins from {{{{ labels.address }}}} on {{{{ registry }}}} in {{{{ window }}}}"
+description = "More than {{{{ threshold }}}} wrong passwords: someone may be guessing."
+channels = ["ops-mail", "ops-hook", "am"]
+{}
+"#,
+        registry.url(),
+        nginx.access_log().display(),
+        channels(&smtp, &hook, Some(&am)),
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config, &[("REGWATCH_TEST_WEBHOOK_SECRET", SECRET)]);
+
+    for i in 0..10 {
+        assert_eq!(
+            curl_status(&[
+                "-u",
+                &format!("bob:wrong{i}"),
+                &format!("{}/v2/", nginx.url())
+            ]),
+            "401"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        hook.received().is_empty(),
+        "ten failed logins are not more than ten"
+    );
+    assert_eq!(
+        curl_status(&["-u", "mallory:guess", &format!("{}/v2/", nginx.url())]),
+        "401"
+    );
+
+    // Firing: by mail to both recipients, by signed webhook, and in Alertmanager.
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    let n = got[0].json();
+    assert_eq!(n["status"], "firing");
+    assert_eq!(n["rule"], "password-guessing");
+    assert_eq!(n["labels"]["address"], "127.0.0.1");
+    assert_eq!(n["labels"]["registry"], "main");
+    assert_eq!(n["labels"]["team"], "platform");
+    assert_eq!(n["severity"], "critical");
+    assert_eq!(n["value"], 11.0);
+    assert_eq!(
+        n["annotations"]["summary"],
+        "11 failed logins from 127.0.0.1 on main in 1m"
+    );
+    assert!(signature_ok(&got[0]), "{:?}", got[0].headers);
+    assert_eq!(
+        got[0].headers.get("idempotency-key").map(String::as_str),
+        n["idempotency_key"].as_str()
+    );
+
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1);
+    let m = mail_text(&mails[0]);
+    assert!(
+        m.contains("X-RcptTo: oncall@example.test, security@example.test"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Subject: [regwatch] firing: password-guessing (127.0.0.1)"),
+        "{m}"
+    );
+    assert!(
+        m.contains("11 failed logins from 127.0.0.1 on main in 1m"),
+        "{m}"
+    );
+    assert!(m.contains("someone may be guessing"), "{m}");
+    assert!(m.contains("Content-Type: text/html"), "{m}");
+
+    wait_until(Duration::from_secs(10), "the alert in Alertmanager", || {
+        has_alert(&am, "password-guessing")
+    });
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "regwatch_alerts_firing{rule=\"password-guessing\"}"
+        ),
+        Some(1.0)
+    );
+    let (status, body) = http("GET", daemon.port, "/api/v1/alerts", Some(TOKEN), &[], None);
+    assert_eq!(status, 200);
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alerts["alerts"][0]["phase"], "firing", "{body}");
+    assert_eq!(alerts["alerts"][0]["labels"]["address"], "127.0.0.1");
+
+    // Healthy again: a good login does not count; a minute after the burst it resolves.
+    assert_eq!(
+        curl_status(&["-u", "bob:bob-pass", &format!("{}/v2/", nginx.url())]),
+        "200"
+    );
+    let got = hook.wait_for(2, Duration::from_secs(75));
+    assert_eq!(got.len(), 2, "{}", daemon.proc.stderr());
+    let r = got[1].json();
+    assert_eq!(r["status"], "resolved");
+    assert!(r["ends_at"].is_string());
+    assert!(signature_ok(&got[1]));
+    let mails = smtp.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mail_text(&mails[1]).contains("Subject: [regwatch] resolved: password-guessing"),
+        "{}",
+        mails[1]
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the alert resolved in Alertmanager",
+        || !has_alert(&am, "password-guessing"),
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "regwatch_alerts_firing{rule=\"password-guessing\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "regwatch_notifications_total{channel=\"ops-hook\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(metric(&metrics, "regwatch_outbox_pending"), Some(0.0));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.received().len(), 2, "nothing more after resolving");
+    daemon.stop();
+}
+
+#[test]
+fn pulls_of_missing_tags_fire_the_pull_failure_alert_and_healthy_pulls_resolve_it() {
+    let registry = Registry::start(RegistryOptions::default());
+    let nginx = Nginx::start(&registry);
+    let images = Images::build();
+    assert_ok(
+        &skopeo_push(
+            &images.reference("app-1.0"),
+            &nginx.host(),
+            "team/app:1.0",
+            ALICE,
+        ),
+        "push",
+    );
+    let smtp = SmtpSink::start();
+    let hook = WebhookSink::start();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "{}"
+[[log]]
+name = "nginx-access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+
+[[rule]]
+name = "pull-failures"
+kind = "pull_failure_rate"
+threshold = 0.05
+window = "15s"
+min_pulls = 5
+summary = "{{{{ value_percent }}}} of pulls failed on {{{{ registry }}}}"
+channels = ["ops-mail", "ops-hook"]
+{}
+"#,
+        registry.url(),
+        nginx.access_log().display(),
+        channels(&smtp, &hook, None),
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_in(dir, &config, &[("REGWATCH_TEST_WEBHOOK_SECRET", SECRET)]);
+    let manifest = |tag: &str| {
+        curl_status(&[
+            "-u",
+            "bob:bob-pass",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            &format!("{}/v2/team/app/manifests/{tag}", nginx.url()),
+        ])
+    };
+    for i in 0..6 {
+        assert_eq!(manifest(&format!("missing-{i}")), "404");
+    }
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    let n = got[0].json();
+    assert_eq!(
+        (n["status"].as_str(), n["rule"].as_str()),
+        (Some("firing"), Some("pull-failures"))
+    );
+    assert_eq!(n["value"], 1.0);
+    assert_eq!(
+        n["annotations"]["summary"],
+        "100.0 % of pulls failed on main"
+    );
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert!(mail_text(&mails[0]).contains("100.0 % of pulls failed on main"));
+
+    // Healthy traffic: good pulls for longer than the window; the failures slide out.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(17) && hook.received().len() < 2 {
+        assert_eq!(manifest("1.0"), "200");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = hook.wait_for(2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2, "{}", daemon.proc.stderr());
+    assert_eq!(got[1].json()["status"], "resolved");
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(10)).len(), 2);
+    daemon.stop();
+}
