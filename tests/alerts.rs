@@ -336,3 +336,228 @@ channels = ["ops-mail", "ops-hook"]
     assert_eq!(smtp.wait_for(2, Duration::from_secs(10)).len(), 2);
     daemon.stop();
 }
+
+/// Appends failed logins of `user` from `addr` to an nginx access log, stamped now.
+fn failed_logins(log: &std::path::Path, addr: &str, user: &str, n: usize) {
+    use std::io::Write;
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+        ))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap();
+    for _ in 0..n {
+        writeln!(
+            f,
+            "{addr} - {user} [{stamp}] \"GET /v2/ HTTP/1.1\" 401 179 \"-\" \"docker/27.0\""
+        )
+        .unwrap();
+    }
+}
+
+fn fault_config(log: &std::path::Path, window: &str, smtp_port: u16, hook_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+api_token = "{TOKEN}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+start_at = "beginning"
+
+[[rule]]
+name = "guessing"
+kind = "auth_failures"
+threshold = 10
+window = "{window}"
+group_by = "address"
+channels = ["ops-mail", "ops-hook"]
+
+[[channel]]
+name = "ops-mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+from = "regwatch@example.test"
+to = ["oncall@example.test"]
+timeout = "2s"
+
+[[channel]]
+name = "ops-hook"
+kind = "webhook"
+url = "{hook_url}"
+secret_env = "REGWATCH_TEST_WEBHOOK_SECRET"
+timeout = "2s"
+"#,
+        log.display()
+    )
+}
+
+fn subjects(smtp: &SmtpSink) -> Vec<String> {
+    smtp.messages()
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("Subject: "))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn smtp_and_webhook_down_then_back_every_notification_arrives_once() {
+    let smtp_port = free_port();
+    let hook_port = free_port();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = fault_config(
+        &log,
+        "3s",
+        smtp_port,
+        &format!("http://127.0.0.1:{hook_port}/hook"),
+    );
+    let daemon = Daemon::start_in(dir, &config, &[("REGWATCH_TEST_WEBHOOK_SECRET", SECRET)]);
+
+    // Both receivers are down: the alert fires and resolves, the notifications wait.
+    failed_logins(&log, "10.0.0.5", "eve", 11);
+    let pending = |d: &Daemon| {
+        let (_, m) = d.get("/metrics");
+        metric(&m, "regwatch_outbox_pending").unwrap_or(-1.0)
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "firing + resolved in the outbox",
+        || pending(&daemon) == 4.0,
+    );
+    let (_, m) = daemon.get("/metrics");
+    assert!(
+        metric(
+            &m,
+            "regwatch_notifications_failed_total{channel=\"ops-hook\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "regwatch_notifications_failed_total{channel=\"ops-mail\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    let attempts = sqlite3(
+        &daemon.db_path(),
+        "SELECT count(*) FROM alert_deliveries WHERE ok = 0",
+    );
+    assert!(attempts.trim().parse::<i64>().unwrap() >= 2, "{attempts}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Back: each notification arrives, once, in order.
+    let smtp = SmtpSink::start_on(smtp_port);
+    let hook = WebhookSink::start_on(hook_port, Default::default());
+    let got = hook.wait_for(2, Duration::from_secs(70));
+    assert_eq!(got.len(), 2, "{}", daemon.proc.stderr());
+    assert_eq!(got[0].json()["status"], "firing");
+    assert_eq!(got[1].json()["status"], "resolved");
+    assert!(got.iter().all(signature_ok));
+    assert_ne!(
+        got[0].json()["idempotency_key"],
+        got[1].json()["idempotency_key"]
+    );
+    let mails = smtp.wait_for(2, Duration::from_secs(70));
+    assert_eq!(mails.len(), 2);
+    wait_until(Duration::from_secs(5), "the outbox to empty", || {
+        pending(&daemon) == 0.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.received().len(), 2, "no duplicates");
+    assert_eq!(smtp.messages().len(), 2, "no duplicates");
+    let s = subjects(&smtp);
+    assert!(s[0].contains("[firing] guessing"), "{s:?}");
+    assert!(s[1].contains("[resolved] guessing"), "{s:?}");
+    daemon.stop();
+}
+
+#[test]
+fn kill_9_with_notifications_pending_delivers_after_restart_and_restart_never_duplicates() {
+    let smtp_port = free_port();
+    let hook_port = free_port();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = fault_config(
+        &log,
+        "1m",
+        smtp_port,
+        &format!("http://127.0.0.1:{hook_port}/hook"),
+    );
+    let env = [("REGWATCH_TEST_WEBHOOK_SECRET", SECRET)];
+    let daemon = Daemon::start_in(dir, &config, &env);
+    failed_logins(&log, "10.0.0.7", "eve", 11);
+    wait_until(
+        Duration::from_secs(10),
+        "the firing notifications in the outbox",
+        || {
+            let (_, m) = daemon.get("/metrics");
+            metric(&m, "regwatch_outbox_pending") == Some(2.0)
+        },
+    );
+
+    // kill -9 while they are pending.
+    let Daemon {
+        dir,
+        port,
+        mut proc,
+    } = daemon;
+    proc.signal("KILL");
+    proc.wait_exit(Duration::from_secs(5)).expect("killed");
+    drop(proc);
+    let smtp = SmtpSink::start_on(smtp_port);
+    let hook = WebhookSink::start_on(hook_port, Default::default());
+    let daemon = Daemon::start_on(port, dir, &config, &env);
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    assert_eq!(got[0].json()["status"], "firing");
+    assert_eq!(got[0].json()["labels"]["address"], "10.0.0.7");
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).len(), 1);
+
+    // Restart while firing: the state is kept, nothing is sent again.
+    let dir = daemon.stop();
+    let daemon = Daemon::start_on(port, dir, &config, &env);
+    let (status, body) = http("GET", daemon.port, "/api/v1/alerts", Some(TOKEN), &[], None);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["alerts"][0]["phase"], "firing", "{body}");
+    assert_eq!(v["alerts"][0]["sequence"], 1, "{body}");
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, m) = daemon.get("/metrics");
+    assert_eq!(
+        metric(&m, "regwatch_alerts_firing{rule=\"guessing\"}"),
+        Some(1.0)
+    );
+    assert_eq!(hook.received().len(), 1, "no duplicate after restarts");
+    assert_eq!(smtp.messages().len(), 1, "no duplicate mail after restarts");
+    daemon.stop();
+}

@@ -422,6 +422,11 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (e.g. one a daemon was configured with while no server listened).
+    pub fn start_on(port: u16) -> SmtpSink {
         let python = Path::new("/usr/bin/python3");
         assert!(
             python.is_file(),
@@ -443,7 +448,6 @@ impl SmtpSink {
         for sub in ["mail/cur", "mail/new", "mail/tmp"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        let port = free_port();
         let mut proc = Proc::spawn(
             "aiosmtpd",
             Command::new(python)
