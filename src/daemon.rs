@@ -67,6 +67,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
     let reports = Reports::default();
+    let silences: crate::alerting::silence::Silences = Default::default();
+    {
+        let conn = crate::audit::open_read_only(&db_path)?;
+        *silences.write().expect("silences lock") =
+            crate::alerting::silence::load(&conn, clock.now())
+                .context("reading the alert silences")?;
+    }
     let state = AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -75,6 +82,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         db_path: db_path.clone(),
         traffic: traffic.clone(),
         reports: reports.clone(),
+        silences: silences.clone(),
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(
@@ -102,6 +110,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             metrics: metrics.clone(),
             sink: sink.clone(),
             clock: clock.clone(),
+            silences,
         },
         alert_wake_rx,
         shutdown.clone(),
@@ -286,6 +295,7 @@ struct AlertingContext {
     metrics: Arc<Metrics>,
     sink: AuditSink,
     clock: SharedClock,
+    silences: crate::alerting::silence::Silences,
 }
 
 /// The rule evaluator and one delivery worker per channel; restarted with the new rules and
@@ -334,6 +344,8 @@ async fn supervise_alerting(
             clock: ctx.clock.clone(),
             states,
             workers,
+            silences: ctx.silences.clone(),
+            windows: c.maintenance.iter().filter_map(|m| m.window()).collect(),
         };
         let changed = {
             let run = evaluator.run(&mut wake, generation.clone());

@@ -561,3 +561,209 @@ fn kill_9_with_notifications_pending_delivers_after_restart_and_restart_never_du
     assert_eq!(smtp.messages().len(), 1, "no duplicate mail after restarts");
     daemon.stop();
 }
+
+#[test]
+fn silences_maintenance_windows_slack_teams_and_alerts_test() {
+    let sink = WebhookSink::start();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let base = format!("http://127.0.0.1:{}", sink.port);
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+api_token = "{TOKEN}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+
+[[rule]]
+name = "guessing"
+kind = "auth_failures"
+threshold = 10
+window = "1m"
+group_by = "address"
+channels = ["hook", "chat", "teams"]
+
+[[rule]]
+name = "guessing-by-user"
+kind = "auth_failures"
+threshold = 10
+window = "1m"
+group_by = "user"
+channels = ["hook"]
+
+# Open every minute for two: always open, so this rule never notifies.
+[[maintenance]]
+name = "always"
+schedule = "* * * * *"
+duration = "2m"
+matchers = {{ alertname = "guessing-by-user" }}
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{base}/hook"
+
+[[channel]]
+name = "chat"
+kind = "slack"
+url = "{base}/slack"
+
+[[channel]]
+name = "teams"
+kind = "teams"
+url = "{base}/teams"
+
+[[channel]]
+name = "nowhere"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+timeout = "1s"
+"#,
+        log.display()
+    );
+    std::fs::write(
+        dir.path().join("check.toml"),
+        config
+            .replace("{port}", "1")
+            .replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let check_config = dir.path().join("check.toml").display().to_string();
+
+    // `alerts test`: straight to the channel, exit 0 when accepted, 1 with the reason if not.
+    let (code, out, err) = regwatch(&[
+        "alerts",
+        "test",
+        "--config",
+        &check_config,
+        "--channel",
+        "chat",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("channel chat (slack): test notification accepted"),
+        "{out}"
+    );
+    let (code, _, err) = regwatch(&[
+        "alerts",
+        "test",
+        "--config",
+        &check_config,
+        "--channel",
+        "teams",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = regwatch(&[
+        "alerts",
+        "test",
+        "--config",
+        &check_config,
+        "--channel",
+        "nowhere",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("channel nowhere (webhook) did not accept the test notification"),
+        "{err}"
+    );
+    let (code, _, err) = regwatch(&[
+        "alerts",
+        "test",
+        "--config",
+        &check_config,
+        "--channel",
+        "nope",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no [[channel]] is named \"nope\""), "{err}");
+    let got = sink.wait_for(2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].path, "/slack");
+    assert!(
+        got[0].json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("regwatch-test")
+    );
+    assert_eq!(got[1].path, "/teams");
+    let card = &got[1].json()["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["type"], "AdaptiveCard");
+
+    let daemon = Daemon::start_in(dir, &config, &[]);
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/api/v1/silences",
+        None,
+        &[("content-type", "application/json")],
+        Some(br#"{"matchers":{"address":"10.0.0.9"},"duration":"1h"}"#.to_vec()),
+    );
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(
+        "POST",
+        daemon.port,
+        "/api/v1/silences",
+        Some(TOKEN),
+        &[("content-type", "application/json")],
+        Some(br#"{"matchers":{"address":"10.0.0.9"},"duration":"1h","created_by":"ops","comment":"pentest"}"#.to_vec()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = http(
+        "GET",
+        daemon.port,
+        "/api/v1/silences",
+        Some(TOKEN),
+        &[],
+        None,
+    );
+    assert!(body.contains("pentest"), "{body}");
+
+    // Silenced address, and every user (maintenance window): states change, nothing is sent.
+    failed_logins(&log, "10.0.0.9", "eve", 11);
+    wait_until(Duration::from_secs(10), "both alerts firing", || {
+        let (_, m) = daemon.get("/metrics");
+        metric(&m, "regwatch_alerts_firing{rule=\"guessing\"}") == Some(1.0)
+            && metric(&m, "regwatch_alerts_firing{rule=\"guessing-by-user\"}") == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sink.received().len(),
+        2,
+        "silenced: only the two test notifications"
+    );
+
+    // Another address: not silenced; webhook, Slack and Teams each get it once.
+    failed_logins(&log, "10.0.0.8", "mallory", 11);
+    let got = sink.wait_for(5, Duration::from_secs(10));
+    assert_eq!(got.len(), 5, "{}", daemon.proc.stderr());
+    let mut paths: Vec<&str> = got[2..].iter().map(|r| r.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/hook", "/slack", "/teams"]);
+    let hook = got[2..].iter().find(|r| r.path == "/hook").unwrap().json();
+    assert_eq!(hook["labels"]["address"], "10.0.0.8");
+    let slack = got[2..].iter().find(|r| r.path == "/slack").unwrap().json();
+    assert!(
+        slack["text"].as_str().unwrap().contains("guessing"),
+        "{slack}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.received().len(), 5);
+    daemon.stop();
+}

@@ -147,10 +147,42 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Validates rules and channels, reads channel secrets. `registries`: the configured names.
+/// A recurring maintenance window (`[[maintenance]]`): notifications for matching alerts
+/// are held back while it is open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub name: String,
+    /// When it opens: a 5-field crontab expression in UTC, e.g. "0 2 * * SUN".
+    pub schedule: String,
+    /// How long it stays open.
+    #[serde(deserialize_with = "duration::required")]
+    pub duration: Duration,
+    /// Labels the alerts must have (`alertname` = the rule, `registry`, `address`, …;
+    /// `*` globs); none: every alert.
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub parsed: Option<croner::Cron>,
+}
+
+impl MaintenanceConfig {
+    pub fn window(&self) -> Option<super::silence::Window> {
+        Some(super::silence::Window {
+            name: self.name.clone(),
+            schedule: self.parsed.clone()?,
+            duration: self.duration,
+            matchers: self.matchers.clone(),
+        })
+    }
+}
+
+/// Validates rules, channels and maintenance windows, reads channel secrets.
+/// `registries`: the configured names.
 pub fn validate(
     rules: &mut [RuleConfig],
     channels: &mut [ChannelConfig],
+    maintenance: &mut [MaintenanceConfig],
     registries: &[&str],
     base: &Path,
     loc: &Locator<'_>,
@@ -284,6 +316,17 @@ pub fn validate(
                 at.clone().key("secret"),
                 "only webhook channels sign their requests".into(),
             );
+        }
+    }
+
+    for (i, m) in maintenance.iter_mut().enumerate() {
+        let at = KeyPath::default().key("maintenance").index(i);
+        match super::silence::parse_schedule(&m.schedule) {
+            Ok(c) => m.parsed = Some(c),
+            Err(e) => err(at.clone().key("schedule"), e),
+        }
+        if m.duration.is_zero() {
+            err(at.clone().key("duration"), "must be greater than 0".into());
         }
     }
 

@@ -13,6 +13,7 @@ pub mod channels;
 pub mod config;
 pub mod engine;
 pub mod runner;
+pub mod silence;
 pub mod template;
 
 use engine::{AlertState, Notify};

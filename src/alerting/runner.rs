@@ -71,6 +71,8 @@ pub struct Evaluator {
     pub states: HashMap<String, HashMap<String, AlertState>>,
     /// Woken after each commit that added outbox rows.
     pub workers: HashMap<String, Arc<Wake>>,
+    pub silences: super::silence::Silences,
+    pub windows: Vec<super::silence::Window>,
 }
 
 impl Evaluator {
@@ -157,6 +159,21 @@ impl Evaluator {
                     });
                     if let Some(notify) = c.notify {
                         let n = Notification::new(rule, &c.state, notify, now);
+                        let quiet = super::silence::suppressed(
+                            &n.labels,
+                            now,
+                            &self.silences.read().expect("silences lock"),
+                            &self.windows,
+                        );
+                        if let Some(why) = quiet {
+                            // The state still changes; only the notification is held back.
+                            tracing::info!(
+                                rule = %rule.name, key = %c.state.key, reason = notify.as_str(),
+                                "alert {} (notification held back by {why})", c.state.phase.as_str()
+                            );
+                            applied.push(c);
+                            continue;
+                        }
                         let payload = serde_json::to_string(&n).expect("notification serialises");
                         for ch in &rule.channels {
                             let is_am = self

@@ -111,6 +111,14 @@ const MIGRATIONS: &[&str] = &[
         time            TEXT    NOT NULL,
         ok              INTEGER NOT NULL,
         error           TEXT
+    );
+    CREATE TABLE alert_silences (
+        id         INTEGER PRIMARY KEY,
+        matchers   TEXT NOT NULL,
+        starts_at  TEXT NOT NULL,
+        ends_at    TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        comment    TEXT NOT NULL
     );",
 ];
 

@@ -59,6 +59,11 @@ enum Command {
         outcome: DeliveryOutcome,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A new silence; answered with its id.
+    Silence {
+        silence: Box<crate::alerting::silence::Silence>,
+        ack: oneshot::Sender<Result<i64, StoreError>>,
+    },
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
@@ -226,6 +231,22 @@ impl AuditSink {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Stores a silence; returns its id.
+    pub async fn store_silence(
+        &self,
+        silence: crate::alerting::silence::Silence,
+    ) -> Result<i64, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Silence {
+                silence: Box::new(silence),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Records a delivery attempt (see [`DeliveryOutcome`]); waits for the commit.
     pub async fn store_delivery(&self, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -357,9 +378,9 @@ fn run(
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
             Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-            Some(cmd @ (Command::Alerts { .. } | Command::Delivery { .. })) => {
-                pending_alert = Some(cmd)
-            }
+            Some(
+                cmd @ (Command::Alerts { .. } | Command::Delivery { .. } | Command::Silence { .. }),
+            ) => pending_alert = Some(cmd),
         }
         while !closing
             && pending_prune.is_none()
@@ -374,9 +395,11 @@ fn run(
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-                Ok(cmd @ (Command::Alerts { .. } | Command::Delivery { .. })) => {
-                    pending_alert = Some(cmd)
-                }
+                Ok(
+                    cmd @ (Command::Alerts { .. }
+                    | Command::Delivery { .. }
+                    | Command::Silence { .. }),
+                ) => pending_alert = Some(cmd),
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
@@ -406,9 +429,9 @@ fn run(
                         let _ =
                             ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
                     }
-                    cmd @ (Command::Alerts { .. } | Command::Delivery { .. }) => {
-                        alert_command(&mut conn, cmd)
-                    }
+                    cmd @ (Command::Alerts { .. }
+                    | Command::Delivery { .. }
+                    | Command::Silence { .. }) => alert_command(&mut conn, cmd),
                     _ => {}
                 }
             }
@@ -431,6 +454,23 @@ fn alert_command(conn: &mut Connection, cmd: Command) {
         }
         Command::Delivery { outcome, ack } => {
             let _ = ack.send(store_delivery(conn, &outcome).map_err(StoreError::from));
+        }
+        Command::Silence { silence, ack } => {
+            let s = &silence;
+            let r = conn
+                .execute(
+                    "INSERT INTO alert_silences (matchers, starts_at, ends_at, created_by, comment)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        serde_json::to_string(&s.matchers).unwrap_or_default(),
+                        super::format_time(s.starts_at),
+                        super::format_time(s.ends_at),
+                        s.created_by,
+                        s.comment
+                    ],
+                )
+                .map(|_| conn.last_insert_rowid());
+            let _ = ack.send(r.map_err(StoreError::from));
         }
         _ => {}
     }

@@ -51,6 +51,8 @@ pub struct Config {
     pub rules: Vec<crate::alerting::config::RuleConfig>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<crate::alerting::config::ChannelConfig>,
+    #[serde(default)]
+    pub maintenance: Vec<crate::alerting::config::MaintenanceConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -631,6 +633,7 @@ impl Config {
         errs.extend(crate::alerting::config::validate(
             &mut self.rules,
             &mut self.channels,
+            &mut self.maintenance,
             &registry_names_owned
                 .iter()
                 .map(String::as_str)
