@@ -115,6 +115,49 @@ pub fn suppressed(
         .map(|w| format!("maintenance window {}", w.name))
 }
 
+/// The silences in force or scheduled, shared by the API (which adds) and the evaluator.
+pub type Silences = std::sync::Arc<std::sync::RwLock<Vec<Silence>>>;
+
+/// Silences that have not ended at `now`.
+pub fn load(conn: &rusqlite::Connection, now: OffsetDateTime) -> rusqlite::Result<Vec<Silence>> {
+    let rfc = &time::format_description::well_known::Rfc3339;
+    let mut stmt = conn.prepare(
+        "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
+         WHERE ends_at > ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([crate::audit::format_time(now)], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, matchers, starts, ends, created_by, comment) = row?;
+        let (Ok(matchers), Ok(starts_at), Ok(ends_at)) = (
+            serde_json::from_str(&matchers),
+            OffsetDateTime::parse(&starts, rfc),
+            OffsetDateTime::parse(&ends, rfc),
+        ) else {
+            tracing::warn!(id, "unreadable silence ignored");
+            continue;
+        };
+        out.push(Silence {
+            id,
+            matchers,
+            starts_at,
+            ends_at,
+            created_by,
+            comment,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,47 +225,4 @@ mod tests {
             None
         );
     }
-}
-
-/// The silences in force or scheduled, shared by the API (which adds) and the evaluator.
-pub type Silences = std::sync::Arc<std::sync::RwLock<Vec<Silence>>>;
-
-/// Silences that have not ended at `now`.
-pub fn load(conn: &rusqlite::Connection, now: OffsetDateTime) -> rusqlite::Result<Vec<Silence>> {
-    let rfc = &time::format_description::well_known::Rfc3339;
-    let mut stmt = conn.prepare(
-        "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
-         WHERE ends_at > ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([crate::audit::format_time(now)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, matchers, starts, ends, created_by, comment) = row?;
-        let (Ok(matchers), Ok(starts_at), Ok(ends_at)) = (
-            serde_json::from_str(&matchers),
-            OffsetDateTime::parse(&starts, rfc),
-            OffsetDateTime::parse(&ends, rfc),
-        ) else {
-            tracing::warn!(id, "unreadable silence ignored");
-            continue;
-        };
-        out.push(Silence {
-            id,
-            matchers,
-            starts_at,
-            ends_at,
-            created_by,
-            comment,
-        });
-    }
-    Ok(out)
 }
