@@ -736,6 +736,63 @@ impl Config {
                 );
             }
         }
+        if !self.rules.is_empty() {
+            let _ = writeln!(s, "rules       {}", self.rules.len());
+            for r in &self.rules {
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {} > {} (window {}, for {}; {} → {})",
+                    r.name,
+                    r.kind,
+                    r.threshold,
+                    duration::humane(r.window),
+                    duration::humane(r.for_),
+                    r.severity,
+                    if r.channels.is_empty() {
+                        "no channels".to_string()
+                    } else {
+                        r.channels.join(", ")
+                    }
+                );
+            }
+        }
+        if !self.channels.is_empty() {
+            let _ = writeln!(s, "channels    {}", self.channels.len());
+            for c in &self.channels {
+                let target = match c.kind.as_str() {
+                    "email" => format!(
+                        "{}:{} ({}) to {}",
+                        c.smtp_host.as_deref().unwrap_or(""),
+                        c.smtp_port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "default port".into()),
+                        c.tls,
+                        c.to.join(", ")
+                    ),
+                    _ => c.url.clone().unwrap_or_default(),
+                };
+                let secret = c
+                    .secret_source
+                    .as_ref()
+                    .map(|src| format!(", signed with a secret {src}"))
+                    .or_else(|| {
+                        c.password_source
+                            .as_ref()
+                            .map(|src| format!(", password {src}"))
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(s, "  {:<12} {} {target}{secret}", c.name, c.kind);
+            }
+        }
+        for m in &self.maintenance {
+            let _ = writeln!(
+                s,
+                "maintenance {} ({} UTC for {})",
+                m.name,
+                m.schedule,
+                duration::humane(m.duration)
+            );
+        }
         s
     }
 }
