@@ -935,16 +935,25 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start() -> Alertmanager {
+        Self::start_config(
+            "route:\n  receiver: blackhole\n  group_wait: 0s\nreceivers:\n  - name: blackhole\n",
+        )
+    }
+
+    /// Routing every alert to a webhook at once (group_wait 0s), resolved ones too.
+    pub fn start_with_webhook(url: &str) -> Alertmanager {
+        Self::start_config(&format!(
+            "route:\n  receiver: hook\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: \"{url}\"\n        send_resolved: true\n"
+        ))
+    }
+
+    fn start_config(config: &str) -> Alertmanager {
         let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
         let dir = tempfile::Builder::new()
             .prefix("regwatch-am-")
             .tempdir()
             .unwrap();
-        fs::write(
-            dir.path().join("alertmanager.yml"),
-            "route:\n  receiver: blackhole\n  group_wait: 0s\nreceivers:\n  - name: blackhole\n",
-        )
-        .unwrap();
+        fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
         let port = free_port();
         let mut proc = Proc::spawn(
             "alertmanager",
