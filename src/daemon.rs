@@ -307,6 +307,11 @@ async fn supervise_alerting(
     stop: CancellationToken,
 ) {
     use crate::alerting::runner;
+    // Committed audit events, for audit_match rules (the writer sends each new one).
+    let (tap, mut events) = tokio::sync::mpsc::unbounded_channel();
+    if let Err(e) = ctx.sink.set_event_tap(tap).await {
+        tracing::error!(error = %e, "audit_match rules will not see audit events");
+    }
     loop {
         let generation = stop.child_token();
         let c = config.borrow_and_update().clone();
@@ -348,7 +353,7 @@ async fn supervise_alerting(
             windows: c.maintenance.iter().filter_map(|m| m.window()).collect(),
         };
         let changed = {
-            let run = evaluator.run(&mut wake, generation.clone());
+            let run = evaluator.run(&mut wake, &mut events, generation.clone());
             tokio::pin!(run);
             tokio::select! {
                 _ = stop.cancelled() => false,

@@ -767,3 +767,83 @@ timeout = "1s"
     assert_eq!(sink.received().len(), 5);
     daemon.stop();
 }
+
+#[test]
+fn audit_match_fires_on_a_committed_delete_in_prod() {
+    let hook = WebhookSink::start();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+audit_from_logs = true
+[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+
+[[rule]]
+name = "prod-delete"
+kind = "audit_match"
+filter = {{ action = "delete", repository = "prod/*" }}
+window = "5s"
+summary = "{{{{ actor }}}} deleted from {{{{ labels.repository }}}}"
+channels = ["hook"]
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+        log.display(),
+        hook.url()
+    );
+    let daemon = Daemon::start_in(dir, &config, &[]);
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+        ))
+        .unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    use std::io::Write;
+    // A delete outside prod/ does not match; the one in prod/ does.
+    for repo in ["dev/app", "prod/app"] {
+        writeln!(
+            f,
+            "10.0.0.5 - alice [{stamp}] \"DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\" 202 0 \"-\" \"curl/8\""
+        )
+        .unwrap();
+    }
+    drop(f);
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    let n = got[0].json();
+    assert_eq!(n["rule"], "prod-delete");
+    assert_eq!(n["status"], "firing");
+    assert_eq!(n["labels"]["repository"], "prod/app");
+    assert_eq!(n["labels"]["actor"], "alice");
+    assert_eq!(n["annotations"]["summary"], "alice deleted from prod/app");
+    // The event is in the audit trail it was matched from.
+    let rows = sqlite3(
+        &daemon.db_path(),
+        "SELECT count(*) FROM audit_events WHERE action = 'delete' AND repository = 'prod/app'",
+    );
+    assert_eq!(rows.trim(), "1");
+    // No further deletes: resolved after the window.
+    let got = hook.wait_for(2, Duration::from_secs(15));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].json()["status"], "resolved");
+    daemon.stop();
+}

@@ -15,6 +15,18 @@ pub const RULE_KINDS: &[&str] = &[
     "registry_down",
     "storage_usage",
     "storage_forecast",
+    "audit_match",
+];
+
+/// The audit event fields an `audit_match` filter can test.
+pub const AUDIT_FIELDS: &[&str] = &[
+    "action",
+    "repository",
+    "tag",
+    "actor",
+    "registry",
+    "source",
+    "address",
 ];
 
 pub const CHANNEL_KINDS: &[&str] = &["email", "webhook", "alertmanager", "slack", "teams"];
@@ -64,6 +76,15 @@ pub struct RuleConfig {
     /// Further annotations, templated like `summary`.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// `audit_match`: the audit event's fields that must match (`action`, `repository`,
+    /// `tag`, `actor`, `registry`, `source`, `address`; `*` globs), e.g.
+    /// `{ action = "delete", repository = "prod/*" }`.
+    #[serde(default)]
+    pub filter: BTreeMap<String, String>,
+    /// `audit_match`: only events whose actor is missing or not one of these (e.g. a push by
+    /// anyone but the CI account).
+    #[serde(default)]
+    pub known_actors: Vec<String>,
     /// `[[channel]]` names notified.
     #[serde(default)]
     pub channels: Vec<String>,
@@ -348,15 +369,10 @@ pub fn validate(
             );
         }
         if !RULE_KINDS.contains(&r.kind.as_str()) {
-            let hint = if r.kind == "audit_match" {
-                " (audit_match is not implemented in this build)".to_string()
-            } else {
-                String::new()
-            };
             err(
                 at.clone().key("kind"),
                 format!(
-                    "unknown rule kind {:?}{hint}: expected one of {}",
+                    "unknown rule kind {:?}: expected one of {}",
                     r.kind,
                     RULE_KINDS.join(", ")
                 ),
@@ -391,6 +407,23 @@ pub fn validate(
                     "expected \"user\", \"address\" or \"none\", not {:?}",
                     r.group_by
                 ),
+            );
+        }
+        for k in r.filter.keys() {
+            if !AUDIT_FIELDS.contains(&k.as_str()) {
+                err(
+                    at.clone().key("filter"),
+                    format!(
+                        "unknown audit field {k:?}: expected one of {}",
+                        AUDIT_FIELDS.join(", ")
+                    ),
+                );
+            }
+        }
+        if (!r.filter.is_empty() || !r.known_actors.is_empty()) && r.kind != "audit_match" {
+            err(
+                at.clone().key("filter"),
+                "filter and known_actors are only used by kind = \"audit_match\"".into(),
             );
         }
         if r.interval < Duration::from_secs(1) {

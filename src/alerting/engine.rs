@@ -334,6 +334,82 @@ pub fn observe_traffic(
     }
 }
 
+/// The group labels of an audit event for an `audit_match` rule, if the event matches.
+pub fn audit_match(rule: &RuleConfig, e: &crate::event::Event) -> Option<BTreeMap<String, String>> {
+    use super::silence::glob;
+    let field = |name: &str| -> Option<&str> {
+        match name {
+            "action" => Some(e.action.as_str()),
+            "repository" => e.repository.as_deref(),
+            "tag" => e.tag.as_deref(),
+            "actor" => e.actor.as_deref(),
+            "registry" => e.registry.as_deref(),
+            "source" => Some(e.source.as_str()),
+            "address" => e.remote_addr.as_deref(),
+            _ => None,
+        }
+    };
+    let all = rule
+        .filter
+        .iter()
+        .all(|(k, pattern)| field(k).is_some_and(|v| glob(pattern, v)));
+    if !all {
+        return None;
+    }
+    if !rule.known_actors.is_empty()
+        && e.actor
+            .as_deref()
+            .is_some_and(|a| rule.known_actors.iter().any(|k| k == a))
+    {
+        return None;
+    }
+    if let Some(r) = &rule.registry
+        && e.registry.as_deref() != Some(r.as_str())
+    {
+        return None;
+    }
+    let mut labels = BTreeMap::new();
+    for k in ["registry", "action", "repository", "actor"] {
+        if let Some(v) = field(k) {
+            labels.insert(k.to_string(), v.to_string());
+        }
+    }
+    Some(labels)
+}
+
+/// Matching audit events of one rule seen recently, per group: their times (unix seconds).
+pub type Recent = HashMap<String, (BTreeMap<String, String>, Vec<i64>)>;
+
+/// Records a matching event.
+pub fn remember(recent: &mut Recent, labels: BTreeMap<String, String>, at: i64) {
+    let key = group_key(&labels);
+    recent
+        .entry(key)
+        .or_insert_with(|| (labels, Vec::new()))
+        .1
+        .push(at);
+}
+
+/// `audit_match`: the groups with more than `threshold` matching events in the window
+/// (threshold 0: any). Forgets what is older than the window.
+pub fn observe_recent(rule: &RuleConfig, recent: &mut Recent, now: i64) -> Vec<Breach> {
+    let from = now - rule.window.as_secs() as i64;
+    recent.retain(|_, (_, times)| {
+        times.retain(|t| *t > from);
+        !times.is_empty()
+    });
+    let mut out: Vec<Breach> = recent
+        .values()
+        .filter(|(_, times)| times.len() as f64 > rule.threshold)
+        .map(|(labels, times)| Breach {
+            labels: labels.clone(),
+            value: times.len() as f64,
+        })
+        .collect();
+    out.sort_by_key(|b| b.key());
+    out
+}
+
 /// `registry_down`: a registry whose probe fails is a breach (value 1); `for` says for how
 /// long it must fail before the alert fires.
 pub fn observe_up(registry: &str, up: bool) -> Vec<Breach> {
@@ -500,6 +576,41 @@ mod tests {
         let mut all = rule("auth_failures", 10.0, 60);
         all.group_by = "none".into();
         assert_eq!(observe_traffic(&all, "main", &stats, 1011)[0].value, 11.0);
+    }
+
+    #[test]
+    fn audit_match_deletes_in_prod_and_pushes_by_unknown_actors() {
+        use crate::event::{Action, Event, Source};
+        let mut r = rule("audit_match", 0.0, 60);
+        r.filter.insert("action".into(), "delete".into());
+        r.filter.insert("repository".into(), "prod/*".into());
+        let mut e = Event::new(T0, Action::Delete, Source::Notification);
+        e.registry = Some("main".into());
+        e.repository = Some("prod/app".into());
+        e.actor = Some("alice".into());
+        let labels = audit_match(&r, &e).expect("a delete in prod/* matches");
+        assert_eq!(labels["repository"], "prod/app");
+        assert_eq!(labels["actor"], "alice");
+        e.repository = Some("dev/app".into());
+        assert!(audit_match(&r, &e).is_none());
+
+        let mut unknown = rule("audit_match", 0.0, 60);
+        unknown.filter.insert("action".into(), "push".into());
+        unknown.known_actors = vec!["ci".into()];
+        let mut p = Event::new(T0, Action::Push, Source::Notification);
+        p.actor = Some("ci".into());
+        assert!(audit_match(&unknown, &p).is_none(), "ci is known");
+        p.actor = Some("mallory".into());
+        assert!(audit_match(&unknown, &p).is_some());
+
+        let mut recent = Recent::new();
+        remember(&mut recent, labels, 1000);
+        assert_eq!(observe_recent(&r, &mut recent, 1030).len(), 1);
+        assert!(
+            observe_recent(&r, &mut recent, 1060).is_empty(),
+            "a minute later"
+        );
+        assert!(recent.is_empty(), "forgotten");
     }
 
     #[test]

@@ -76,12 +76,22 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
+    /// Rules evaluated as events arrive (log lines, committed audit events).
     fn is_log_driven(rule: &RuleConfig) -> bool {
-        matches!(rule.kind.as_str(), "auth_failures" | "pull_failure_rate")
+        matches!(
+            rule.kind.as_str(),
+            "auth_failures" | "pull_failure_rate" | "audit_match"
+        )
     }
 
     /// Runs until `shutdown`: on every wake from a tailer, and every second.
-    pub async fn run(mut self, wake: &mut mpsc::Receiver<()>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        wake: &mut mpsc::Receiver<()>,
+        events: &mut mpsc::UnboundedReceiver<crate::event::Event>,
+        shutdown: CancellationToken,
+    ) {
+        let mut recent: HashMap<String, engine::Recent> = HashMap::new();
         let started = self.clock.now();
         let mut last_gauge: HashMap<String, time::OffsetDateTime> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -100,6 +110,23 @@ impl Evaluator {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 Some(()) = wake.recv() => {}
+                Some(e) = events.recv() => {
+                    let mut batch = vec![e];
+                    while let Ok(e) = events.try_recv() {
+                        batch.push(e);
+                    }
+                    for rule in self.rules.iter().filter(|r| r.kind == "audit_match") {
+                        for e in &batch {
+                            if let Some(labels) = engine::audit_match(rule, e) {
+                                engine::remember(
+                                    recent.entry(rule.name.clone()).or_default(),
+                                    labels,
+                                    e.time.unix_timestamp().min(self.clock.now().unix_timestamp()),
+                                );
+                            }
+                        }
+                    }
+                }
             }
             let now = self.clock.now();
             let unix = now.unix_timestamp();
@@ -128,12 +155,20 @@ impl Evaluator {
                                 breaches.extend(engine::observe_traffic(rule, reg, &stats, unix));
                             }
                         }
+                        "audit_match" => {}
                         "registry_down" => {
                             let up = self.metrics.registries.up.with_label_values(&[reg]).get();
                             breaches.extend(engine::observe_up(reg, up == 1));
                         }
                         _ => {}
                     }
+                }
+                if rule.kind == "audit_match" {
+                    breaches = engine::observe_recent(
+                        rule,
+                        recent.entry(rule.name.clone()).or_default(),
+                        unix,
+                    );
                 }
                 let has_am = rule.channels.iter().any(|c| {
                     self.channels

@@ -10,7 +10,7 @@ pub mod writer;
 
 pub use schema::{StoreError, open_read_only};
 pub use writer::{
-    AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome,
+    AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome, EventTap,
     InventoryUpdate, OutboxRow, load_checkpoint, load_inventory,
 };
 

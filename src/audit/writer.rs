@@ -59,6 +59,9 @@ enum Command {
         outcome: DeliveryOutcome,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// From now on, send every newly committed audit event to this channel (alert rules on
+    /// audit events see only what is stored).
+    Tap(EventTap),
     /// A new silence; answered with its id.
     Silence {
         silence: Box<crate::alerting::silence::Silence>,
@@ -67,6 +70,9 @@ enum Command {
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
+
+/// Receives every audit event after it is committed (re-deliveries excluded).
+pub type EventTap = mpsc::UnboundedSender<Event>;
 
 /// One alert's new state (`phase` "inactive" removes it).
 #[derive(Debug, Clone)]
@@ -231,6 +237,14 @@ impl AuditSink {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Sends every audit event committed from now on to `tap`.
+    pub async fn set_event_tap(&self, tap: EventTap) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Tap(tap))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// Stores a silence; returns its id.
     pub async fn store_silence(
         &self,
@@ -364,6 +378,7 @@ fn run(
     on_commit: OnCommit,
 ) {
     let mut batch: Vec<Item> = Vec::with_capacity(64);
+    let mut tap: Option<EventTap> = None;
     loop {
         let mut closing = false;
         let mut pending_prune = None;
@@ -378,9 +393,8 @@ fn run(
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
             Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-            Some(
-                cmd @ (Command::Alerts { .. } | Command::Delivery { .. } | Command::Silence { .. }),
-            ) => pending_alert = Some(cmd),
+            // Alerts, deliveries, silences, the event tap: one at a time, between batches.
+            Some(cmd) => pending_alert = Some(cmd),
         }
         while !closing
             && pending_prune.is_none()
@@ -395,26 +409,32 @@ fn run(
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-                Ok(
-                    cmd @ (Command::Alerts { .. }
-                    | Command::Delivery { .. }
-                    | Command::Silence { .. }),
-                ) => pending_alert = Some(cmd),
                 Ok(Command::Close) => closing = true,
+                Ok(cmd) => pending_alert = Some(cmd),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            commit(&mut conn, &mut head, &mut batch, &on_commit);
+            commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
         }
         if let Some((cutoff, ack)) = pending_prune {
             let _ = ack.send(prune(&mut conn, &cutoff).map_err(StoreError::from));
         }
         if let Some((update, ack)) = pending_inventory {
-            let _ = ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+            let _ = ack.send(store_inventory(
+                &mut conn,
+                &mut head,
+                &update,
+                &on_commit,
+                tap.as_ref(),
+            ));
         }
         if let Some(cmd) = pending_alert {
-            alert_command(&mut conn, cmd);
+            if let Command::Tap(t) = cmd {
+                tap = Some(t);
+            } else {
+                alert_command(&mut conn, cmd);
+            }
         }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.
@@ -424,19 +444,22 @@ fn run(
                     Command::Write(item) => batch.push(item),
                     Command::Inventory { update, ack } => {
                         if !batch.is_empty() {
-                            commit(&mut conn, &mut head, &mut batch, &on_commit);
+                            commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
                         }
-                        let _ =
-                            ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+                        let _ = ack.send(store_inventory(
+                            &mut conn,
+                            &mut head,
+                            &update,
+                            &on_commit,
+                            tap.as_ref(),
+                        ));
                     }
-                    cmd @ (Command::Alerts { .. }
-                    | Command::Delivery { .. }
-                    | Command::Silence { .. }) => alert_command(&mut conn, cmd),
-                    _ => {}
+                    Command::Prune { .. } | Command::Tap(_) | Command::Close => {}
+                    cmd => alert_command(&mut conn, cmd),
                 }
             }
             if !batch.is_empty() {
-                commit(&mut conn, &mut head, &mut batch, &on_commit);
+                commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
             }
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
                 tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
@@ -540,9 +563,16 @@ fn store_delivery(conn: &mut Connection, o: &DeliveryOutcome) -> rusqlite::Resul
     tx.commit()
 }
 
-fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_commit: &OnCommit) {
+fn commit(
+    conn: &mut Connection,
+    head: &mut String,
+    batch: &mut Vec<Item>,
+    on_commit: &OnCommit,
+    tap: Option<&EventTap>,
+) {
     let before = head.clone();
     let mut actions: Vec<&'static str> = Vec::new();
+    let mut tapped: Vec<Event> = Vec::new();
     let result = (|| -> Result<Vec<usize>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut stored = Vec::with_capacity(batch.len());
@@ -558,6 +588,9 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
                 let inserted = insert_events(&tx, head, item.events.iter())?;
                 for (e, _) in item.events.iter().zip(&inserted).filter(|(_, i)| **i) {
                     actions.push(e.action.as_str());
+                    if tap.is_some() {
+                        tapped.push(e.clone());
+                    }
                 }
                 let new = inserted.iter().filter(|i| **i).count();
                 if let Some(c) = &item.checkpoint {
@@ -580,6 +613,11 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
     match result {
         Ok(stored) => {
             on_commit(&actions);
+            if let Some(t) = tap {
+                for e in tapped {
+                    let _ = t.send(e);
+                }
+            }
             for (item, n) in batch.drain(..).zip(stored) {
                 if let Some(ack) = item.ack {
                     let _ = ack.send(Ok(n));
@@ -666,6 +704,7 @@ fn store_inventory(
     head: &mut String,
     u: &InventoryUpdate,
     on_commit: &OnCommit,
+    tap: Option<&EventTap>,
 ) -> Result<(), StoreError> {
     let before = head.clone();
     let result = (|| -> Result<Vec<bool>, rusqlite::Error> {
@@ -730,6 +769,11 @@ fn store_inventory(
                 .map(|(e, _)| e.action.as_str())
                 .collect();
             on_commit(&actions);
+            if let Some(t) = tap {
+                for (e, _) in u.events.iter().zip(&inserted).filter(|(_, ins)| **ins) {
+                    let _ = t.send(e.clone());
+                }
+            }
             Ok(())
         }
         Err(e) => {
