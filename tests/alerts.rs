@@ -847,3 +847,57 @@ url = "{}"
     assert_eq!(got[1].json()["status"], "resolved");
     daemon.stop();
 }
+
+#[test]
+fn registry_down_fires_after_for_and_resolves_when_it_is_back() {
+    let mut registry = Registry::start(RegistryOptions::default());
+    let hook = WebhookSink::start();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "{}"
+username = "alice"
+password = "alice-pass"
+probe_interval = "1s"
+
+[[rule]]
+name = "registry-down"
+kind = "registry_down"
+for = "3s"
+interval = "1s"
+summary = "{{{{ registry }}}} does not answer GET /v2/"
+channels = ["hook"]
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+        registry.url(),
+        hook.url()
+    );
+    let daemon = Daemon::start(&config);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(hook.received().is_empty(), "up: nothing sent");
+    registry.stop();
+    let stopped = Instant::now();
+    let got = hook.wait_for(1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    assert!(
+        got[0].at - stopped >= Duration::from_secs(3),
+        "pending for `for` first"
+    );
+    let n = got[0].json();
+    assert_eq!(n["status"], "firing");
+    assert_eq!(n["annotations"]["summary"], "main does not answer GET /v2/");
+    registry.restart();
+    let got = hook.wait_for(2, Duration::from_secs(15));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].json()["status"], "resolved");
+    daemon.stop();
+}
