@@ -192,7 +192,14 @@ url = "{}"
     prom.wait_port(prom_port);
     std::thread::sleep(Duration::from_secs(20));
     let mut base = Vec::new();
+    // Trials start at pseudo-random points of the 15 s scrape and evaluation cycles (else
+    // each would start right after the previous alert arrived, always in the same phase).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for t in 0..baseline_trials {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(x % 15_000));
         let name = format!("PasswordGuessing{t}");
         for _ in 0..10 {
             wrong_password(&client, &registry.url(), "bob");

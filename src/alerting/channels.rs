@@ -43,6 +43,7 @@ pub async fn deliver(
         "email" => email(c, n).await,
         "webhook" => {
             let body = serde_json::to_vec(n).map_err(|e| DeliveryError::Build(e.to_string()))?;
+            // Signed over exactly the bytes sent.
             let mut req = client
                 .post(c.url.as_deref().unwrap_or_default())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -122,7 +123,13 @@ pub async fn deliver(
 }
 
 async fn send(req: reqwest::RequestBuilder, c: &ChannelConfig) -> Result<(), DeliveryError> {
-    let resp = req.timeout(c.timeout).send().await?;
+    // Without the URL: Slack and Teams webhook URLs are secrets themselves, and errors are
+    // logged and stored in the outbox.
+    let resp = req
+        .timeout(c.timeout)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Http(e.without_url()))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());

@@ -449,3 +449,73 @@ pub fn validate(
     }
     errs
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Origin, parse};
+    use std::path::Path;
+
+    const BASE: &str = "[[registry]]\nname = \"main\"\nurl = \"http://x\"\n";
+
+    fn errors(extra: &str) -> Vec<String> {
+        match parse(&format!("{BASE}{extra}"), Origin::Embedded, Path::new("/")) {
+            Ok(_) => vec![],
+            Err(e) => e
+                .diagnostics
+                .iter()
+                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rules_and_channels_are_validated_with_positions() {
+        let e = errors(
+            "[[rule]]\nname = \"r\"\nkind = \"auth_failure\"\nchannels = [\"nope\"]\n\
+             [[rule]]\nname = \"p\"\nkind = \"pull_failure_rate\"\nwindow = \"10m\"\n\
+             [[channel]]\nname = \"m\"\nkind = \"email\"\nfrom = \"not an address\"\n\
+             [[maintenance]]\nname = \"w\"\nschedule = \"0 0 2 * * SUN\"\nduration = \"1h\"\n",
+        );
+        let joined = e.join("\n");
+        assert!(
+            joined.contains("rule[0].kind: unknown rule kind \"auth_failure\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule[0].channels: no [[channel]] is named \"nope\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule[1].window: must be between 1s and 300s"),
+            "{joined}"
+        );
+        assert!(joined.contains("channel[0].smtp_host"), "{joined}");
+        assert!(joined.contains("channel[0].from"), "{joined}");
+        assert!(joined.contains("channel[0].to"), "{joined}");
+        assert!(
+            joined.contains("maintenance[0].schedule: expected a 5-field"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn check_never_prints_webhook_urls_or_secrets() {
+        let c = parse(
+            &format!(
+                "{BASE}[[channel]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/SECRETTOKEN\"\n\
+                 [[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://h.example/x\"\nsecret = \"hmac-key\"\n"
+            ),
+            Origin::Embedded,
+            Path::new("/"),
+        )
+        .unwrap();
+        let s = c.summary();
+        assert!(
+            s.contains("chat         slack https://hooks.slack.com/…"),
+            "{s}"
+        );
+        assert!(!s.contains("SECRETTOKEN"), "{s}");
+        assert!(!s.contains("hmac-key"), "{s}");
+        assert!(!format!("{c:?}").contains("hmac-key"));
+    }
+}

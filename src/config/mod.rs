@@ -769,7 +769,14 @@ impl Config {
                         c.tls,
                         c.to.join(", ")
                     ),
-                    _ => c.url.clone().unwrap_or_default(),
+                    // Only scheme and host: webhook URLs (Slack, Teams) carry their token in
+                    // the path, and check never prints secrets.
+                    _ => c
+                        .url
+                        .as_deref()
+                        .and_then(|u| reqwest::Url::parse(u).ok())
+                        .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
+                        .unwrap_or_default(),
                 };
                 let secret = c
                     .secret_source
