@@ -901,3 +901,83 @@ url = "{}"
     assert_eq!(got[1].json()["status"], "resolved");
     daemon.stop();
 }
+
+#[test]
+fn email_over_starttls_and_implicit_tls_with_auth() {
+    for mode in ["starttls", "tls"] {
+        let smtp = SmtpSink::start_secure(mode, ("regwatch", "mail-pass"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("smtp-password"), "mail-pass\n").unwrap();
+        let config = format!(
+            r#"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+[[channel]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "{mode}"
+tls_ca_file = "{}"
+username = "regwatch"
+password_file = "smtp-password"
+from = "regwatch@example.test"
+to = ["oncall@example.test"]
+timeout = "5s"
+"#,
+            smtp.port,
+            smtp.ca().display()
+        );
+        let path = dir.path().join("regwatch.toml");
+        std::fs::write(&path, &config).unwrap();
+        let (code, out, err) = regwatch(&[
+            "alerts",
+            "test",
+            "--config",
+            path.to_str().unwrap(),
+            "--channel",
+            "mail",
+        ]);
+        assert_eq!(code, 0, "{mode}: {out}{err}");
+        let mails = smtp.wait_for(1, Duration::from_secs(5));
+        assert_eq!(mails.len(), 1, "{mode}");
+        assert!(
+            mails[0].contains("regwatch test notification"),
+            "{}",
+            mails[0]
+        );
+
+        // A wrong password is refused, and the error never shows the password.
+        std::fs::write(dir.path().join("smtp-password"), "wrong-pass\n").unwrap();
+        let (code, _, err) = regwatch(&[
+            "alerts",
+            "test",
+            "--config",
+            path.to_str().unwrap(),
+            "--channel",
+            "mail",
+        ]);
+        assert_eq!(code, 1, "{mode}: {err}");
+        assert!(err.contains("did not accept"), "{err}");
+        assert!(!err.contains("wrong-pass"), "{err}");
+        // Without the CA the server's certificate is not trusted.
+        std::fs::write(dir.path().join("smtp-password"), "mail-pass\n").unwrap();
+        let no_ca: String = config
+            .lines()
+            .filter(|l| !l.starts_with("tls_ca_file"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, no_ca).unwrap();
+        let (code, _, err) = regwatch(&[
+            "alerts",
+            "test",
+            "--config",
+            path.to_str().unwrap(),
+            "--channel",
+            "mail",
+        ]);
+        assert_eq!(code, 1, "{mode}: an untrusted certificate must fail: {err}");
+        assert_eq!(smtp.messages().len(), 1);
+    }
+}

@@ -7,6 +7,7 @@ use crate::http::escape;
 use hmac::{Hmac, Mac};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 
@@ -200,16 +201,31 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| build(&e))?;
     let host = c.smtp_host.as_deref().unwrap_or_default();
-    let mut transport = match c.tls.as_str() {
-        "tls" => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(host)?.port(c.smtp_port.unwrap_or(465))
+    let tls = |wrap: bool| -> Result<Tls, DeliveryError> {
+        let mut params = TlsParameters::builder(host.to_string());
+        if let Some(ca) = &c.tls_ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| DeliveryError::Build(format!("reading {}: {e}", ca.display())))?;
+            params = params.add_root_certificate(Certificate::from_pem(&pem)?);
         }
-        "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(c.smtp_port.unwrap_or(25)),
-        _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?
-            .port(c.smtp_port.unwrap_or(587)),
-    }
-    .timeout(Some(c.timeout));
+        let params = params.build_rustls()?;
+        Ok(if wrap {
+            Tls::Wrapper(params)
+        } else {
+            Tls::Required(params)
+        })
+    };
+    // STARTTLS is required, never opportunistic: a server (or someone in between) that
+    // drops the STARTTLS offer must not get the password in clear.
+    let (tls, port) = match c.tls.as_str() {
+        "tls" => (tls(true)?, 465),
+        "none" => (Tls::None, 25),
+        _ => (tls(false)?, 587),
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(c.smtp_port.unwrap_or(port))
+        .tls(tls)
+        .timeout(Some(c.timeout));
     if let (Some(u), Some(p)) = (&c.username, &c.password) {
         transport = transport.credentials(Credentials::new(u.clone(), p.expose().to_string()));
     }

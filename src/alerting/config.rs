@@ -144,6 +144,9 @@ pub struct ChannelConfig {
     /// (port 25; only on a trusted network).
     #[serde(default = "default_tls")]
     pub tls: String,
+    /// email: a PEM CA certificate to trust for the SMTP server besides the public roots
+    /// (an internal CA, a self-signed relay).
+    pub tls_ca_file: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
@@ -309,6 +312,23 @@ pub fn validate(
                             c.tls
                         ),
                     );
+                }
+                if let Some(ca) = &c.tls_ca_file {
+                    let path = base.join(ca);
+                    match std::fs::read(&path) {
+                        Ok(pem)
+                            if lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                                .is_ok() => {}
+                        Ok(_) => err(
+                            at.clone().key("tls_ca_file"),
+                            format!("{} is not a PEM certificate", path.display()),
+                        ),
+                        Err(e) => err(
+                            at.clone().key("tls_ca_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        ),
+                    }
+                    c.tls_ca_file = Some(path);
                 }
                 if c.password.is_some() && c.username.is_none() {
                     err(

@@ -461,6 +461,107 @@ impl SmtpSink {
         SmtpSink { dir, port, proc }
     }
 
+    /// A server that requires TLS (`mode` "starttls" or "tls" for implicit TLS) and AUTH
+    /// as `login`, with a fresh self-signed certificate for 127.0.0.1 (see [`Self::ca`]).
+    pub fn start_secure(mode: &str, login: (&str, &str)) -> SmtpSink {
+        require("openssl", "openssl");
+        let python = Path::new("/usr/bin/python3");
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-smtps-")
+            .tempdir()
+            .unwrap();
+        for sub in ["mail/cur", "mail/new", "mail/tmp"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        // A CA and a server certificate it signed (webpki refuses a CA certificate used as
+        // the server's own).
+        let d = dir.path();
+        let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+        fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=regwatch test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            "aiosmtpd-tls",
+            Command::new(python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/smtp_tls.py"
+                ))
+                .args([mode, &port.to_string()])
+                .arg(dir.path().join("mail"))
+                .args([&cert, &key])
+                .args([login.0, login.1]),
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        SmtpSink { dir, port, proc }
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// Every message received so far, as raw RFC 5322 text, oldest first.
     pub fn messages(&self) -> Vec<String> {
         let mut files: Vec<_> = fs::read_dir(self.dir.path().join("mail/new"))
