@@ -981,3 +981,62 @@ timeout = "5s"
         assert_eq!(smtp.messages().len(), 1);
     }
 }
+
+#[test]
+fn alertmanager_keeps_a_firing_alert_because_regwatch_re_sends_it() {
+    // Alertmanager forgets an alert not re-sent within resolve_timeout (3 s here).
+    let am = Alertmanager::start_config(
+        "global:\n  resolve_timeout: 3s\nroute:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+[[rule]]
+name = "guessing"
+kind = "auth_failures"
+threshold = 10
+window = "1m"
+channels = ["am"]
+[[channel]]
+name = "am"
+kind = "alertmanager"
+url = "{}"
+resend_interval = "1s"
+"#,
+        log.display(),
+        am.url()
+    );
+    let daemon = Daemon::start_in(dir, &config, &[]);
+    failed_logins(&log, "10.0.0.6", "eve", 11);
+    wait_until(Duration::from_secs(10), "the alert in Alertmanager", || {
+        has_alert(&am, "guessing")
+    });
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            has_alert(&am, "guessing"),
+            "re-sent while firing, so still active:\n{}",
+            daemon.proc.stderr()
+        );
+    }
+    let alerts = am.alerts();
+    assert_eq!(alerts[0]["labels"]["address"], "10.0.0.6");
+    daemon.stop();
+}

@@ -159,11 +159,18 @@ pub struct ChannelConfig {
     /// email: subject and text body templates (an HTML part is built from the same values).
     pub subject: Option<String>,
     pub body: Option<String>,
+    /// alertmanager: how often a firing alert is re-sent (Alertmanager resolves an alert it
+    /// has not heard of for its `resolve_timeout`, 5m by default).
+    #[serde(default = "default_resend", deserialize_with = "duration::required")]
+    pub resend_interval: Duration,
     /// Longest time one delivery attempt may take.
     #[serde(default = "default_timeout", deserialize_with = "duration::required")]
     pub timeout: Duration,
 }
 
+fn default_resend() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_tls() -> String {
     "starttls".into()
 }
@@ -271,6 +278,12 @@ pub fn validate(
         }
         if c.timeout.is_zero() {
             err(at.clone().key("timeout"), "must be greater than 0".into());
+        }
+        if c.resend_interval < Duration::from_secs(1) {
+            err(
+                at.clone().key("resend_interval"),
+                "must be at least 1s".into(),
+            );
         }
         match c.kind.as_str() {
             "email" => {

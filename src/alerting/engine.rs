@@ -123,19 +123,17 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn of(rule: &RuleConfig, has_alertmanager: bool) -> Timing {
+    /// `alertmanager_resend`: the shortest `resend_interval` of the rule's Alertmanager
+    /// channels, if it has any.
+    pub fn of(rule: &RuleConfig, alertmanager_resend: Option<Duration>) -> Timing {
         Timing {
             for_: rule.for_,
             repeat_interval: rule.repeat_interval,
-            refresh: has_alertmanager.then_some(ALERTMANAGER_REFRESH),
+            refresh: alertmanager_resend,
             send_resolved: rule.send_resolved,
         }
     }
 }
-
-/// Alertmanager resolves an alert it has not heard of for `resolve_timeout` (default 5m);
-/// re-sending every minute keeps it firing there with margin.
-pub const ALERTMANAGER_REFRESH: Duration = Duration::from_secs(60);
 
 /// One state change and what it asks to be sent.
 #[derive(Debug, Clone, PartialEq)]

@@ -170,15 +170,16 @@ impl Evaluator {
                         unix,
                     );
                 }
-                let has_am = rule.channels.iter().any(|c| {
-                    self.channels
-                        .iter()
-                        .any(|ch| &ch.name == c && ch.kind == "alertmanager")
-                });
+                let resend = self
+                    .channels
+                    .iter()
+                    .filter(|ch| ch.kind == "alertmanager" && rule.channels.contains(&ch.name))
+                    .map(|ch| ch.resend_interval)
+                    .min();
                 let empty = HashMap::new();
                 let states = self.states.get(&rule.name).unwrap_or(&empty);
                 let mut changes =
-                    engine::evaluate(&rule.name, Timing::of(rule, has_am), states, &breaches, now);
+                    engine::evaluate(&rule.name, Timing::of(rule, resend), states, &breaches, now);
                 // The traffic windows start empty after a restart: a firing log-driven alert
                 // is not resolved before its window has refilled (or it would be resolved,
                 // and re-fired, by every restart).

@@ -1048,7 +1048,7 @@ impl Alertmanager {
         ))
     }
 
-    fn start_config(config: &str) -> Alertmanager {
+    pub fn start_config(config: &str) -> Alertmanager {
         let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
         let dir = tempfile::Builder::new()
             .prefix("regwatch-am-")
