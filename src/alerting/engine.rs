@@ -408,6 +408,26 @@ pub fn observe_recent(rule: &RuleConfig, recent: &mut Recent, now: i64) -> Vec<B
     out
 }
 
+/// A gauge-driven rule over one value per registry: `storage_usage` (a used ratio, fires
+/// above the threshold) and `storage_forecast` (days until full, fires **below** it). `None`
+/// (no measurement yet) never fires. The storage walk feeds these (see runner.rs).
+pub fn observe_gauge(rule: &RuleConfig, registry: &str, value: Option<f64>) -> Vec<Breach> {
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return vec![];
+    };
+    let breach = if rule.kind == "storage_forecast" {
+        v < rule.threshold
+    } else {
+        v > rule.threshold
+    };
+    if !breach {
+        return vec![];
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert("registry".to_string(), registry.to_string());
+    vec![Breach { labels, value: v }]
+}
+
 /// `registry_down`: a registry whose probe fails is a breach (value 1); `for` says for how
 /// long it must fail before the alert fires.
 pub fn observe_up(registry: &str, up: bool) -> Vec<Breach> {
@@ -609,6 +629,18 @@ mod tests {
             "a minute later"
         );
         assert!(recent.is_empty(), "forgotten");
+    }
+
+    #[test]
+    fn storage_rules_fire_above_usage_and_below_days_left() {
+        let usage = rule("storage_usage", 0.85, 60);
+        assert!(observe_gauge(&usage, "main", Some(0.85)).is_empty());
+        assert_eq!(observe_gauge(&usage, "main", Some(0.9))[0].value, 0.9);
+        assert!(observe_gauge(&usage, "main", None).is_empty());
+        let forecast = rule("storage_forecast", 14.0, 60);
+        assert_eq!(observe_gauge(&forecast, "main", Some(9.5))[0].value, 9.5);
+        assert!(observe_gauge(&forecast, "main", Some(30.0)).is_empty());
+        assert!(observe_gauge(&forecast, "main", Some(f64::INFINITY)).is_empty());
     }
 
     #[test]

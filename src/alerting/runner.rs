@@ -156,6 +156,12 @@ impl Evaluator {
                             }
                         }
                         "audit_match" => {}
+                        // The storage walk (another branch) measures usage and the forecast;
+                        // once merged, pass its value per registry here:
+                        // `breaches.extend(engine::observe_gauge(rule, reg, value))`.
+                        "storage_usage" | "storage_forecast" => {
+                            breaches.extend(engine::observe_gauge(rule, reg, None));
+                        }
                         "registry_down" => {
                             let up = self.metrics.registries.up.with_label_values(&[reg]).get();
                             breaches.extend(engine::observe_up(reg, up == 1));
