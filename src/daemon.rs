@@ -325,6 +325,7 @@ async fn supervise_alerting(
                 return;
             }
         };
+        warn_orphaned_outbox(&c);
         let mut tasks = tokio::task::JoinSet::new();
         let mut workers = std::collections::HashMap::new();
         for ch in &c.channels {
@@ -365,6 +366,28 @@ async fn supervise_alerting(
         while tasks.join_next().await.is_some() {}
         if !changed {
             return;
+        }
+    }
+}
+
+/// Notifications for a channel no longer configured stay in the outbox (they are not
+/// dropped silently): say so at start-up and on every reload.
+fn warn_orphaned_outbox(c: &Config) {
+    let Ok(conn) = crate::audit::open_read_only(&c.database.path) else {
+        return;
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT channel, count(*) FROM alert_outbox GROUP BY channel")
+    else {
+        return;
+    };
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
+    for (channel, n) in rows.into_iter().flatten().flatten() {
+        if !c.channels.iter().any(|ch| ch.name == channel) {
+            tracing::warn!(
+                channel,
+                notifications = n,
+                "notifications wait in the outbox for a channel that is not configured; restore the [[channel]] to deliver them"
+            );
         }
     }
 }

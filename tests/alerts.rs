@@ -1040,3 +1040,57 @@ resend_interval = "1s"
     assert_eq!(alerts[0]["labels"]["address"], "10.0.0.6");
     daemon.stop();
 }
+
+#[test]
+fn sighup_applies_new_rules() {
+    let hook = WebhookSink::start();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = |threshold: u32| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "http://127.0.0.1:9"
+[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+[[rule]]
+name = "guessing"
+kind = "auth_failures"
+threshold = {threshold}
+window = "1m"
+channels = ["hook"]
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+            log.display(),
+            hook.url()
+        )
+    };
+    let daemon = Daemon::start_in(dir, &config(100), &[]);
+    failed_logins(&log, "10.0.0.4", "eve", 11);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(hook.received().is_empty(), "11 is not above 100");
+    let text = config(10)
+        .replace("{port}", &daemon.port.to_string())
+        .replace("{dir}", &daemon.dir.path().display().to_string());
+    std::fs::write(daemon.config_path(), text).unwrap();
+    daemon.proc.signal("HUP");
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    assert_eq!(got[0].json()["labels"]["address"], "10.0.0.4");
+    daemon.stop();
+}
