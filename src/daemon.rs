@@ -53,7 +53,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             })
             .collect(),
     );
-    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock)?;
+    let (alert_wake, alert_wake_rx) = crate::alerting::runner::wake_channel();
+    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock, &alert_wake)?;
 
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -66,6 +67,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
     let reports = Reports::default();
+    let silences: crate::alerting::silence::Silences = Default::default();
+    {
+        let conn = crate::audit::open_read_only(&db_path)?;
+        *silences.write().expect("silences lock") =
+            crate::alerting::silence::load(&conn, clock.now())
+                .context("reading the alert silences")?;
+    }
     let state = AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -74,6 +82,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         db_path: db_path.clone(),
         traffic: traffic.clone(),
         reports: reports.clone(),
+        silences: silences.clone(),
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(
@@ -94,6 +103,18 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     ready.store(true, Ordering::Release);
     let retention_task = retention
         .map(|keep| tokio::spawn(retain(sink.clone(), keep, clock.clone(), shutdown.clone())));
+    let alerting = tokio::spawn(supervise_alerting(
+        config_rx.clone(),
+        AlertingContext {
+            traffic: traffic.clone(),
+            metrics: metrics.clone(),
+            sink: sink.clone(),
+            clock: clock.clone(),
+            silences,
+        },
+        alert_wake_rx,
+        shutdown.clone(),
+    ));
     let pollers = tokio::spawn(supervise_pollers(
         config_rx,
         PollerContext {
@@ -153,6 +174,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, alerting).await.is_err() {
+        tracing::warn!("alerting still running after {DRAIN_TIMEOUT:?}");
+    }
     if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
         tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");
     }
@@ -208,6 +232,7 @@ fn start_tails(
     traffic: &Arc<Traffic>,
     sink: &AuditSink,
     clock: &SharedClock,
+    alert_wake: &tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Tails> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -230,6 +255,7 @@ fn start_tails(
             audit_requests: registry.audit_from_logs,
             stats: traffic[&log.registry].clone(),
             counters: metrics.log_counters(&log.name, &log.registry),
+            alert_wake: Some(alert_wake.clone()),
         };
         let start_at = if log.start_at == "beginning" {
             StartAt::Beginning
@@ -306,6 +332,109 @@ async fn supervise_pollers(
             .write()
             .expect("not poisoned")
             .retain(|name, _| config.borrow().registry(name).is_some());
+    }
+}
+
+/// What the alerting tasks share across config reloads.
+struct AlertingContext {
+    traffic: Arc<Traffic>,
+    metrics: Arc<Metrics>,
+    sink: AuditSink,
+    clock: SharedClock,
+    silences: crate::alerting::silence::Silences,
+}
+
+/// The rule evaluator and one delivery worker per channel; restarted with the new rules and
+/// channels on a reload (states and the outbox are in the database, so nothing is lost).
+async fn supervise_alerting(
+    mut config: watch::Receiver<Arc<Config>>,
+    ctx: AlertingContext,
+    mut wake: tokio::sync::mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    use crate::alerting::runner;
+    // Committed audit events, for audit_match rules (the writer sends each new one).
+    let (tap, mut events) = tokio::sync::mpsc::unbounded_channel();
+    if let Err(e) = ctx.sink.set_event_tap(tap).await {
+        tracing::error!(error = %e, "audit_match rules will not see audit events");
+    }
+    loop {
+        let generation = stop.child_token();
+        let c = config.borrow_and_update().clone();
+        let states = match crate::audit::open_read_only(&c.database.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|conn| runner::load_states(&conn).map_err(anyhow::Error::from))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the alert states; alerting is off");
+                return;
+            }
+        };
+        warn_orphaned_outbox(&c);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut workers = std::collections::HashMap::new();
+        for ch in &c.channels {
+            let w = Arc::new(tokio::sync::Notify::new());
+            workers.insert(ch.name.clone(), w.clone());
+            tasks.spawn(runner::deliver_channel(
+                ch.clone(),
+                c.database.path.clone(),
+                ctx.sink.clone(),
+                ctx.metrics.clone(),
+                w,
+                generation.clone(),
+            ));
+        }
+        let evaluator = runner::Evaluator {
+            rules: c.rules.clone(),
+            channels: c.channels.clone(),
+            registries: c.registries.iter().map(|r| r.name.clone()).collect(),
+            traffic: ctx.traffic.clone(),
+            metrics: ctx.metrics.clone(),
+            sink: ctx.sink.clone(),
+            clock: ctx.clock.clone(),
+            states,
+            workers,
+            silences: ctx.silences.clone(),
+            windows: c.maintenance.iter().filter_map(|m| m.window()).collect(),
+        };
+        let changed = {
+            let run = evaluator.run(&mut wake, &mut events, generation.clone());
+            tokio::pin!(run);
+            tokio::select! {
+                _ = stop.cancelled() => false,
+                r = config.changed() => r.is_ok(),
+                _ = &mut run => false,
+            }
+        };
+        generation.cancel();
+        while tasks.join_next().await.is_some() {}
+        if !changed {
+            return;
+        }
+    }
+}
+
+/// Notifications for a channel no longer configured stay in the outbox (they are not
+/// dropped silently): say so at start-up and on every reload.
+fn warn_orphaned_outbox(c: &Config) {
+    let Ok(conn) = crate::audit::open_read_only(&c.database.path) else {
+        return;
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT channel, count(*) FROM alert_outbox GROUP BY channel")
+    else {
+        return;
+    };
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
+    for (channel, n) in rows.into_iter().flatten().flatten() {
+        if !c.channels.iter().any(|ch| ch.name == channel) {
+            tracing::warn!(
+                channel,
+                notifications = n,
+                "notifications wait in the outbox for a channel that is not configured; restore the [[channel]] to deliver them"
+            );
+        }
     }
 }
 

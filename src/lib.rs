@@ -3,6 +3,7 @@
 //! Data flows from `sources` into [`event::Event`]s, which the single [`audit`] writer
 //! commits; [`metrics`] and [`http`] expose the state; [`daemon`] wires it together.
 
+pub mod alerting;
 pub mod audit;
 pub mod clock;
 pub mod commands;

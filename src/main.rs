@@ -79,8 +79,24 @@ enum Command {
         #[command(flatten)]
         args: StorageArgs,
     },
+    /// Alerting: send a test notification through a channel.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Print the version and the git revision it was built from.
     Version,
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Send a test notification through one `[[channel]]` now (directly, not through the
+    /// outbox) and say whether the receiver accepted it. Exits 1 if it did not.
+    Test {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The channel's name in the config.
+        #[arg(long)]
+        channel: String,
+    },
 }
 
 /// Where the audit commands find the database.
@@ -166,6 +182,19 @@ fn main() -> ExitCode {
             Err(e) => config_failed(&e),
         },
         Command::Audit(cmd) => run_audit(*cmd),
+        Command::Alerts(AlertsCommand::Test { config, channel }) => {
+            let loaded = match config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_failed(&e),
+            };
+            match regwatch::commands::alerts::test(&loaded, &channel) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Inventory {
             config,
             registry,

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub log_parse_errors_total: IntCounterVec,
     pub log_lines_truncated_total: IntCounterVec,
     pub log_lag_bytes: IntGaugeVec,
+    pub alerts_firing: IntGaugeVec,
+    pub notifications_total: IntCounterVec,
+    pub notifications_failed_total: IntCounterVec,
+    pub outbox_pending: IntGauge,
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
 }
@@ -318,6 +322,29 @@ impl Metrics {
             &["log"],
         )
         .expect("valid metric");
+        let alerts_firing = IntGaugeVec::new(
+            Opts::new(
+                "regwatch_alerts_firing",
+                "Alerts of the rule firing now (one per group, e.g. per address).",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric");
+        let notifications_total = counter(
+            "regwatch_notifications_total",
+            "Notifications the channel accepted.",
+            "channel",
+        );
+        let notifications_failed_total = counter(
+            "regwatch_notifications_failed_total",
+            "Delivery attempts that failed (each is retried from the outbox).",
+            "channel",
+        );
+        let outbox_pending = IntGauge::new(
+            "regwatch_outbox_pending",
+            "Notifications waiting in the outbox for their channel to accept them.",
+        )
+        .expect("valid metric");
         let registry_metrics = RegistryMetrics::new();
         let storage = StorageMetrics::new();
         for c in [
@@ -336,6 +363,10 @@ impl Metrics {
             Box::new(log_parse_errors_total.clone()),
             Box::new(log_lines_truncated_total.clone()),
             Box::new(log_lag_bytes.clone()),
+            Box::new(alerts_firing.clone()),
+            Box::new(notifications_total.clone()),
+            Box::new(notifications_failed_total.clone()),
+            Box::new(outbox_pending.clone()),
         ]
         .into_iter()
         .chain(registry_metrics.collectors())
@@ -365,6 +396,10 @@ impl Metrics {
             log_parse_errors_total,
             log_lines_truncated_total,
             log_lag_bytes,
+            alerts_firing,
+            notifications_total,
+            notifications_failed_total,
+            outbox_pending,
             registries: registry_metrics,
             storage,
         }

@@ -113,6 +113,19 @@ impl KeyedWindow {
         self.keys.get(key).map(|r| r.sum(now, 60)).unwrap_or(0)
     }
 
+    /// Every key with more than `threshold` failures in the last `secs` seconds (≤ 60).
+    pub fn over(&self, now: i64, secs: usize, threshold: f64) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .keys
+            .iter()
+            .map(|(k, r)| (k, r.sum(now, secs)))
+            .filter(|(_, n)| *n as f64 > threshold)
+            .map(|(k, n)| (k.clone(), n))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The key with the most failures in the last minute.
     pub fn max(&self, now: i64) -> Option<(&str, u64)> {
         self.keys
@@ -143,6 +156,8 @@ pub struct RegistryStats {
     pull_failures: Ring<300>,
     pub auth_by_user: KeyedWindow,
     pub auth_by_address: KeyedWindow,
+    /// Every failed login, whoever and wherever from (`group_by = "none"` rules).
+    auth_all: Ring<60>,
 }
 
 impl RegistryStats {
@@ -154,12 +169,18 @@ impl RegistryStats {
     }
 
     pub fn auth_failure(&mut self, at: i64, user: Option<&str>, address: Option<&str>) {
+        self.auth_all.add(at, 1);
         if let Some(u) = user {
             self.auth_by_user.add(u, at);
         }
         if let Some(a) = address {
             self.auth_by_address.add(a, at);
         }
+    }
+
+    /// Failed logins over the last `secs` seconds (≤ 60).
+    pub fn auth_total(&self, now: i64, secs: usize) -> u64 {
+        self.auth_all.sum(now, secs)
     }
 
     /// (failed pulls, pulls) over the last `secs` seconds.

@@ -12,6 +12,8 @@ fn example_config_passes_check_once_its_files_exist() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("api-token"), "t\n").unwrap();
     std::fs::write(dir.path().join("registry-password"), "p\n").unwrap();
+    std::fs::write(dir.path().join("smtp-password"), "s\n").unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), "w\n").unwrap();
     std::fs::create_dir(dir.path().join("storage")).unwrap();
     let d = dir.path().display().to_string();
     let text = text

@@ -10,8 +10,8 @@ pub mod writer;
 
 pub use schema::{StoreError, open_read_only};
 pub use writer::{
-    AuditSink, AuditWriter, Checkpoint, InventoryUpdate, load_checkpoint, load_checkpoints_of,
-    load_inventory,
+    AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome, EventTap,
+    InventoryUpdate, OutboxRow, load_checkpoint, load_checkpoints_of, load_inventory,
 };
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the

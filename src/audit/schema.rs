@@ -90,6 +90,46 @@ const MIGRATIONS: &[&str] = &[
         available_bytes INTEGER NOT NULL
     );
     CREATE INDEX storage_samples_registry_time ON storage_samples(registry, time);",
+    // 5: alerting. The state of every alert (rule + group key; the state itself as JSON),
+    // the outbox of notifications not yet accepted by their channel (written in the same
+    // transaction as the state change that caused them), and every delivery attempt.
+    "CREATE TABLE alert_states (
+        rule       TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        phase      TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (rule, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE alert_outbox (
+        id              INTEGER PRIMARY KEY,
+        idempotency_key TEXT    NOT NULL,
+        channel         TEXT    NOT NULL,
+        payload         TEXT    NOT NULL,
+        created_at      TEXT    NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_error      TEXT,
+        UNIQUE (idempotency_key, channel)
+    );
+    CREATE INDEX alert_outbox_channel_due ON alert_outbox(channel, next_attempt_ms);
+    CREATE TABLE alert_deliveries (
+        id              INTEGER PRIMARY KEY,
+        outbox_id       INTEGER NOT NULL,
+        idempotency_key TEXT    NOT NULL,
+        channel         TEXT    NOT NULL,
+        time            TEXT    NOT NULL,
+        ok              INTEGER NOT NULL,
+        error           TEXT
+    );
+    CREATE TABLE alert_silences (
+        id         INTEGER PRIMARY KEY,
+        matchers   TEXT NOT NULL,
+        starts_at  TEXT NOT NULL,
+        ends_at    TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        comment    TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

@@ -49,6 +49,24 @@ enum Command {
         update: Box<InventoryUpdate>,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Alert state changes and the notifications they cause, in one transaction.
+    Alerts {
+        update: Box<AlertUpdate>,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The outcome of one delivery attempt.
+    Delivery {
+        outcome: DeliveryOutcome,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// From now on, send every newly committed audit event to this channel (alert rules on
+    /// audit events see only what is stored).
+    Tap(EventTap),
+    /// A new silence; answered with its id.
+    Silence {
+        silence: Box<crate::alerting::silence::Silence>,
+        ack: oneshot::Sender<Result<i64, StoreError>>,
+    },
     /// Runs a closure on the write connection, between batches (for tables other than the
     /// audit trail, e.g. storage samples), so there is never a second write connection.
     Execute(Job),
@@ -57,6 +75,45 @@ enum Command {
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Receives every audit event after it is committed (re-deliveries excluded).
+pub type EventTap = mpsc::UnboundedSender<Event>;
+
+/// One alert's new state (`phase` "inactive" removes it).
+#[derive(Debug, Clone)]
+pub struct AlertStateRow {
+    pub rule: String,
+    pub key: String,
+    pub phase: &'static str,
+    /// The whole state as JSON.
+    pub state: String,
+}
+
+/// A notification for one channel, waiting in the outbox until the channel accepts it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub idempotency_key: String,
+    pub channel: String,
+    /// The notification as JSON.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertUpdate {
+    pub states: Vec<AlertStateRow>,
+    pub outbox: Vec<OutboxRow>,
+}
+
+/// What one delivery attempt of an outbox row came to.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub outbox_id: i64,
+    pub channel: String,
+    pub idempotency_key: String,
+    /// `None`: accepted (the row leaves the outbox); `Some(error)`: retried at `retry_at_ms`.
+    pub error: Option<String>,
+    pub retry_at_ms: i64,
+}
 
 /// What one poll changed. Applied with its events in one transaction, so a crash between
 /// the two can neither lose the events nor report them twice.
@@ -167,6 +224,53 @@ impl AuditSink {
                 update: Box::new(update),
                 ack,
             })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores alert state changes and their outbox rows in one transaction; waits for it.
+    pub async fn store_alerts(&self, update: AlertUpdate) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Alerts {
+                update: Box::new(update),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends every audit event committed from now on to `tap`.
+    pub async fn set_event_tap(&self, tap: EventTap) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Tap(tap))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Stores a silence; returns its id.
+    pub async fn store_silence(
+        &self,
+        silence: crate::alerting::silence::Silence,
+    ) -> Result<i64, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Silence {
+                silence: Box::new(silence),
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a delivery attempt (see [`DeliveryOutcome`]); waits for the commit.
+    pub async fn store_delivery(&self, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Command::Delivery { outcome, ack })
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
@@ -315,11 +419,12 @@ fn run(
     on_commit: OnCommit,
 ) {
     let mut batch: Vec<Item> = Vec::with_capacity(64);
+    let mut tap: Option<EventTap> = None;
     loop {
         let mut closing = false;
         let mut pending_prune = None;
         let mut pending_inventory = None;
-        let mut pending_job = None;
+        let mut pending_alert = None;
         let mut events = 0;
         match rx.blocking_recv() {
             None | Some(Command::Close) => closing = true,
@@ -329,12 +434,13 @@ fn run(
             }
             Some(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
             Some(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-            Some(Command::Execute(job)) => pending_job = Some(job),
+            // Alerts, deliveries, silences, the event tap: one at a time, between batches.
+            Some(cmd) => pending_alert = Some(cmd),
         }
         while !closing
             && pending_prune.is_none()
             && pending_inventory.is_none()
-            && pending_job.is_none()
+            && pending_alert.is_none()
             && events < MAX_BATCH
         {
             match rx.try_recv() {
@@ -344,22 +450,32 @@ fn run(
                 }
                 Ok(Command::Prune { cutoff, ack }) => pending_prune = Some((cutoff, ack)),
                 Ok(Command::Inventory { update, ack }) => pending_inventory = Some((update, ack)),
-                Ok(Command::Execute(job)) => pending_job = Some(job),
                 Ok(Command::Close) => closing = true,
+                Ok(cmd) => pending_alert = Some(cmd),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            commit(&mut conn, &mut head, &mut batch, &on_commit);
+            commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
         }
         if let Some((cutoff, ack)) = pending_prune {
             let _ = ack.send(prune(&mut conn, &cutoff).map_err(StoreError::from));
         }
         if let Some((update, ack)) = pending_inventory {
-            let _ = ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+            let _ = ack.send(store_inventory(
+                &mut conn,
+                &mut head,
+                &update,
+                &on_commit,
+                tap.as_ref(),
+            ));
         }
-        if let Some(job) = pending_job {
-            job(&mut conn);
+        if let Some(cmd) = pending_alert {
+            if let Command::Tap(t) = cmd {
+                tap = Some(t);
+            } else {
+                alert_command(&mut conn, cmd);
+            }
         }
         if closing {
             // Refuse new work, then commit what was queued behind the Close.
@@ -369,16 +485,22 @@ fn run(
                     Command::Write(item) => batch.push(item),
                     Command::Inventory { update, ack } => {
                         if !batch.is_empty() {
-                            commit(&mut conn, &mut head, &mut batch, &on_commit);
+                            commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
                         }
-                        let _ =
-                            ack.send(store_inventory(&mut conn, &mut head, &update, &on_commit));
+                        let _ = ack.send(store_inventory(
+                            &mut conn,
+                            &mut head,
+                            &update,
+                            &on_commit,
+                            tap.as_ref(),
+                        ));
                     }
-                    _ => {}
+                    Command::Prune { .. } | Command::Tap(_) | Command::Close => {}
+                    cmd => alert_command(&mut conn, cmd),
                 }
             }
             if !batch.is_empty() {
-                commit(&mut conn, &mut head, &mut batch, &on_commit);
+                commit(&mut conn, &mut head, &mut batch, &on_commit, tap.as_ref());
             }
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
                 tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
@@ -389,9 +511,110 @@ fn run(
     }
 }
 
-fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_commit: &OnCommit) {
+fn alert_command(conn: &mut Connection, cmd: Command) {
+    match cmd {
+        Command::Execute(job) => job(conn),
+        Command::Alerts { update, ack } => {
+            let _ = ack.send(store_alerts(conn, &update).map_err(StoreError::from));
+        }
+        Command::Delivery { outcome, ack } => {
+            let _ = ack.send(store_delivery(conn, &outcome).map_err(StoreError::from));
+        }
+        Command::Silence { silence, ack } => {
+            let s = &silence;
+            let r = conn
+                .execute(
+                    "INSERT INTO alert_silences (matchers, starts_at, ends_at, created_by, comment)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        serde_json::to_string(&s.matchers).unwrap_or_default(),
+                        super::format_time(s.starts_at),
+                        super::format_time(s.ends_at),
+                        s.created_by,
+                        s.comment
+                    ],
+                )
+                .map(|_| conn.last_insert_rowid());
+            let _ = ack.send(r.map_err(StoreError::from));
+        }
+        _ => {}
+    }
+}
+
+/// State changes and their outbox rows: one transaction, so a notification exists exactly
+/// when its state change does.
+fn store_alerts(conn: &mut Connection, u: &AlertUpdate) -> rusqlite::Result<()> {
+    let now = super::format_time(time::OffsetDateTime::now_utc());
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let tx = conn.transaction()?;
+    for s in &u.states {
+        if s.phase == "inactive" {
+            tx.execute(
+                "DELETE FROM alert_states WHERE rule = ?1 AND key = ?2",
+                params![s.rule, s.key],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO alert_states (rule, key, phase, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(rule, key) DO UPDATE SET phase = excluded.phase,
+                    state = excluded.state, updated_at = excluded.updated_at",
+                params![s.rule, s.key, s.phase, s.state, now],
+            )?;
+        }
+    }
+    for o in &u.outbox {
+        tx.execute(
+            "INSERT OR IGNORE INTO alert_outbox (idempotency_key, channel, payload, created_at,
+                attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            params![o.idempotency_key, o.channel, o.payload, now, now_ms],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Records an attempt; an accepted notification leaves the outbox in the same transaction.
+fn store_delivery(conn: &mut Connection, o: &DeliveryOutcome) -> rusqlite::Result<()> {
+    let now = super::format_time(time::OffsetDateTime::now_utc());
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO alert_deliveries (outbox_id, idempotency_key, channel, time, ok, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            o.outbox_id,
+            o.idempotency_key,
+            o.channel,
+            now,
+            o.error.is_none(),
+            o.error
+        ],
+    )?;
+    match &o.error {
+        None => {
+            tx.execute("DELETE FROM alert_outbox WHERE id = ?1", [o.outbox_id])?;
+        }
+        Some(e) => {
+            tx.execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?2,
+                    next_attempt_ms = ?3 WHERE id = ?1",
+                params![o.outbox_id, e, o.retry_at_ms],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+fn commit(
+    conn: &mut Connection,
+    head: &mut String,
+    batch: &mut Vec<Item>,
+    on_commit: &OnCommit,
+    tap: Option<&EventTap>,
+) {
     let before = head.clone();
     let mut actions: Vec<&'static str> = Vec::new();
+    let mut tapped: Vec<Event> = Vec::new();
     let result = (|| -> Result<Vec<usize>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut stored = Vec::with_capacity(batch.len());
@@ -407,6 +630,9 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
                 let inserted = insert_events(&tx, head, item.events.iter())?;
                 for (e, _) in item.events.iter().zip(&inserted).filter(|(_, i)| **i) {
                     actions.push(e.action.as_str());
+                    if tap.is_some() {
+                        tapped.push(e.clone());
+                    }
                 }
                 let new = inserted.iter().filter(|i| **i).count();
                 if let Some(c) = &item.checkpoint {
@@ -429,6 +655,11 @@ fn commit(conn: &mut Connection, head: &mut String, batch: &mut Vec<Item>, on_co
     match result {
         Ok(stored) => {
             on_commit(&actions);
+            if let Some(t) = tap {
+                for e in tapped {
+                    let _ = t.send(e);
+                }
+            }
             for (item, n) in batch.drain(..).zip(stored) {
                 if let Some(ack) = item.ack {
                     let _ = ack.send(Ok(n));
@@ -515,6 +746,7 @@ fn store_inventory(
     head: &mut String,
     u: &InventoryUpdate,
     on_commit: &OnCommit,
+    tap: Option<&EventTap>,
 ) -> Result<(), StoreError> {
     let before = head.clone();
     let result = (|| -> Result<Vec<bool>, rusqlite::Error> {
@@ -579,6 +811,11 @@ fn store_inventory(
                 .map(|(e, _)| e.action.as_str())
                 .collect();
             on_commit(&actions);
+            if let Some(t) = tap {
+                for (e, _) in u.events.iter().zip(&inserted).filter(|(_, ins)| **ins) {
+                    let _ = t.send(e.clone());
+                }
+            }
             Ok(())
         }
         Err(e) => {

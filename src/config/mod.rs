@@ -47,6 +47,12 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     #[serde(default, rename = "log")]
     pub logs: Vec<LogConfig>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<crate::alerting::config::RuleConfig>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<crate::alerting::config::ChannelConfig>,
+    #[serde(default)]
+    pub maintenance: Vec<crate::alerting::config::MaintenanceConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -557,7 +563,9 @@ impl Config {
             }
         }
         let mut log_names = HashSet::new();
-        let registry_names: Vec<&str> = self.registries.iter().map(|r| r.name.as_str()).collect();
+        let registry_names_owned: Vec<String> =
+            self.registries.iter().map(|r| r.name.clone()).collect();
+        let registry_names: Vec<&str> = registry_names_owned.iter().map(String::as_str).collect();
         for (i, l) in self.logs.iter_mut().enumerate() {
             let at = KeyPath::default().key("log").index(i);
             if !valid_name(&l.name) {
@@ -685,6 +693,18 @@ impl Config {
             }
             l.parsed_format = format;
         }
+        errs.extend(crate::alerting::config::validate(
+            &mut self.rules,
+            &mut self.channels,
+            &mut self.maintenance,
+            &registry_names_owned
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            base,
+            loc,
+        ));
+        let mut err = |path: KeyPath, msg: String| errs.push(loc.at_path(&path, msg));
         if self.registries.is_empty() {
             err(
                 KeyPath::default().key("registry"),
@@ -788,6 +808,70 @@ impl Config {
                 );
             }
         }
+        if !self.rules.is_empty() {
+            let _ = writeln!(s, "rules       {}", self.rules.len());
+            for r in &self.rules {
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {} > {} (window {}, for {}; {} → {})",
+                    r.name,
+                    r.kind,
+                    r.threshold,
+                    duration::humane(r.window),
+                    duration::humane(r.for_),
+                    r.severity,
+                    if r.channels.is_empty() {
+                        "no channels".to_string()
+                    } else {
+                        r.channels.join(", ")
+                    }
+                );
+            }
+        }
+        if !self.channels.is_empty() {
+            let _ = writeln!(s, "channels    {}", self.channels.len());
+            for c in &self.channels {
+                let target = match c.kind.as_str() {
+                    "email" => format!(
+                        "{}:{} ({}) to {}",
+                        c.smtp_host.as_deref().unwrap_or(""),
+                        c.smtp_port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "default port".into()),
+                        c.tls,
+                        c.to.join(", ")
+                    ),
+                    // Only scheme and host: webhook URLs (Slack, Teams) carry their token in
+                    // the path, and check never prints secrets.
+                    _ => c
+                        .url
+                        .as_deref()
+                        .and_then(|u| reqwest::Url::parse(u).ok())
+                        .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
+                        .unwrap_or_default(),
+                };
+                let secret = c
+                    .secret_source
+                    .as_ref()
+                    .map(|src| format!(", signed with a secret {src}"))
+                    .or_else(|| {
+                        c.password_source
+                            .as_ref()
+                            .map(|src| format!(", password {src}"))
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(s, "  {:<12} {} {target}{secret}", c.name, c.kind);
+            }
+        }
+        for m in &self.maintenance {
+            let _ = writeln!(
+                s,
+                "maintenance {} ({} UTC for {})",
+                m.name,
+                m.schedule,
+                duration::humane(m.duration)
+            );
+        }
         s
     }
 }
@@ -801,7 +885,7 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()

@@ -230,3 +230,140 @@ pub async fn repositories(
         .collect();
     Json(serde_json::json!({ "registries": registries })).into_response()
 }
+
+/// `GET /api/v1/alerts`: every stored alert state (pending, firing, resolved) and the
+/// number of notifications waiting in the outbox.
+pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let db = state.db_path.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        let states = crate::alerting::runner::load_states(&conn).map_err(|e| e.to_string())?;
+        let mut list: Vec<_> = states.into_values().flat_map(|m| m.into_values()).collect();
+        list.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM alert_outbox", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({ "alerts": list, "outbox_pending": pending }))
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The body of `POST /api/v1/silences`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// Label → value or glob (`alertname` is the rule); at least one.
+    matchers: std::collections::BTreeMap<String, String>,
+    /// RFC 3339; default now.
+    starts_at: Option<String>,
+    /// RFC 3339; or give `duration`.
+    ends_at: Option<String>,
+    /// "2h", "30m": from `starts_at`.
+    duration: Option<String>,
+    #[serde(default)]
+    created_by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /api/v1/silences`: holds back notifications of matching alerts until it ends.
+pub async fn create_silence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let Json(new) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if new.matchers.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a silence needs at least one matcher (e.g. {\"alertname\": \"password-guessing\"})",
+        );
+    }
+    let rfc = &time::format_description::well_known::Rfc3339;
+    let now = time::OffsetDateTime::now_utc();
+    let starts_at = match new
+        .starts_at
+        .as_deref()
+        .map(|s| time::OffsetDateTime::parse(s, rfc))
+    {
+        None => now,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("starts_at: {e}")),
+    };
+    let ends_at = match (new.ends_at.as_deref(), new.duration.as_deref()) {
+        (Some(e), None) => match time::OffsetDateTime::parse(e, rfc) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("ends_at: {e}")),
+        },
+        (None, Some(d)) => match humantime::parse_duration(d) {
+            Ok(d) => starts_at + d,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("duration: {e}")),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either ends_at (RFC 3339) or duration (e.g. \"2h\")",
+            );
+        }
+    };
+    if ends_at <= starts_at || ends_at <= now {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the silence ends before it starts or in the past",
+        );
+    }
+    let mut silence = crate::alerting::silence::Silence {
+        id: 0,
+        matchers: new.matchers,
+        starts_at,
+        ends_at,
+        created_by: new.created_by,
+        comment: new.comment,
+    };
+    match state.sink.store_silence(silence.clone()).await {
+        Ok(id) => {
+            silence.id = id;
+            state
+                .silences
+                .write()
+                .expect("silences lock")
+                .push(silence.clone());
+            (StatusCode::CREATED, Json(silence)).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/silences`: the silences that have not ended.
+pub async fn silences(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    if let Some(r) = refuse(&headers, token.as_ref()) {
+        return r;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let list: Vec<_> = state
+        .silences
+        .read()
+        .expect("silences lock")
+        .iter()
+        .filter(|s| s.ends_at > now)
+        .cloned()
+        .collect();
+    Json(serde_json::json!({ "silences": list })).into_response()
+}

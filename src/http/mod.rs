@@ -33,6 +33,8 @@ pub struct AppState {
     pub traffic: Arc<crate::stats::Traffic>,
     /// The latest inventory of every registry (the poller writes, the API reads).
     pub reports: crate::sources::registry_api::Reports,
+    /// Silences in force or scheduled (the API adds, the alert evaluator reads).
+    pub silences: crate::alerting::silence::Silences,
 }
 
 pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
@@ -45,6 +47,11 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
         .route("/api/v1/audit", get(api::audit))
         .route("/api/v1/audit/head", get(api::head))
         .route("/api/v1/repositories", get(api::repositories))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route(
+            "/api/v1/silences",
+            get(api::silences).post(api::create_silence),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -8,6 +8,8 @@
 //! - [`SmtpSink`]: `/usr/bin/python3 -m aiosmtpd` writing a Maildir.
 //! - [`Images`]: small OCI images built with `umoci`, pushed and pulled with `skopeo`.
 //! - [`Daemon`]: the regwatch binary under test.
+//! - [`Alertmanager`]: Debian's `prometheus-alertmanager`, single node; [`WebhookSink`]: a
+//!   recording HTTP receiver (webhook, Slack, Teams) that can fail or close on demand.
 //!
 //! A missing program fails the test with the `apt-get install` line that provides it.
 
@@ -420,6 +422,11 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (e.g. one a daemon was configured with while no server listened).
+    pub fn start_on(port: u16) -> SmtpSink {
         let python = Path::new("/usr/bin/python3");
         assert!(
             python.is_file(),
@@ -441,7 +448,6 @@ impl SmtpSink {
         for sub in ["mail/cur", "mail/new", "mail/tmp"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        let port = free_port();
         let mut proc = Proc::spawn(
             "aiosmtpd",
             Command::new(python)
@@ -453,6 +459,107 @@ impl SmtpSink {
         );
         proc.wait_port(port);
         SmtpSink { dir, port, proc }
+    }
+
+    /// A server that requires TLS (`mode` "starttls" or "tls" for implicit TLS) and AUTH
+    /// as `login`, with a fresh self-signed certificate for 127.0.0.1 (see [`Self::ca`]).
+    pub fn start_secure(mode: &str, login: (&str, &str)) -> SmtpSink {
+        require("openssl", "openssl");
+        let python = Path::new("/usr/bin/python3");
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-smtps-")
+            .tempdir()
+            .unwrap();
+        for sub in ["mail/cur", "mail/new", "mail/tmp"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        // A CA and a server certificate it signed (webpki refuses a CA certificate used as
+        // the server's own).
+        let d = dir.path();
+        let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+        fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=regwatch test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            "aiosmtpd-tls",
+            Command::new(python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/smtp_tls.py"
+                ))
+                .args([mode, &port.to_string()])
+                .arg(dir.path().join("mail"))
+                .args([&cert, &key])
+                .args([login.0, login.1]),
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        SmtpSink { dir, port, proc }
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Every message received so far, as raw RFC 5322 text, oldest first.
@@ -917,4 +1024,209 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager), alone: no cluster peers
+/// (`--cluster.listen-address=`), one receiver that sends nothing. Tests read its own API.
+pub struct Alertmanager {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Alertmanager {
+    pub fn start() -> Alertmanager {
+        Self::start_config(
+            "route:\n  receiver: blackhole\n  group_wait: 0s\nreceivers:\n  - name: blackhole\n",
+        )
+    }
+
+    /// Routing every alert to a webhook at once (group_wait 0s), resolved ones too.
+    pub fn start_with_webhook(url: &str) -> Alertmanager {
+        Self::start_config(&format!(
+            "route:\n  receiver: hook\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: \"{url}\"\n        send_resolved: true\n"
+        ))
+    }
+
+    pub fn start_config(config: &str) -> Alertmanager {
+        let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
+        let dir = tempfile::Builder::new()
+            .prefix("regwatch-am-")
+            .tempdir()
+            .unwrap();
+        fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            "alertmanager",
+            Command::new(bin)
+                .arg(format!(
+                    "--config.file={}",
+                    dir.path().join("alertmanager.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address="),
+            &dir.path().join("stdout.log"),
+            &dir.path().join("stderr.log"),
+        );
+        proc.wait_port(port);
+        Alertmanager { dir, port, proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET /api/v2/alerts` (Alertmanager lists alerts that are not resolved yet).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_get(self.port, "/api/v2/alerts").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+}
+
+/// One request a [`WebhookSink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A small HTTP server recording every request (webhook, Slack and Teams receivers). It
+/// answers 200, or 503 while `failing` is set; [`WebhookSink::stop`] closes the port
+/// (connections refused) and [`WebhookSink::start_on`] opens it again.
+pub struct WebhookSink {
+    pub port: u16,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebhookSink {
+    pub fn start() -> WebhookSink {
+        Self::start_on(free_port(), Default::default())
+    }
+
+    pub fn start_on(
+        port: u16,
+        received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    ) -> WebhookSink {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s, f) = (received.clone(), stop.clone(), failing.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.is_empty() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = std::collections::BTreeMap::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let status = if f.load(Ordering::Acquire) {
+                    "503 Service Unavailable"
+                } else {
+                    r.lock().unwrap().push(Received {
+                        path,
+                        headers,
+                        body,
+                        at: Instant::now(),
+                    });
+                    "200 OK"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        WebhookSink {
+            port,
+            received,
+            failing,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests were received (and accepted).
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.received();
+            if r.len() >= n || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Closes the port; what was received stays in `received`.
+    pub fn stop(mut self) -> std::sync::Arc<std::sync::Mutex<Vec<Received>>> {
+        self.shutdown();
+        self.received.clone()
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WebhookSink {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }

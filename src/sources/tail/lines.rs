@@ -35,6 +35,10 @@ pub struct LineHandler {
     pub audit_requests: bool,
     pub stats: Arc<Mutex<RegistryStats>>,
     pub counters: Counters,
+    /// Wakes the alert evaluator after a line changed a window it watches (a failed login,
+    /// a pull), so those rules fire within moments of the line, not at the next tick.
+    /// `try_send` on a channel of one: never blocks the tailer, a burst costs one wake.
+    pub alert_wake: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl LineHandler {
@@ -74,6 +78,7 @@ impl LineHandler {
                             self.counters.pull_failures.inc();
                         }
                         self.stats.lock().expect("stats lock").pull(at, failed);
+                        self.wake_alerts();
                         if !failed && self.audit_requests {
                             events.push(self.request_event(&parsed, &c, Action::Pull, time));
                         }
@@ -100,6 +105,12 @@ impl LineHandler {
         }
     }
 
+    fn wake_alerts(&self) {
+        if let Some(w) = &self.alert_wake {
+            let _ = w.try_send(());
+        }
+    }
+
     fn auth_failure(
         &self,
         p: &formats::ParsedLine<'_>,
@@ -114,6 +125,7 @@ impl LineHandler {
             .lock()
             .expect("stats lock")
             .auth_failure(at, user, address.as_deref());
+        self.wake_alerts();
         let mut e = Event::new(time, Action::AuthFailure, Source::Log);
         e.registry = Some(self.registry.clone());
         e.actor = user.map(str::to_string);

@@ -1,0 +1,246 @@
+//! Delivering one notification to one channel. `Ok` only when the receiver accepted it
+//! (SMTP 250 after DATA, HTTP 2xx); anything else stays in the outbox and is retried.
+
+use super::Notification;
+use super::config::ChannelConfig;
+use crate::http::escape;
+use hmac::{Hmac, Mac};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::json;
+
+/// The header carrying the webhook body's HMAC-SHA256 (`sha256=<hex>`).
+pub const SIGNATURE_HEADER: &str = "X-Regwatch-Signature";
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("building the message: {0}")]
+    Build(String),
+    #[error("SMTP: {0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("HTTP request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the receiver answered {status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+/// `sha256=<hex>` of `body` under `secret`: what receivers recompute to check the signature.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key size");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Sends `n` to channel `c`.
+pub async fn deliver(
+    c: &ChannelConfig,
+    client: &reqwest::Client,
+    n: &Notification,
+) -> Result<(), DeliveryError> {
+    match c.kind.as_str() {
+        "email" => email(c, n).await,
+        "webhook" => {
+            let body = serde_json::to_vec(n).map_err(|e| DeliveryError::Build(e.to_string()))?;
+            // Signed over exactly the bytes sent.
+            let mut req = client
+                .post(c.url.as_deref().unwrap_or_default())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
+            if let Some(secret) = &c.secret {
+                req = req.header(SIGNATURE_HEADER, sign(secret.expose().as_bytes(), &body));
+            }
+            send(req.body(body), c).await
+        }
+        "alertmanager" => {
+            let base = c.url.as_deref().unwrap_or_default().trim_end_matches('/');
+            let mut alert = json!({
+                "labels": n.labels,
+                "annotations": n.annotations,
+                "startsAt": n.starts_at,
+                "generatorURL": "regwatch://rules/".to_string() + &n.rule,
+            });
+            // Without endsAt Alertmanager keeps a firing alert for its resolve_timeout;
+            // regwatch re-sends it every minute while it fires. endsAt resolves it.
+            if let Some(end) = &n.ends_at {
+                alert["endsAt"] = json!(end);
+            }
+            let req = client
+                .post(format!("{base}/api/v2/alerts"))
+                .json(&json!([alert]));
+            send(req, c).await
+        }
+        "slack" => {
+            let text = format!(
+                "{} *{}* [{}] {}",
+                if n.status == "resolved" {
+                    ":white_check_mark:"
+                } else {
+                    ":rotating_light:"
+                },
+                n.rule,
+                n.status.to_uppercase(),
+                n.summary()
+            );
+            let req = client
+                .post(c.url.as_deref().unwrap_or_default())
+                .json(&json!({ "text": text }));
+            send(req, c).await
+        }
+        "teams" => {
+            let facts: Vec<_> = n
+                .labels
+                .iter()
+                .map(|(k, v)| json!({ "title": k, "value": v }))
+                .collect();
+            let card = json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.4",
+                        "body": [
+                            { "type": "TextBlock", "size": "Medium", "weight": "Bolder",
+                              "text": format!("[{}] {}", n.status.to_uppercase(), n.rule) },
+                            { "type": "TextBlock", "wrap": true, "text": n.summary() },
+                            { "type": "FactSet", "facts": facts }
+                        ]
+                    }
+                }]
+            });
+            let req = client
+                .post(c.url.as_deref().unwrap_or_default())
+                .json(&card);
+            send(req, c).await
+        }
+        other => Err(DeliveryError::Build(format!(
+            "unknown channel kind {other}"
+        ))),
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder, c: &ChannelConfig) -> Result<(), DeliveryError> {
+    // Without the URL: Slack and Teams webhook URLs are secrets themselves, and errors are
+    // logged and stored in the outbox.
+    let resp = req
+        .timeout(c.timeout)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Http(e.without_url()))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    Err(DeliveryError::Refused {
+        status: status.as_u16(),
+        body: body.chars().take(200).collect(),
+    })
+}
+
+const DEFAULT_SUBJECT: &str = "[regwatch] [{{ status }}] {{ rule }} on {{ registry }}";
+
+async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError> {
+    let build = |e: &dyn std::fmt::Display| DeliveryError::Build(e.to_string());
+    let vars = super::template::Vars {
+        rule: &n.rule,
+        status: &n.status,
+        severity: &n.severity,
+        value: n.value,
+        threshold: 0.0,
+        window: "",
+        labels: &n.labels,
+    };
+    let subject = super::template::render(c.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &vars);
+    let mut text = match &c.body {
+        Some(t) => super::template::render(t, &vars),
+        None => n.summary().to_string(),
+    };
+    text.push_str("\n\n");
+    if let Some(d) = n.annotations.get("description") {
+        text.push_str(d);
+        text.push_str("\n\n");
+    }
+    for (k, v) in &n.labels {
+        text.push_str(&format!("{k}: {v}\n"));
+    }
+    text.push_str(&format!("started: {}\n", n.starts_at));
+    if let Some(e) = &n.ends_at {
+        text.push_str(&format!("ended: {e}\n"));
+    }
+    let html = format!(
+        "<!doctype html><html><body><h2>[{}] {}</h2><p>{}</p><table>{}</table></body></html>",
+        escape(&n.status.to_uppercase()),
+        escape(&n.rule),
+        escape(text.lines().next().unwrap_or_default()),
+        n.labels
+            .iter()
+            .map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v)))
+            .collect::<String>()
+    );
+    let from: Mailbox = c
+        .from
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| build(&e))?;
+    let mut msg = Message::builder()
+        .from(from)
+        .subject(subject)
+        // The idempotency key as Message-ID: a mail re-sent after a crash between the
+        // server's 250 and the outbox update is recognisable as the same message.
+        .message_id(Some(format!("<{}@regwatch>", n.idempotency_key)));
+    for t in &c.to {
+        msg = msg.to(t.parse().map_err(|e| build(&e))?);
+    }
+    let msg = msg
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| build(&e))?;
+    let host = c.smtp_host.as_deref().unwrap_or_default();
+    let tls = |wrap: bool| -> Result<Tls, DeliveryError> {
+        let mut params = TlsParameters::builder(host.to_string());
+        if let Some(ca) = &c.tls_ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| DeliveryError::Build(format!("reading {}: {e}", ca.display())))?;
+            params = params.add_root_certificate(Certificate::from_pem(&pem)?);
+        }
+        let params = params.build_rustls()?;
+        Ok(if wrap {
+            Tls::Wrapper(params)
+        } else {
+            Tls::Required(params)
+        })
+    };
+    // STARTTLS is required, never opportunistic: a server (or someone in between) that
+    // drops the STARTTLS offer must not get the password in clear.
+    let (tls, port) = match c.tls.as_str() {
+        "tls" => (tls(true)?, 465),
+        "none" => (Tls::None, 25),
+        _ => (tls(false)?, 587),
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(c.smtp_port.unwrap_or(port))
+        .tls(tls)
+        .timeout(Some(c.timeout));
+    if let (Some(u), Some(p)) = (&c.username, &c.password) {
+        transport = transport.credentials(Credentials::new(u.clone(), p.expose().to_string()));
+    }
+    transport.build().send(msg).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            super::sign(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

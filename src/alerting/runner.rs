@@ -1,0 +1,455 @@
+//! The alerting tasks: the evaluator (rules → state changes + outbox rows, committed by the
+//! writer) and one delivery worker per channel (outbox → channel, with capped exponential
+//! backoff).
+
+use super::Notification;
+use super::config::{ChannelConfig, RuleConfig};
+use super::engine::{self, AlertState, Breach, Notify, Phase, Timing};
+use crate::audit::{AlertStateRow, AlertUpdate, AuditSink, DeliveryOutcome, OutboxRow};
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::stats::Traffic;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify as Wake, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// First retry after a failed delivery; doubled per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts: a receiver that comes back is served within this.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Outbox rows read per query by one worker.
+const BATCH: i64 = 50;
+
+/// The wait before attempt `attempts + 1` (attempts already failed ≥ 1).
+pub fn backoff(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(16);
+    (FIRST_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// How the tailers wake the evaluator: a bounded channel of one, so a burst of lines costs
+/// one evaluation and a tailer never waits for it.
+pub fn wake_channel() -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+    mpsc::channel(1)
+}
+
+/// Loads every stored alert state (so a restart neither re-notifies nor forgets).
+pub fn load_states(
+    conn: &rusqlite::Connection,
+) -> rusqlite::Result<HashMap<String, HashMap<String, AlertState>>> {
+    let mut out: HashMap<String, HashMap<String, AlertState>> = HashMap::new();
+    let mut stmt = conn.prepare("SELECT rule, key, state FROM alert_states")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (rule, key, json) = row?;
+        match serde_json::from_str::<AlertState>(&json) {
+            Ok(s) => {
+                out.entry(rule).or_default().insert(key, s);
+            }
+            Err(e) => tracing::warn!(rule, key, error = %e, "unreadable alert state ignored"),
+        }
+    }
+    Ok(out)
+}
+
+pub struct Evaluator {
+    pub rules: Vec<RuleConfig>,
+    pub channels: Vec<ChannelConfig>,
+    pub registries: Vec<String>,
+    pub traffic: Arc<Traffic>,
+    pub metrics: Arc<Metrics>,
+    pub sink: AuditSink,
+    pub clock: SharedClock,
+    pub states: HashMap<String, HashMap<String, AlertState>>,
+    /// Woken after each commit that added outbox rows.
+    pub workers: HashMap<String, Arc<Wake>>,
+    pub silences: super::silence::Silences,
+    pub windows: Vec<super::silence::Window>,
+}
+
+impl Evaluator {
+    /// Rules evaluated as events arrive (log lines, committed audit events).
+    fn is_log_driven(rule: &RuleConfig) -> bool {
+        matches!(
+            rule.kind.as_str(),
+            "auth_failures" | "pull_failure_rate" | "audit_match"
+        )
+    }
+
+    /// Runs until `shutdown`: on every wake from a tailer, and every second.
+    pub async fn run(
+        mut self,
+        wake: &mut mpsc::Receiver<()>,
+        events: &mut mpsc::UnboundedReceiver<crate::event::Event>,
+        shutdown: CancellationToken,
+    ) {
+        let mut recent: HashMap<String, engine::Recent> = HashMap::new();
+        let started = self.clock.now();
+        let mut last_gauge: HashMap<String, time::OffsetDateTime> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.publish_firing();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                Some(()) = wake.recv() => {}
+                Some(e) = events.recv() => {
+                    let mut batch = vec![e];
+                    while let Ok(e) = events.try_recv() {
+                        batch.push(e);
+                    }
+                    for rule in self.rules.iter().filter(|r| r.kind == "audit_match") {
+                        for e in &batch {
+                            if let Some(labels) = engine::audit_match(rule, e) {
+                                engine::remember(
+                                    recent.entry(rule.name.clone()).or_default(),
+                                    labels,
+                                    e.time.unix_timestamp().min(self.clock.now().unix_timestamp()),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            let now = self.clock.now();
+            let unix = now.unix_timestamp();
+            let mut update = AlertUpdate::default();
+            let mut applied: Vec<engine::Change> = Vec::new();
+            for rule in &self.rules {
+                let log_driven = Self::is_log_driven(rule);
+                if !log_driven {
+                    let due = last_gauge
+                        .get(&rule.name)
+                        .is_none_or(|t| now - *t >= rule.interval);
+                    if !due {
+                        continue;
+                    }
+                    last_gauge.insert(rule.name.clone(), now);
+                }
+                let mut breaches: Vec<Breach> = Vec::new();
+                for reg in &self.registries {
+                    if rule.registry.as_ref().is_some_and(|r| r != reg) {
+                        continue;
+                    }
+                    match rule.kind.as_str() {
+                        "auth_failures" | "pull_failure_rate" => {
+                            if let Some(stats) = self.traffic.get(reg) {
+                                let stats = stats.lock().expect("stats lock");
+                                breaches.extend(engine::observe_traffic(rule, reg, &stats, unix));
+                            }
+                        }
+                        "audit_match" => {}
+                        // The storage monitor's latest measurement; absent (no storage_root,
+                        // no sample yet, no forecast yet) means nothing to judge.
+                        "storage_usage" => {
+                            let v = gauge_value(&self.metrics.storage.used_ratio, reg);
+                            breaches.extend(engine::observe_gauge(rule, reg, v));
+                        }
+                        "storage_forecast" => {
+                            let v = gauge_value(&self.metrics.storage.days_until_full, reg);
+                            breaches.extend(engine::observe_gauge(rule, reg, v));
+                        }
+                        "registry_down" => {
+                            let up = self.metrics.registries.up.with_label_values(&[reg]).get();
+                            breaches.extend(engine::observe_up(reg, up == 1));
+                        }
+                        _ => {}
+                    }
+                }
+                if rule.kind == "audit_match" {
+                    breaches = engine::observe_recent(
+                        rule,
+                        recent.entry(rule.name.clone()).or_default(),
+                        unix,
+                    );
+                }
+                let resend = self
+                    .channels
+                    .iter()
+                    .filter(|ch| ch.kind == "alertmanager" && rule.channels.contains(&ch.name))
+                    .map(|ch| ch.resend_interval)
+                    .min();
+                let empty = HashMap::new();
+                let states = self.states.get(&rule.name).unwrap_or(&empty);
+                let mut changes =
+                    engine::evaluate(&rule.name, Timing::of(rule, resend), states, &breaches, now);
+                // The traffic windows start empty after a restart: a firing log-driven alert
+                // is not resolved before its window has refilled (or it would be resolved,
+                // and re-fired, by every restart).
+                if log_driven && now - started < rule.window {
+                    changes.retain(|c| c.state.phase != Phase::Resolved);
+                }
+                for c in changes {
+                    update.states.push(AlertStateRow {
+                        rule: rule.name.clone(),
+                        key: c.state.key.clone(),
+                        phase: c.state.phase.as_str(),
+                        state: serde_json::to_string(&c.state).expect("state serialises"),
+                    });
+                    if let Some(notify) = c.notify {
+                        let n = Notification::new(rule, &c.state, notify, now);
+                        let quiet = super::silence::suppressed(
+                            &n.labels,
+                            now,
+                            &self.silences.read().expect("silences lock"),
+                            &self.windows,
+                        );
+                        if let Some(why) = quiet {
+                            // The state still changes; only the notification is held back.
+                            tracing::info!(
+                                rule = %rule.name, key = %c.state.key, reason = notify.as_str(),
+                                "alert {} (notification held back by {why})", c.state.phase.as_str()
+                            );
+                            applied.push(c);
+                            continue;
+                        }
+                        let payload = serde_json::to_string(&n).expect("notification serialises");
+                        for ch in &rule.channels {
+                            let is_am = self
+                                .channels
+                                .iter()
+                                .any(|x| &x.name == ch && x.kind == "alertmanager");
+                            if notify == Notify::Refresh && !is_am {
+                                continue;
+                            }
+                            update.outbox.push(OutboxRow {
+                                idempotency_key: n.idempotency_key.clone(),
+                                channel: ch.clone(),
+                                payload: payload.clone(),
+                            });
+                        }
+                        tracing::info!(
+                            rule = %rule.name, key = %c.state.key, reason = notify.as_str(),
+                            value = c.state.value, "alert {}", c.state.phase.as_str()
+                        );
+                    }
+                    applied.push(c);
+                }
+            }
+            if update.states.is_empty() {
+                continue;
+            }
+            let wake_channels: std::collections::HashSet<String> =
+                update.outbox.iter().map(|o| o.channel.clone()).collect();
+            match self.sink.store_alerts(update).await {
+                Ok(()) => {
+                    for c in applied {
+                        let per_rule = self.states.entry(c.state.rule.clone()).or_default();
+                        if c.state.phase == Phase::Inactive {
+                            per_rule.remove(&c.state.key);
+                        } else {
+                            per_rule.insert(c.state.key.clone(), c.state);
+                        }
+                    }
+                    self.publish_firing();
+                    for ch in wake_channels {
+                        if let Some(w) = self.workers.get(&ch) {
+                            w.notify_one();
+                        }
+                    }
+                }
+                // Not applied in memory either: the next evaluation tries again.
+                Err(e) => tracing::error!(error = %e, "alert states not stored"),
+            }
+        }
+    }
+
+    fn publish_firing(&self) {
+        for rule in &self.rules {
+            let n = self
+                .states
+                .get(&rule.name)
+                .map(|m| m.values().filter(|s| s.phase == Phase::Firing).count())
+                .unwrap_or(0);
+            self.metrics
+                .alerts_firing
+                .with_label_values(&[&rule.name])
+                .set(n as i64);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Delivers one channel's outbox, oldest first, until `shutdown`. A failure backs the row off
+/// (1 s, 2 s, 4 s … capped at a minute); the worker goes on with rows that are due.
+pub async fn deliver_channel(
+    channel: ChannelConfig,
+    db_path: PathBuf,
+    sink: AuditSink,
+    metrics: Arc<Metrics>,
+    wake: Arc<Wake>,
+    shutdown: CancellationToken,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(channel.timeout)
+        .build()
+        .expect("a reqwest client builds");
+    let sent = metrics
+        .notifications_total
+        .with_label_values(&[&channel.name]);
+    let failed = metrics
+        .notifications_failed_total
+        .with_label_values(&[&channel.name]);
+    let mut conn = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if conn.is_none() {
+            conn = crate::audit::open_read_only(&db_path)
+                .map_err(|e| tracing::error!(error = %e, "outbox: cannot open the database"))
+                .ok();
+        }
+        let (due, next) = match conn.as_ref().map(|c| read_due(c, &channel.name)) {
+            Some(Ok(x)) => x,
+            Some(Err(e)) => {
+                tracing::error!(channel = %channel.name, error = %e, "outbox: read failed");
+                conn = None;
+                (Vec::new(), None)
+            }
+            None => (Vec::new(), None),
+        };
+        if let Some(c) = conn.as_ref() {
+            update_pending(c, &metrics);
+        }
+        let mut progressed = false;
+        for (id, attempts, payload) in due {
+            let n: Notification = match serde_json::from_str(&payload) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(id, error = %e, "outbox row unreadable; dropped");
+                    let _ = sink
+                        .store_delivery(DeliveryOutcome {
+                            outbox_id: id,
+                            channel: channel.name.clone(),
+                            idempotency_key: String::new(),
+                            error: None,
+                            retry_at_ms: 0,
+                        })
+                        .await;
+                    continue;
+                }
+            };
+            let result = tokio::select! {
+                r = super::channels::deliver(&channel, &client, &n) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            let error = match result {
+                Ok(()) => {
+                    sent.inc();
+                    tracing::info!(channel = %channel.name, rule = %n.rule, status = %n.status, "notification delivered");
+                    None
+                }
+                Err(e) => {
+                    failed.inc();
+                    tracing::warn!(channel = %channel.name, rule = %n.rule, attempt = attempts + 1, error = %e, "notification not delivered; will retry");
+                    Some(e.to_string())
+                }
+            };
+            let failed_now = error.is_some();
+            let retry_at_ms = now_ms() + backoff(attempts as u32 + 1).as_millis() as i64;
+            if let Err(e) = sink
+                .store_delivery(DeliveryOutcome {
+                    outbox_id: id,
+                    channel: channel.name.clone(),
+                    idempotency_key: n.idempotency_key.clone(),
+                    error,
+                    retry_at_ms,
+                })
+                .await
+            {
+                tracing::error!(error = %e, "delivery outcome not stored");
+                return;
+            }
+            progressed |= !failed_now;
+            if failed_now {
+                // The receiver is down: the rows behind this one would fail the same way.
+                break;
+            }
+        }
+        if let Some(c) = conn.as_ref() {
+            update_pending(c, &metrics);
+        }
+        if progressed {
+            continue;
+        }
+        let wait = match next {
+            Some(at) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+            None => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+type DueRows = (Vec<(i64, i64, String)>, Option<i64>);
+
+fn read_due(conn: &rusqlite::Connection, channel: &str) -> rusqlite::Result<DueRows> {
+    let now = now_ms();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, attempts, payload FROM alert_outbox
+         WHERE channel = ?1 AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let due = stmt
+        .query_map(rusqlite::params![channel, now, BATCH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next: Option<i64> = conn.query_row(
+        "SELECT min(next_attempt_ms) FROM alert_outbox WHERE channel = ?1",
+        [channel],
+        |r| r.get(0),
+    )?;
+    Ok((due, next))
+}
+
+fn update_pending(conn: &rusqlite::Connection, metrics: &Metrics) {
+    if let Ok(n) = conn.query_row("SELECT count(*) FROM alert_outbox", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        metrics.outbox_pending.set(n);
+    }
+}
+
+/// The value of `registry`'s series, without creating it (reading through
+/// `with_label_values` would add a 0 that means "full in 0 days").
+fn gauge_value(vec: &prometheus::GaugeVec, registry: &str) -> Option<f64> {
+    use prometheus::core::Collector;
+    vec.collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "registry" && l.value() == registry)
+        })
+        .map(|m| m.get_gauge().value())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        use std::time::Duration;
+        assert_eq!(super::backoff(1), Duration::from_secs(1));
+        assert_eq!(super::backoff(2), Duration::from_secs(2));
+        assert_eq!(super::backoff(4), Duration::from_secs(8));
+        assert_eq!(super::backoff(7), Duration::from_secs(60));
+        assert_eq!(super::backoff(1000), Duration::from_secs(60));
+    }
+}
