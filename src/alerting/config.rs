@@ -2,7 +2,7 @@
 
 use crate::config::diagnose::{Diagnostic, KeyPath, Locator};
 use crate::config::duration;
-use crate::config::secret::{self, Secret, SecretFields, SecretSource};
+use crate::config::secret::{self, Secret, SecretSource};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -248,33 +248,23 @@ pub fn validate(
             );
             continue;
         }
-        match secret::resolve(
-            SecretFields {
-                inline: c.secret.as_ref(),
-                file: c.secret_file.as_deref(),
-                env: c.secret_env.as_deref(),
-            },
+        if let Err((suffix, msg)) = secret::resolve_into(
+            &mut c.secret,
+            &mut c.secret_source,
+            c.secret_file.as_deref(),
+            c.secret_env.as_deref(),
             base,
         ) {
-            Ok(found) => {
-                c.secret_source = found.as_ref().map(|(_, s)| s.clone());
-                c.secret = found.map(|(s, _)| s);
-            }
-            Err((suffix, msg)) => err(at.clone().key(&format!("secret{suffix}")), msg),
+            err(at.clone().key(&format!("secret{suffix}")), msg);
         }
-        match secret::resolve(
-            SecretFields {
-                inline: c.password.as_ref(),
-                file: c.password_file.as_deref(),
-                env: c.password_env.as_deref(),
-            },
+        if let Err((suffix, msg)) = secret::resolve_into(
+            &mut c.password,
+            &mut c.password_source,
+            c.password_file.as_deref(),
+            c.password_env.as_deref(),
             base,
         ) {
-            Ok(found) => {
-                c.password_source = found.as_ref().map(|(_, s)| s.clone());
-                c.password = found.map(|(s, _)| s);
-            }
-            Err((suffix, msg)) => err(at.clone().key(&format!("password{suffix}")), msg),
+            err(at.clone().key(&format!("password{suffix}")), msg);
         }
         if c.timeout.is_zero() {
             err(at.clone().key("timeout"), "must be greater than 0".into());

@@ -142,21 +142,32 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
+    /// Sends the command `make` builds around a reply channel and waits for the reply.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(make(ack))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn write(
         &self,
         events: Vec<Event>,
         checkpoint: Option<Checkpoint>,
     ) -> Result<usize, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Write(Item {
+        self.request(|ack| {
+            Command::Write(Item {
                 events,
                 checkpoint,
                 ack: Some(ack),
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+            })
+        })
+        .await
     }
 
     /// Queues `event` and waits until it is committed. Returns `false` when an event with
@@ -204,42 +215,27 @@ impl AuditSink {
     /// Deletes audit rows older than `cutoff`, keeping the chain verifiable (see
     /// [`prune`]). Runs on the writer thread, between batches.
     pub async fn prune(&self, cutoff: time::OffsetDateTime) -> Result<u64, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Prune {
-                cutoff: super::format_time(cutoff),
-                ack,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        let cutoff = super::format_time(cutoff);
+        self.request(|ack| Command::Prune { cutoff, ack }).await
     }
 
     /// Stores a poll's inventory changes and their events (see [`InventoryUpdate`]) and
     /// waits for the commit.
     pub async fn store_inventory(&self, update: InventoryUpdate) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Inventory {
-                update: Box::new(update),
-                ack,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.request(|ack| Command::Inventory {
+            update: Box::new(update),
+            ack,
+        })
+        .await
     }
 
     /// Stores alert state changes and their outbox rows in one transaction; waits for it.
     pub async fn store_alerts(&self, update: AlertUpdate) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Alerts {
-                update: Box::new(update),
-                ack,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.request(|ack| Command::Alerts {
+            update: Box::new(update),
+            ack,
+        })
+        .await
     }
 
     /// Sends every audit event committed from now on to `tap`.
@@ -255,25 +251,16 @@ impl AuditSink {
         &self,
         silence: crate::alerting::silence::Silence,
     ) -> Result<i64, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Silence {
-                silence: Box::new(silence),
-                ack,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.request(|ack| Command::Silence {
+            silence: Box::new(silence),
+            ack,
+        })
+        .await
     }
 
     /// Records a delivery attempt (see [`DeliveryOutcome`]); waits for the commit.
     pub async fn store_delivery(&self, outcome: DeliveryOutcome) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Delivery { outcome, ack })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.request(|ack| Command::Delivery { outcome, ack }).await
     }
 
     /// Runs `f` on the writer's connection (after the events queued before it) and returns
@@ -282,15 +269,12 @@ impl AuditSink {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (ack, done) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = ack.send(f(conn).map_err(StoreError::from));
-        });
-        self.tx
-            .send(Command::Execute(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.request(|ack| {
+            Command::Execute(Box::new(move |conn| {
+                let _ = ack.send(f(conn).map_err(StoreError::from));
+            }))
+        })
+        .await
     }
 
     /// Like [`enqueue`](Self::enqueue), from a thread outside the async runtime.

@@ -8,7 +8,7 @@ pub mod duration;
 pub mod secret;
 
 use diagnose::{Diagnostic, KeyPath, Locator};
-use secret::{Secret, SecretFields, SecretSource};
+use secret::{Secret, SecretSource};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -384,19 +384,14 @@ impl Config {
         let mut err = |path: KeyPath, msg: String| errs.push(loc.at_path(&path, msg));
 
         let server = KeyPath::default().key("server");
-        match secret::resolve(
-            SecretFields {
-                inline: self.server.api_token.as_ref(),
-                file: self.server.api_token_file.as_deref(),
-                env: self.server.api_token_env.as_deref(),
-            },
+        if let Err((suffix, msg)) = secret::resolve_into(
+            &mut self.server.api_token,
+            &mut self.server.api_token_source,
+            self.server.api_token_file.as_deref(),
+            self.server.api_token_env.as_deref(),
             base,
         ) {
-            Ok(found) => {
-                self.server.api_token_source = found.as_ref().map(|(_, s)| s.clone());
-                self.server.api_token = found.map(|(s, _)| s);
-            }
-            Err((suffix, msg)) => err(server.clone().key(&format!("api_token{suffix}")), msg),
+            err(server.clone().key(&format!("api_token{suffix}")), msg);
         }
         if self.server.request_timeout.is_zero() {
             err(
@@ -456,35 +451,23 @@ impl Config {
                     ),
                 ),
             }
-            match secret::resolve(
-                SecretFields {
-                    inline: r.password.as_ref(),
-                    file: r.password_file.as_deref(),
-                    env: r.password_env.as_deref(),
-                },
+            if let Err((suffix, msg)) = secret::resolve_into(
+                &mut r.password,
+                &mut r.password_source,
+                r.password_file.as_deref(),
+                r.password_env.as_deref(),
                 base,
             ) {
-                Ok(found) => {
-                    r.password_source = found.as_ref().map(|(_, s)| s.clone());
-                    r.password = found.map(|(s, _)| s);
-                }
-                Err((suffix, msg)) => err(at.clone().key(&format!("password{suffix}")), msg),
+                err(at.clone().key(&format!("password{suffix}")), msg);
             }
-            match secret::resolve(
-                SecretFields {
-                    inline: r.notifications_token.as_ref(),
-                    file: r.notifications_token_file.as_deref(),
-                    env: r.notifications_token_env.as_deref(),
-                },
+            if let Err((suffix, msg)) = secret::resolve_into(
+                &mut r.notifications_token,
+                &mut r.notifications_token_source,
+                r.notifications_token_file.as_deref(),
+                r.notifications_token_env.as_deref(),
                 base,
             ) {
-                Ok(found) => {
-                    r.notifications_token_source = found.as_ref().map(|(_, s)| s.clone());
-                    r.notifications_token = found.map(|(s, _)| s);
-                }
-                Err((suffix, msg)) => {
-                    err(at.clone().key(&format!("notifications_token{suffix}")), msg)
-                }
+                err(at.clone().key(&format!("notifications_token{suffix}")), msg);
             }
             if r.password.is_some() && r.username.is_none() {
                 err(

@@ -129,6 +129,28 @@ pub fn resolve(
     Ok(None)
 }
 
+/// [`resolve`] for a config struct: the resolved value replaces the inline one in `value`,
+/// and `source` records where it came from.
+pub fn resolve_into(
+    value: &mut Option<Secret>,
+    source: &mut Option<SecretSource>,
+    file: Option<&Path>,
+    env: Option<&str>,
+    base_dir: &Path,
+) -> Result<(), (&'static str, String)> {
+    let found = resolve(
+        SecretFields {
+            inline: value.as_ref(),
+            file,
+            env,
+        },
+        base_dir,
+    )?;
+    *source = found.as_ref().map(|(_, s)| s.clone());
+    *value = found.map(|(s, _)| s);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
