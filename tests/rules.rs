@@ -179,6 +179,11 @@ format = "nginx_combined"
         &prom_dir.path().join("stderr.log"),
     );
     prom.wait_port(prom_port);
+    // Prometheus opens its port before the TSDB is loaded and answers 503 (plain
+    // text) until then; on a slow machine that window is long enough to be hit.
+    wait_until(Duration::from_secs(60), "Prometheus /-/ready", || {
+        matches!(http_get(prom_port, "/-/ready"), Ok((200, _)))
+    });
     let query = |q: &str| -> serde_json::Value {
         let url = format!("http://127.0.0.1:{prom_port}/api/v1/query");
         let resp = reqwest::blocking::Client::new()
@@ -186,7 +191,11 @@ format = "nginx_combined"
             .query(&[("query", q)])
             .send()
             .unwrap();
-        serde_json::from_str(&resp.text().unwrap()).unwrap()
+        let status = resp.status();
+        let body = resp.text().unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| {
+            panic!("Prometheus answered {status} to {q:?}, not JSON ({e}): {body}")
+        })
     };
     wait_until(
         Duration::from_secs(20),

@@ -1073,6 +1073,10 @@ impl Alertmanager {
             &dir.path().join("stderr.log"),
         );
         proc.wait_port(port);
+        // The port opens before the API is wired up; /-/ready says when it is.
+        wait_until(Duration::from_secs(30), "Alertmanager /-/ready", || {
+            matches!(http_get(port, "/-/ready"), Ok((200, _)))
+        });
         Alertmanager { dir, port, proc }
     }
 
