@@ -73,6 +73,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         *silences.write().expect("silences lock") =
             crate::alerting::silence::load(&conn, clock.now())
                 .context("reading the alert silences")?;
+        poller::restore_reports(
+            &conn,
+            &config_rx.borrow().registries,
+            &metrics.registries,
+            &reports,
+        );
     }
     let state = AppState {
         metrics: metrics.clone(),

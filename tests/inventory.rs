@@ -528,13 +528,60 @@ tag_pattern = '^[0-9]+\.[0-9]+$'
         "an outage is not a deletion"
     );
 
-    // A restarted regwatch diffs against the stored inventory: nothing is new.
+    // Restarted while the registry is down, regwatch still shows the last inventory
+    // (the API and the gauges), marked with the time of that poll.
+    let before = last_poll(&d);
+    let (status, api_before) = http(
+        "GET",
+        d.port,
+        "/api/v1/repositories",
+        Some(TOKEN),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{api_before}");
+    let api_before: serde_json::Value = serde_json::from_str(&api_before).unwrap();
     let dir = d.stop();
+    reg.stop();
     let d = Daemon::start_in(dir, &config, &[]);
+    let (status, api_after) = http(
+        "GET",
+        d.port,
+        "/api/v1/repositories",
+        Some(TOKEN),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{api_after}");
+    let api_after: serde_json::Value = serde_json::from_str(&api_after).unwrap();
+    assert_eq!(
+        api_after["registries"][0]["per_repository"], api_before["registries"][0]["per_repository"],
+        "the stored inventory is served after a restart"
+    );
+    assert_eq!(
+        api_after["registries"][0]["polled_at"],
+        api_before["registries"][0]["polled_at"]
+    );
+    let m = metrics(&d);
+    assert_eq!(
+        metric(&m, "regwatch_registry_repositories{registry=\"main\"}"),
+        api_before["registries"][0]["repositories"].as_f64(),
+        "{m}"
+    );
+    assert!((last_poll(&d) - before).abs() < 0.001, "{m}");
+    wait_until(
+        Duration::from_secs(20),
+        "registry_up 0 after restart",
+        || metric(&metrics(&d), "regwatch_registry_up{registry=\"main\"}") == Some(0.0),
+    );
+
+    // Once the registry is back, the restarted regwatch diffs against the stored
+    // inventory: nothing is new.
+    reg.restart();
     wait_until(
         Duration::from_secs(60),
         "the first poll after restart",
-        || last_poll(&d) > 0.0,
+        || last_poll(&d) > before,
     );
     assert_eq!(poll_events(&d.db_path()).len(), 4);
     let (code, out, err) = regwatch(&[

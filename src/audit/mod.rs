@@ -12,6 +12,7 @@ pub use schema::{StoreError, open_read_only};
 pub use writer::{
     AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome, EventTap,
     InventoryUpdate, OutboxRow, load_checkpoint, load_checkpoints_of, load_inventory,
+    load_inventory_report,
 };
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the

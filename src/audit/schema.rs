@@ -130,6 +130,10 @@ const MIGRATIONS: &[&str] = &[
         created_by TEXT NOT NULL,
         comment    TEXT NOT NULL
     );",
+    // 6: the last inventory report of each registry (JSON), so the repositories API and
+    // the inventory gauges answer right after a restart, also while the registry is down,
+    // instead of staying empty until the next successful poll.
+    "ALTER TABLE inventory_polls ADD COLUMN report TEXT;",
 ];
 
 /// The schema version this build writes.

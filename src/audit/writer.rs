@@ -133,6 +133,8 @@ pub struct InventoryUpdate {
     pub repositories: usize,
     pub tags: usize,
     pub unique_bytes: u64,
+    /// The poll's report as JSON (see [`load_inventory_report`]).
+    pub report: Option<String>,
 }
 
 /// A cheap, clonable handle for sources that produce events.
@@ -771,13 +773,14 @@ fn store_inventory(
                 del.execute(params![r, repo, tag])?;
             }
             tx.execute(
-                "INSERT OR REPLACE INTO inventory_polls VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO inventory_polls VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     r,
                     super::format_time(u.time),
                     u.repositories as i64,
                     u.tags as i64,
-                    u.unique_bytes.min(i64::MAX as u64) as i64
+                    u.unique_bytes.min(i64::MAX as u64) as i64,
+                    u.report
                 ],
             )?;
         }
@@ -847,6 +850,22 @@ pub fn load_inventory(
         })?
         .collect::<Result<_, _>>()?;
     Ok(Some((repos, tags)))
+}
+
+/// The report of the last stored poll of `registry`, as JSON, if any.
+pub fn load_inventory_report(
+    conn: &Connection,
+    registry: &str,
+) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row(
+        "SELECT report FROM inventory_polls WHERE registry = ?1",
+        [registry],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .or_else(|e| match e {
+        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+        e => Err(e),
+    })
 }
 
 /// Deletes rows older than `cutoff` (but never the newest row, which holds the chain head)

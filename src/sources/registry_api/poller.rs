@@ -276,6 +276,7 @@ fn diff(
         repositories: now.repositories.len(),
         tags: now.tags.len(),
         unique_bytes: 0,
+        report: None,
     };
     let event = |action: Action, repo: &str, tag: Option<&str>, digest: Option<&str>| {
         let mut e = Event::new(at, action, Source::Poll);
@@ -434,6 +435,73 @@ async fn load_previous(ctx: &PollerContext, registry: &str) -> Result<Option<Sna
     .map_err(|e| e.to_string())?
 }
 
+/// Shows `rep` in the inventory gauges and the repositories API.
+fn publish(metrics: &RegistryMetrics, reports: &Reports, rep: Report, at: time::OffsetDateTime) {
+    let name = rep.registry.as_str();
+    metrics
+        .repositories
+        .with_label_values(&[name])
+        .set(rep.accounting.repositories as i64);
+    metrics
+        .tags
+        .with_label_values(&[name])
+        .set(rep.accounting.tags as i64);
+    metrics
+        .unique_bytes
+        .with_label_values(&[name])
+        .set(rep.accounting.unique_bytes.min(i64::MAX as u64) as i64);
+    metrics
+        .naming_violations
+        .with_label_values(&[name])
+        .set(rep.violations.len() as i64);
+    metrics
+        .last_poll_timestamp_seconds
+        .with_label_values(&[name])
+        .set(at.unix_timestamp_nanos() as f64 / 1e9);
+    reports
+        .write()
+        .expect("not poisoned")
+        .insert(rep.registry.clone(), rep);
+}
+
+/// Publishes the report that each registry's last poll stored, so the repositories API
+/// and the inventory gauges answer from the first request after a start (also while a
+/// registry is down) instead of staying empty until the next successful poll. Called
+/// before the daemon reports ready.
+pub fn restore_reports(
+    conn: &rusqlite::Connection,
+    registries: &[RegistryConfig],
+    metrics: &RegistryMetrics,
+    reports: &Reports,
+) {
+    for r in registries {
+        let name = r.name.as_str();
+        let json = match audit::load_inventory_report(conn, name) {
+            Ok(Some(j)) => j,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(registry = name, error = %e, "cannot read the stored inventory report");
+                continue;
+            }
+        };
+        // A report written by another version may not parse; the next poll replaces it.
+        let parsed = serde_json::from_str::<Report>(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|rep| {
+                let rfc3339 = &time::format_description::well_known::Rfc3339;
+                let at = time::OffsetDateTime::parse(&rep.polled_at, rfc3339)
+                    .map_err(|e| format!("polled_at: {e}"))?;
+                Ok((rep, at))
+            });
+        match parsed {
+            Ok((rep, at)) => publish(metrics, reports, rep, at),
+            Err(e) => {
+                tracing::warn!(registry = name, error = %e, "stored inventory report unreadable; waiting for the next poll")
+            }
+        }
+    }
+}
+
 async fn inventory_loop(
     cfg: &RegistryConfig,
     client: &Arc<Client>,
@@ -470,25 +538,10 @@ async fn inventory_loop(
                 let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
                 update.unique_bytes = rep.accounting.unique_bytes;
                 let changes = update.events.len();
+                update.report = serde_json::to_string(&rep).ok();
                 match ctx.sink.store_inventory(update).await {
                     Ok(()) => {
                         previous = Some(now);
-                        let m = &ctx.metrics;
-                        m.repositories
-                            .with_label_values(&[name])
-                            .set(rep.accounting.repositories as i64);
-                        m.tags
-                            .with_label_values(&[name])
-                            .set(rep.accounting.tags as i64);
-                        m.unique_bytes
-                            .with_label_values(&[name])
-                            .set(rep.accounting.unique_bytes.min(i64::MAX as u64) as i64);
-                        m.naming_violations
-                            .with_label_values(&[name])
-                            .set(rep.violations.len() as i64);
-                        m.last_poll_timestamp_seconds
-                            .with_label_values(&[name])
-                            .set(at.unix_timestamp_nanos() as f64 / 1e9);
                         tracing::info!(
                             registry = name,
                             repositories = rep.accounting.repositories,
@@ -509,10 +562,7 @@ async fn inventory_loop(
                             .lock()
                             .expect("not poisoned")
                             .retain(|d, _| keep.contains(d));
-                        ctx.reports
-                            .write()
-                            .expect("not poisoned")
-                            .insert(name.to_string(), rep);
+                        publish(&ctx.metrics, &ctx.reports, rep, at);
                         cfg.poll_interval
                     }
                     Err(e) => {
