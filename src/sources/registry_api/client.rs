@@ -572,4 +572,50 @@ mod tests {
             "http://127.0.0.1:5000/v2/_catalog?last=direct%2Fapp&n=2"
         );
     }
+
+    /// distribution 2.8 ignores `n` on tags/list (so the integration tests cannot page
+    /// it); Harbor and others page with `Link`. One local server plays such a registry.
+    #[tokio::test]
+    async fn tags_follow_link_pages_to_the_end() {
+        use axum::extract::Query;
+        use axum::response::IntoResponse;
+        use std::collections::HashMap;
+        const ALL: [&str; 5] = ["1.0", "1.1", "2.0", "latest", "nightly"];
+        async fn tags(Query(q): Query<HashMap<String, String>>) -> axum::response::Response {
+            let n: usize = q.get("n").and_then(|n| n.parse().ok()).unwrap_or(2);
+            let start = q
+                .get("last")
+                .map(|l| ALL.iter().position(|t| t == l).unwrap() + 1)
+                .unwrap_or(0);
+            let page = &ALL[start..(start + n).min(ALL.len())];
+            let body = serde_json::json!({ "name": "team/app", "tags": page }).to_string();
+            let mut headers = axum::http::HeaderMap::new();
+            if start + n < ALL.len() {
+                let link = format!(
+                    "</v2/team/app/tags/list?last={}&n={n}>; rel=\"next\"",
+                    page.last().unwrap()
+                );
+                headers.insert(header::LINK, link.parse().unwrap());
+            }
+            (headers, body).into_response()
+        }
+        let app = axum::Router::new().route("/v2/team/app/tags/list", axum::routing::get(tags));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let toml = format!("[[registry]]\nname = \"r\"\nurl = \"http://127.0.0.1:{port}\"\n");
+        let cfg = crate::config::parse(
+            &toml,
+            crate::config::Origin::Embedded,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .registries
+        .remove(0);
+        let client = Client::new(&cfg).unwrap();
+        assert_eq!(client.tags("team/app").await.unwrap(), ALL);
+        // One request per page of two: three pages.
+        assert_eq!(client.requests(), 3);
+        server.abort();
+    }
 }
