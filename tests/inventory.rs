@@ -22,62 +22,6 @@ fn skopeo(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Adds `multi-1.1` to the layout: an OCI image index over app-1.1 (amd64) and an arm64
-/// variant of it (same layers, another config), like shared/tools/realenv.sh builds.
-fn add_multi_platform_index(images: &Images) {
-    let layout = images.dir.path().join("layout");
-    let out = Command::new("umoci")
-        .args(["config", "--image"])
-        .arg(format!("{}:app-1.1", layout.display()))
-        .args(["--tag", "app-1.1-arm64", "--architecture", "arm64"])
-        .output()
-        .unwrap();
-    assert_ok(&out, "umoci config --architecture arm64");
-    let index_path = layout.join("index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
-    let find = |name: &str| {
-        index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
-            .unwrap()
-            .clone()
-    };
-    let mut children = Vec::new();
-    for (tag, arch) in [("app-1.1", "amd64"), ("app-1.1-arm64", "arm64")] {
-        let m = find(tag);
-        children.push(serde_json::json!({
-            "mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
-            "platform": {"architecture": arch, "os": "linux"}
-        }));
-    }
-    let body = serde_json::to_vec_pretty(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": children,
-    }))
-    .unwrap();
-    let digest = sha256(&body);
-    fs::write(layout.join("blobs/sha256").join(&digest), &body).unwrap();
-    index["manifests"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": format!("sha256:{digest}"),
-            "size": body.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "multi-1.1"}
-        }));
-    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-}
-
-fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
     fs::read(
         layout
@@ -214,16 +158,8 @@ fn expected(
 }
 
 fn push(images: &Images, reg: &Registry, layout_tag: &str, repo_tag: &str) {
-    let out = skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("{}:{}", ALICE.0, ALICE.1),
-        &images.reference(layout_tag),
-        &format!("docker://{}/{repo_tag}", reg.host()),
-    ]);
-    assert_ok(&out, &format!("skopeo copy {layout_tag} {repo_tag}"));
+    let out = skopeo_push_all(&images.reference(layout_tag), &reg.host(), repo_tag, ALICE);
+    assert_ok(&out, &format!("skopeo copy --all {layout_tag} {repo_tag}"));
 }
 
 fn metrics(d: &Daemon) -> String {
@@ -267,7 +203,7 @@ fn wait_next_poll(d: &Daemon) {
 #[test]
 fn inventory_accounting_pagination_changes_and_outage() {
     let images = Images::build();
-    add_multi_platform_index(&images);
+    images.add_multi_platform_index("app-1.1", "multi-1.1", "app 1.1 for two platforms");
     let mut reg = Registry::start(RegistryOptions::default());
 
     // What each repository holds: repo → [(tag, layout image)].

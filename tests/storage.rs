@@ -177,6 +177,26 @@ fn reclaimable_blobs_and_bytes_are_what_garbage_collect_deletes() {
             &format!("push {dest}"),
         );
     }
+    // Multi-platform: an index over base-1.0 (amd64) and an arm64 variant that only the
+    // index reaches. team/multi keeps its index; scratch/multi-gone's own index (another
+    // digest over the same children) is deleted. GC without --delete-untagged still marks
+    // the children through their revision links, so only that index blob goes.
+    images.add_multi_platform_index("base-1.0", "multi", "kept");
+    let gone_index = images.add_multi_platform_index("base-1.0", "multi-gone", "deleted");
+    for (img, dest) in [
+        ("multi", "team/multi:1.0"),
+        ("multi-gone", "scratch/multi-gone:1.0"),
+    ] {
+        assert_ok(
+            &skopeo_push_all(&images.reference(img), &host, dest, ALICE),
+            &format!("push --all {dest}"),
+        );
+    }
+    assert_eq!(
+        manifest_digest(&base, "scratch/multi-gone", "1.0"),
+        gone_index
+    );
+    delete_manifest(&base, "scratch/multi-gone", &gone_index);
     // app-1.1's manifest, config and own layer lose their last reference; app-1.0 stays
     // alive through deep/nested/app; doomed shares everything with tools/tool.
     let d = manifest_digest(&base, "team/app", "1.1");
@@ -249,10 +269,11 @@ fn reclaimable_blobs_and_bytes_are_what_garbage_collect_deletes() {
     assert_eq!(our_set, gc_set, "regwatch vs garbage-collect --dry-run");
     assert_eq!(
         gc_set.len(),
-        4,
-        "app-1.1 manifest, config, layer + the lone blob"
+        5,
+        "app-1.1 manifest, config, layer + the lone blob + the deleted index"
     );
     assert!(gc_set.contains(&digest));
+    assert!(gc_set.contains(&gone_index));
     assert_eq!(walk["reclaimable_blobs"], gc_set.len() as u64);
 
     // A real GC on a copy frees exactly the reclaimable bytes from blob data.

@@ -785,6 +785,69 @@ impl Images {
     pub fn reference(&self, tag: &str) -> String {
         format!("oci:{}:{tag}", self.dir.path().join("layout").display())
     }
+
+    /// Adds `name` to the layout: an OCI image index over `base` (amd64) and an arm64
+    /// variant of it (same layers, another config, tagged `{base}-arm64`), like
+    /// shared/tools/realenv.sh builds. `note` goes into the index's annotations, so two
+    /// indexes over the same children can have different digests. Push with
+    /// [`skopeo_push_all`]. Returns the index digest.
+    pub fn add_multi_platform_index(&self, base: &str, name: &str, note: &str) -> String {
+        let layout = self.dir.path().join("layout");
+        let index_path = layout.join("index.json");
+        let read_index = || -> serde_json::Value {
+            serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap()
+        };
+        let find = |index: &serde_json::Value, tag: &str| {
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+                .cloned()
+        };
+        let arm = format!("{base}-arm64");
+        if find(&read_index(), &arm).is_none() {
+            let out = Command::new("umoci")
+                .args(["config", "--image"])
+                .arg(format!("{}:{base}", layout.display()))
+                .args(["--tag", &arm, "--architecture", "arm64"])
+                .output()
+                .unwrap();
+            assert_ok(&out, "umoci config --architecture arm64");
+        }
+        let mut index = read_index();
+        let mut children = Vec::new();
+        for (tag, arch) in [(base, "amd64"), (arm.as_str(), "arm64")] {
+            let m = find(&index, tag).unwrap();
+            children.push(serde_json::json!({
+                "mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
+                "platform": {"architecture": arch, "os": "linux"}
+            }));
+        }
+        let body = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": children,
+            "annotations": {"org.opencontainers.image.description": note},
+        }))
+        .unwrap();
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&body))
+        };
+        fs::write(layout.join("blobs/sha256").join(&digest), &body).unwrap();
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{digest}"),
+                "size": body.len(),
+                "annotations": {"org.opencontainers.image.ref.name": name}
+            }));
+        fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        format!("sha256:{digest}")
+    }
 }
 
 fn skopeo(args: &[&str]) -> Output {
@@ -800,6 +863,19 @@ fn skopeo(args: &[&str]) -> Output {
 pub fn skopeo_push(src: &str, host: &str, repo_tag: &str, creds: (&str, &str)) -> Output {
     skopeo(&[
         "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{}:{}", creds.0, creds.1),
+        src,
+        &format!("docker://{host}/{repo_tag}"),
+    ])
+}
+
+/// [`skopeo_push`] with `--all`: an image index is pushed with every child manifest.
+pub fn skopeo_push_all(src: &str, host: &str, repo_tag: &str, creds: (&str, &str)) -> Output {
+    skopeo(&[
+        "copy",
+        "--all",
         "--dest-tls-verify=false",
         "--dest-creds",
         &format!("{}:{}", creds.0, creds.1),
