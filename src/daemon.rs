@@ -54,7 +54,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             .collect(),
     );
     let (alert_wake, alert_wake_rx) = crate::alerting::runner::wake_channel();
-    let tails = start_tails(&config, &metrics, &traffic, &sink, &clock, &alert_wake)?;
+    let mut tails = start_tails(&config, &metrics, &traffic, &sink, &clock, &alert_wake)?;
 
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -170,7 +170,21 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(config_path.as_deref(), &config_tx, &metrics, &sink, &*clock).await,
+            _ = hup.recv() => {
+                let old = config_tx.borrow().clone();
+                reload(config_path.as_deref(), &config_tx, &metrics, &sink, &*clock).await;
+                let new = config_tx.borrow().clone();
+                if old.logs != new.logs {
+                    // Each tailer commits its batch and checkpoint before it stops, and
+                    // the new ones resume from those checkpoints: nothing lost or doubled.
+                    std::mem::take(&mut tails).stop().await;
+                    tails = start_tails(&new, &metrics, &traffic, &sink, &clock, &alert_wake)
+                        .unwrap_or_else(|e| {
+                            tracing::error!(error = format!("{e:#}"), "cannot restart the log tailers; no logs are tailed until the next reload");
+                            Tails::default()
+                        });
+                }
+            }
         }
     };
 
@@ -212,6 +226,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
 }
 
 /// The tailer threads and their stop flag.
+#[derive(Default)]
 struct Tails {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -250,6 +265,11 @@ fn start_tails(
         let registry = config
             .registry(&log.registry)
             .expect("validated: the log's registry exists");
+        // The traffic windows are made per registry at start-up.
+        let Some(stats) = traffic.get(&log.registry) else {
+            tracing::warn!(log = %log.name, registry = %log.registry, "the log's registry was added by a reload; it is tailed after a restart");
+            continue;
+        };
         let handler = LineHandler {
             log: log.name.clone(),
             registry: log.registry.clone(),
@@ -259,7 +279,7 @@ fn start_tails(
                 .expect("validated: the format parsed"),
             counts: log.counts,
             audit_requests: registry.audit_from_logs,
-            stats: traffic[&log.registry].clone(),
+            stats: stats.clone(),
             counters: metrics.log_counters(&log.name, &log.registry),
             alert_wake: Some(alert_wake.clone()),
         };

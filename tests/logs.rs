@@ -552,3 +552,70 @@ fn a_glob_follows_every_matching_file_including_new_ones() {
         "load:a.access.log\nload:b.access.log\nload:c.access.log\n"
     );
 }
+
+#[test]
+fn sighup_adds_and_changes_logs_under_writes_without_loss() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("access.log");
+    std::fs::write(&path, "").unwrap();
+    let second = logs.path().join("second.log");
+    append(&second, 1_000_000..1_000_010);
+    let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+    const N: usize = 10_000;
+    let w = writer(path.clone(), lock, N, Duration::from_millis(10));
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-logs-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_on(free_port(), dir, &tail_config(&path), &[]);
+    let db = daemon.db_path();
+    let pulls = || {
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'pull'",
+        ) as usize
+    };
+    wait_until(Duration::from_secs(20), "the first lines", || pulls() > 0);
+
+    // A second log is added while the first is being written to.
+    let written = std::fs::read_to_string(daemon.config_path()).unwrap();
+    let with_second = format!(
+        "{written}\n[[log]]\nname = \"second\"\nregistry = \"main\"\npath = \"{}\"\nformat = \"nginx_combined\"\nstart_at = \"beginning\"\npoll_interval = \"100ms\"\n",
+        second.display()
+    );
+    std::fs::write(daemon.config_path(), &with_second).unwrap();
+    daemon.proc.signal("HUP");
+    wait_until(Duration::from_secs(20), "the added log read", || {
+        metric(
+            &daemon.get("/metrics").1,
+            "regwatch_log_lines_total{log=\"second\"}",
+        ) == Some(10.0)
+    });
+    // The first log's settings change: its tailer restarts from its checkpoint.
+    std::fs::write(
+        daemon.config_path(),
+        with_second.replacen("poll_interval = \"100ms\"", "poll_interval = \"50ms\"", 1),
+    )
+    .unwrap();
+    daemon.proc.signal("HUP");
+    // A reload that changes no log leaves the tailers alone.
+    daemon.proc.signal("HUP");
+    w.join().unwrap();
+    wait_until(Duration::from_secs(60), "every line read", || {
+        pulls() >= N + 10
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&db, N + 10);
+    let reloads = count(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE action = 'config_reload' AND detail = 'reloaded'",
+    );
+    assert_eq!(reloads, 3);
+    // Started once, restarted by each of the two reloads that changed a log.
+    let stderr = daemon.proc.stderr();
+    let starts = stderr
+        .lines()
+        .filter(|l| l.contains("tailing") && l.contains("log=load"))
+        .count();
+    assert_eq!(starts, 3, "{stderr}");
+}

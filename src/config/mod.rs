@@ -217,6 +217,41 @@ pub struct LogConfig {
     pub parsed_format: Option<crate::sources::formats::LogFormat>,
 }
 
+/// Equal when the user's settings are (`parsed_format` follows from them): a reload
+/// restarts the tailers only when this changes.
+impl PartialEq for LogConfig {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let LogConfig {
+            name,
+            registry,
+            path,
+            format,
+            start_at,
+            counts,
+            max_line_bytes,
+            poll_interval,
+            pattern,
+            time_format,
+            utc_offset,
+            json_fields,
+            parsed_format: _,
+        } = self;
+        *name == other.name
+            && *registry == other.registry
+            && *path == other.path
+            && *format == other.format
+            && *start_at == other.start_at
+            && *counts == other.counts
+            && *max_line_bytes == other.max_line_bytes
+            && *poll_interval == other.poll_interval
+            && *pattern == other.pattern
+            && *time_format == other.time_format
+            && *utc_offset == other.utc_offset
+            && *json_fields == other.json_fields
+    }
+}
+
 fn default_start_at() -> String {
     "end".into()
 }
