@@ -283,7 +283,8 @@ fn now_ms() -> i64 {
 }
 
 /// Delivers one channel's outbox, oldest first, until `shutdown`. A failure backs the row off
-/// (1 s, 2 s, 4 s … capped at a minute); the worker goes on with rows that are due.
+/// (1 s, 2 s, 4 s … capped at a minute); later rows of the same alert wait for it (see
+/// [`due_in_order`]).
 pub async fn deliver_channel(
     channel: ChannelConfig,
     db_path: PathBuf,
@@ -399,23 +400,67 @@ pub async fn deliver_channel(
 
 type DueRows = (Vec<(i64, i64, String)>, Option<i64>);
 
+/// Most outbox rows of one channel looked at per round; a longer backlog is reached as the
+/// head is delivered.
+const LOOKAHEAD: i64 = 1000;
+
 fn read_due(conn: &rusqlite::Connection, channel: &str) -> rusqlite::Result<DueRows> {
-    let now = now_ms();
     let mut stmt = conn.prepare_cached(
-        "SELECT id, attempts, payload FROM alert_outbox
-         WHERE channel = ?1 AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
+        "SELECT id, attempts, payload, next_attempt_ms FROM alert_outbox
+         WHERE channel = ?1 ORDER BY id LIMIT ?2",
     )?;
-    let due = stmt
-        .query_map(rusqlite::params![channel, now, BATCH], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    let rows = stmt
+        .query_map(rusqlite::params![channel, LOOKAHEAD], |r| {
+            Ok(OutboxEntry {
+                id: r.get(0)?,
+                attempts: r.get(1)?,
+                payload: r.get(2)?,
+                next_attempt_ms: r.get(3)?,
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let next: Option<i64> = conn.query_row(
-        "SELECT min(next_attempt_ms) FROM alert_outbox WHERE channel = ?1",
-        [channel],
-        |r| r.get(0),
-    )?;
-    Ok((due, next))
+    Ok(due_in_order(rows, now_ms(), BATCH as usize))
+}
+
+/// One row of a channel's outbox.
+#[derive(Debug, Clone)]
+struct OutboxEntry {
+    id: i64,
+    attempts: i64,
+    payload: String,
+    next_attempt_ms: i64,
+}
+
+/// Which of `rows` (in id order) may be sent now, at most `batch`, and when the next
+/// held-back one is due. A row waits while an older row *of the same alert* is still in
+/// the outbox: a receiver must never see "resolved" before the "firing" it ends (for
+/// Alertmanager that would leave the alert open). Other alerts are not held up by one
+/// that a receiver keeps refusing.
+fn due_in_order(rows: Vec<OutboxEntry>, now_ms: i64, batch: usize) -> DueRows {
+    #[derive(serde::Deserialize)]
+    struct Identity {
+        rule: String,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut due = Vec::new();
+    let mut next: Option<i64> = None;
+    for row in rows {
+        // An unreadable payload is its own alert (the worker drops it when it is due).
+        let identity = serde_json::from_str::<Identity>(&row.payload)
+            .map(|i| (i.rule, i.labels))
+            .map_err(|_| row.id);
+        if !seen.insert(identity) {
+            continue;
+        }
+        if row.next_attempt_ms <= now_ms && due.len() < batch {
+            due.push((row.id, row.attempts, row.payload));
+        } else {
+            next = Some(next.map_or(row.next_attempt_ms, |n: i64| n.min(row.next_attempt_ms)));
+        }
+    }
+    (due, next)
 }
 
 fn update_pending(conn: &rusqlite::Connection, metrics: &Metrics) {
@@ -451,5 +496,61 @@ mod tests {
         assert_eq!(super::backoff(4), Duration::from_secs(8));
         assert_eq!(super::backoff(7), Duration::from_secs(60));
         assert_eq!(super::backoff(1000), Duration::from_secs(60));
+    }
+
+    fn row(id: i64, rule: &str, address: &str, status: &str, next: i64) -> super::OutboxEntry {
+        super::OutboxEntry {
+            id,
+            attempts: 0,
+            payload: serde_json::json!({
+                "rule": rule, "status": status, "labels": {"address": address}
+            })
+            .to_string(),
+            next_attempt_ms: next,
+        }
+    }
+
+    fn ids(due: &super::DueRows) -> Vec<i64> {
+        due.0.iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn resolved_waits_for_its_firing_but_other_alerts_do_not() {
+        // Row 1 (firing) failed and backs off until 5000; its resolved (2) is due but must
+        // wait. Another address's alert (3) goes now.
+        let rows = vec![
+            row(1, "guessing", "10.0.0.5", "firing", 5000),
+            row(2, "guessing", "10.0.0.5", "resolved", 1000),
+            row(3, "guessing", "10.0.0.6", "firing", 1000),
+        ];
+        let due = super::due_in_order(rows.clone(), 2000, 50);
+        assert_eq!(ids(&due), vec![3]);
+        assert_eq!(due.1, Some(5000));
+        // Once the firing is due, only it goes; the resolved follows in a later round.
+        let due = super::due_in_order(rows[..2].to_vec(), 6000, 50);
+        assert_eq!(ids(&due), vec![1]);
+        let due = super::due_in_order(rows[1..2].to_vec(), 6000, 50);
+        assert_eq!(ids(&due), vec![2]);
+    }
+
+    #[test]
+    fn due_rows_are_capped_by_the_batch_and_unreadable_ones_stand_alone() {
+        let mut rows: Vec<_> = (1..=5)
+            .map(|i| row(i, "r", &format!("a{i}"), "firing", 0))
+            .collect();
+        rows.push(super::OutboxEntry {
+            id: 6,
+            attempts: 0,
+            payload: "not json".into(),
+            next_attempt_ms: 0,
+        });
+        assert_eq!(
+            ids(&super::due_in_order(rows.clone(), 10, 3)),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            ids(&super::due_in_order(rows, 10, 50)),
+            vec![1, 2, 3, 4, 5, 6]
+        );
     }
 }
