@@ -70,7 +70,11 @@ pub const MAX_KEYS: usize = 50_000;
 /// Auth failures per key (a user name or an address) over the last minute.
 #[derive(Debug, Default)]
 pub struct KeyedWindow {
-    keys: HashMap<String, Ring<60>>,
+    // Boxed rings keep the table's slots at 24 bytes: the table is sized for its high-water
+    // mark and, after evictions, may double once while the live entries stay ≤ MAX_KEYS.
+    // Inline 248-byte rings made that 35 MB per window (plus the old table while it grows);
+    // boxed, the rings cost only for live keys.
+    keys: HashMap<Box<str>, Box<Ring<60>>>,
 }
 
 impl KeyedWindow {
@@ -82,9 +86,9 @@ impl KeyedWindow {
         if self.keys.len() >= MAX_KEYS {
             self.shrink(at);
         }
-        let mut r = Ring::default();
+        let mut r = Box::<Ring<60>>::default();
         r.add(at, 1);
-        self.keys.insert(key.to_string(), r);
+        self.keys.insert(key.into(), r);
     }
 
     /// Makes room in bulk (so a spray costs O(1) amortised per event, not a scan each):
@@ -120,7 +124,7 @@ impl KeyedWindow {
             .iter()
             .map(|(k, r)| (k, r.sum(now, secs)))
             .filter(|(_, n)| *n as f64 > threshold)
-            .map(|(k, n)| (k.clone(), n))
+            .map(|(k, n)| (k.to_string(), n))
             .collect();
         v.sort();
         v
@@ -130,7 +134,7 @@ impl KeyedWindow {
     pub fn max(&self, now: i64) -> Option<(&str, u64)> {
         self.keys
             .iter()
-            .map(|(k, r)| (k.as_str(), r.sum(now, 60)))
+            .map(|(k, r)| (&**k, r.sum(now, 60)))
             .filter(|(_, n)| *n > 0)
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
     }

@@ -162,6 +162,20 @@ fn push(images: &Images, reg: &Registry, layout_tag: &str, repo_tag: &str) {
     assert_ok(&out, &format!("skopeo copy --all {layout_tag} {repo_tag}"));
 }
 
+/// `GET /api/v1/repositories` with the token, as JSON.
+fn repositories(d: &Daemon) -> serde_json::Value {
+    let (status, body) = http(
+        "GET",
+        d.port,
+        "/api/v1/repositories",
+        Some(TOKEN),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 fn metrics(d: &Daemon) -> String {
     d.get("/metrics").1
 }
@@ -305,16 +319,7 @@ tag_pattern = '^[0-9]+\.[0-9]+$'
     // The API: every repository's numbers equal what the layout says.
     let (status, body) = http("GET", d.port, "/api/v1/repositories", None, &[], None);
     assert_eq!(status, 401, "{body}");
-    let (status, body) = http(
-        "GET",
-        d.port,
-        "/api/v1/repositories",
-        Some(TOKEN),
-        &[],
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = repositories(&d);
     let rep = &v["registries"][0];
     assert_eq!(rep["registry"], "main");
     assert_eq!(rep["unique_bytes"], want_unique);
@@ -470,29 +475,11 @@ tag_pattern = '^[0-9]+\.[0-9]+$'
     // Restarted while the registry is down, regwatch still shows the last inventory
     // (the API and the gauges), marked with the time of that poll.
     let before = last_poll(&d);
-    let (status, api_before) = http(
-        "GET",
-        d.port,
-        "/api/v1/repositories",
-        Some(TOKEN),
-        &[],
-        None,
-    );
-    assert_eq!(status, 200, "{api_before}");
-    let api_before: serde_json::Value = serde_json::from_str(&api_before).unwrap();
+    let api_before = repositories(&d);
     let dir = d.stop();
     reg.stop();
     let d = Daemon::start_in(dir, &config, &[]);
-    let (status, api_after) = http(
-        "GET",
-        d.port,
-        "/api/v1/repositories",
-        Some(TOKEN),
-        &[],
-        None,
-    );
-    assert_eq!(status, 200, "{api_after}");
-    let api_after: serde_json::Value = serde_json::from_str(&api_after).unwrap();
+    let api_after = repositories(&d);
     assert_eq!(
         api_after["registries"][0]["per_repository"], api_before["registries"][0]["per_repository"],
         "the stored inventory is served after a restart"

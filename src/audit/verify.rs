@@ -2,7 +2,7 @@
 
 use super::chain;
 use super::query::{AuditRow, COLUMNS};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::fmt;
 
 /// Where the chain starts: the genesis hash, or the anchor retention left behind.
@@ -105,11 +105,7 @@ pub fn anchor(conn: &Connection) -> rusqlite::Result<Option<Anchor>> {
             })
         },
     )
-    .map(Some)
-    .or_else(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-        e => Err(e),
-    })
+    .optional()
 }
 
 /// Walks every row in id order (streaming). `expect_head`, when given, must be the hash of
@@ -219,16 +215,17 @@ pub fn verify(conn: &Connection, expect_head: Option<&str>) -> rusqlite::Result<
 /// The current head hash and row count, cheaply (no walk).
 pub fn head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
     let count: i64 = conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))?;
+    Ok((count, head_hash(conn)?))
+}
+
+/// The hash of the newest row (the genesis hash for an empty trail): one index lookup.
+pub fn head_hash(conn: &Connection) -> rusqlite::Result<String> {
     let head: Option<String> = conn
         .query_row(
             "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    Ok((count, head.unwrap_or_else(|| chain::GENESIS.to_string())))
+        .optional()?;
+    Ok(head.unwrap_or_else(|| chain::GENESIS.to_string()))
 }

@@ -4,7 +4,7 @@
 use super::chain::{self, Row};
 use super::schema::{self, StoreError};
 use crate::event::Event;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -326,11 +326,7 @@ pub fn load_checkpoint(conn: &Connection, log: &str) -> rusqlite::Result<Option<
             })
         },
     )
-    .map(Some)
-    .or_else(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-        e => Err(e),
-    })
+    .optional()
 }
 
 /// Called after each commit with the actions of the rows inserted (for metrics).
@@ -384,18 +380,7 @@ impl AuditWriter {
 }
 
 fn head_hash(conn: &Connection) -> Result<String, StoreError> {
-    let head: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    Ok(head.unwrap_or_else(|| chain::GENESIS.to_string()))
+    Ok(super::verify::head_hash(conn)?)
 }
 
 fn run(
@@ -857,15 +842,15 @@ pub fn load_inventory_report(
     conn: &Connection,
     registry: &str,
 ) -> Result<Option<String>, rusqlite::Error> {
-    conn.query_row(
-        "SELECT report FROM inventory_polls WHERE registry = ?1",
-        [registry],
-        |r| r.get::<_, Option<String>>(0),
-    )
-    .or_else(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-        e => Err(e),
-    })
+    // No row (never polled) and a NULL report (stored before migration 6) are both None.
+    Ok(conn
+        .query_row(
+            "SELECT report FROM inventory_polls WHERE registry = ?1",
+            [registry],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
 }
 
 /// Deletes rows older than `cutoff` (but never the newest row, which holds the chain head)
@@ -880,11 +865,7 @@ pub(crate) fn prune(conn: &mut Connection, cutoff: &str) -> Result<u64, rusqlite
             [cutoff],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     let Some((first_id, prev_hash)) = first_kept else {
         return Ok(0);
     };

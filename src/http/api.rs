@@ -13,6 +13,24 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 const DEFAULT_LIMIT: u64 = 100;
+
+/// Runs `read` on a read-only connection in the blocking pool (SQLite calls block); a
+/// failure, or a panic in `read`, answers 500 with the message.
+async fn read_db<T: IntoResponse + Send + 'static>(
+    db: std::path::PathBuf,
+    read: impl FnOnce(&rusqlite::Connection) -> Result<T, String> + Send + 'static,
+) -> Response {
+    let result = tokio::task::spawn_blocking(move || {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        read(&conn)
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) => r.into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
 const MAX_LIMIT: u64 = 10_000;
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -89,15 +107,14 @@ pub async fn audit(
         }
     };
     let db = state.db_path.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<Response, String> {
-        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+    read_db(db, move |conn| {
         let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
         if csv {
             let mut out = Vec::new();
             write_csv_header(&mut out).map_err(|e| e.to_string())?;
             let mut last = None;
             let n = f
-                .for_each(&conn, |r| {
+                .for_each(conn, |r| {
                     last = Some(r.id);
                     write_csv_row(&mut out, r)
                 })
@@ -115,7 +132,7 @@ pub async fn audit(
             return Ok(resp);
         }
         let mut rows: Vec<AuditRow> = Vec::new();
-        f.for_each(&conn, |r| -> Result<(), rusqlite::Error> {
+        f.for_each(conn, |r| -> Result<(), rusqlite::Error> {
             rows.push(r.clone());
             Ok(())
         })
@@ -141,12 +158,7 @@ pub async fn audit(
         };
         Ok(Json(body).into_response())
     })
-    .await;
-    match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
 }
 
 /// `GET /api/v1/audit/head`: the chain head, to write down elsewhere.
@@ -156,18 +168,11 @@ pub async fn head(State(state): State<AppState>, headers: HeaderMap) -> Response
         return r;
     }
     let db = state.db_path.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(i64, String), String> {
-        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
-        verify::head(&conn).map_err(|e| e.to_string())
+    read_db(db, |conn| {
+        let (rows, head) = verify::head(conn).map_err(|e| e.to_string())?;
+        Ok(Json(serde_json::json!({ "rows": rows, "head": head })))
     })
-    .await;
-    match result {
-        Ok(Ok((rows, head))) => {
-            Json(serde_json::json!({ "rows": rows, "head": head })).into_response()
-        }
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -239,22 +244,18 @@ pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Respon
         return r;
     }
     let db = state.db_path.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
-        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
-        let states = crate::alerting::runner::load_states(&conn).map_err(|e| e.to_string())?;
+    read_db(db, |conn| {
+        let states = crate::alerting::runner::load_states(conn).map_err(|e| e.to_string())?;
         let mut list: Vec<_> = states.into_values().flat_map(|m| m.into_values()).collect();
         list.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
         let pending: i64 = conn
             .query_row("SELECT count(*) FROM alert_outbox", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
-        Ok(serde_json::json!({ "alerts": list, "outbox_pending": pending }))
+        Ok(Json(
+            serde_json::json!({ "alerts": list, "outbox_pending": pending }),
+        ))
     })
-    .await;
-    match result {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
 }
 
 /// The body of `POST /api/v1/silences`.
