@@ -1,0 +1,54 @@
+//! One log line through the whole per-line path (parse, classify, windows, audit events),
+//! in every format. The first byte picks the format.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use regwatch::sources::formats::{LogFormat, RegexFormat};
+use regwatch::sources::tail::lines::{Counters, LineHandler};
+use regwatch::stats::RegistryStats;
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// nginx `combined` written as a `regex` format, as the README shows.
+const COMBINED_RE: &str = r#"^(?P<addr>\S+) \S+ (?P<user>.+?) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes>\d+|-) "(?:[^"\\]|\\.)*" "(?P<agent>(?:[^"\\]|\\.)*)"(?: (?P<duration>[\d.]+))?"#;
+
+static HANDLERS: LazyLock<Vec<LineHandler>> = LazyLock::new(|| {
+    let counter = || prometheus::IntCounter::new("c", "fuzz").unwrap();
+    let mut formats: Vec<LogFormat> = LogFormat::NAMES
+        .iter()
+        .filter_map(|n| LogFormat::from_name(n))
+        .collect();
+    formats.push(LogFormat::Regex(Box::new(
+        RegexFormat::new(COMBINED_RE, "auto").unwrap(),
+    )));
+    formats
+        .into_iter()
+        .map(|format| LineHandler {
+            log: "fuzz".into(),
+            registry: "main".into(),
+            format,
+            counts: true,
+            audit_requests: true,
+            stats: Arc::new(Mutex::new(RegistryStats::default())),
+            counters: Counters {
+                lines: counter(),
+                parse_errors: counter(),
+                pulls: counter(),
+                pull_failures: counter(),
+                pushes: counter(),
+                deletes: counter(),
+                auth_failures: counter(),
+            },
+            alert_wake: None,
+        })
+        .collect()
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, line)) = data.split_first() else {
+        return;
+    };
+    let handler = &HANDLERS[pick as usize % HANDLERS.len()];
+    let mut events = Vec::new();
+    handler.handle(line, time::OffsetDateTime::UNIX_EPOCH, &mut events);
+    handler.handle(line, time::OffsetDateTime::now_utc(), &mut events);
+});

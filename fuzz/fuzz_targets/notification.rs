@@ -1,0 +1,8 @@
+//! A body posted to `/notifications`: the registry's envelope or a Harbor webhook payload.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = regwatch::sources::notifications::parse(data, "main");
+});

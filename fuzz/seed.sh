@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the seed corpora for the fuzz targets from the real samples in tests/fixtures:
+# fuzz/corpus/<target>/ (not committed; regenerated at will).
+set -euo pipefail
+cd "$(dirname "$0")"
+fx=../tests/fixtures
+rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest
+i=0
+# log_line: the first byte picks the format (0..6 by LogFormat::NAMES, 7 the regex format).
+for f in "$fx"/logs/*.log; do
+    while IFS= read -r line; do
+        for fmt in 0 1 2 3 4 5 6 7; do
+            { printf "\\$(printf '%03o' "$fmt")"; printf '%s' "$line"; } > "corpus/log_line/$i"
+            i=$((i + 1))
+        done
+    done < "$f"
+done
+n=0
+while IFS= read -r line; do
+    printf '%s' "$line" > "corpus/notification/$n"
+    n=$((n + 1))
+done < "$fx/notifications.ndjson"
+m=0
+for f in "$fx"/api/*.json; do
+    for t in 0 1 2 3 4 5; do
+        { printf "\\$(printf '%03o' "$t")"; cat "$f"; } > "corpus/manifest/$m"
+        m=$((m + 1))
+    done
+done
+echo "seeds: $i log lines, $n notification bodies, $m manifests"
