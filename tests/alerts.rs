@@ -1174,3 +1174,60 @@ url = "{}"
     assert_eq!(got[1].json()["status"], "resolved");
     daemon.stop();
 }
+
+#[test]
+fn a_silence_that_ends_while_firing_sends_the_held_notification() {
+    let smtp = SmtpSink::start();
+    let hook = WebhookSink::start();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = fault_config(&log, "6s", smtp.port, &hook.url());
+    let daemon = Daemon::start_in(dir, &config, &[("REGWATCH_TEST_WEBHOOK_SECRET", SECRET)]);
+    for (address, duration) in [("10.0.0.21", "2s"), ("10.0.0.22", "1m")] {
+        let body = format!(r#"{{"matchers":{{"address":"{address}"}},"duration":"{duration}"}}"#);
+        let (status, body) = http(
+            "POST",
+            daemon.port,
+            "/api/v1/silences",
+            Some(TOKEN),
+            &[("content-type", "application/json")],
+            Some(body.into_bytes()),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    failed_logins(&log, "10.0.0.21", "eve", 11);
+    failed_logins(&log, "10.0.0.22", "eve", 11);
+    let firing = |d: &Daemon| {
+        let (_, m) = d.get("/metrics");
+        metric(&m, "regwatch_alerts_firing{rule=\"guessing\"}")
+    };
+    wait_until(Duration::from_secs(10), "both addresses firing", || {
+        firing(&daemon) == Some(2.0)
+    });
+    assert_eq!(hook.received().len(), 0, "silenced: nothing sent yet");
+
+    // The 2 s silence ends while .21 still fires: its firing goes out then, not an hour later.
+    // Both resolve when the 6 s window empties; .22 was never announced, so it is never
+    // resolved either.
+    let got = hook.wait_for(2, Duration::from_secs(20));
+    assert_eq!(got.len(), 2, "{}", daemon.proc.stderr());
+    assert_eq!(got[0].json()["status"], "firing");
+    assert_eq!(got[0].json()["labels"]["address"], "10.0.0.21");
+    assert_eq!(got[1].json()["status"], "resolved");
+    assert_eq!(got[1].json()["labels"]["address"], "10.0.0.21");
+    assert!(got.iter().all(signature_ok));
+    wait_until(Duration::from_secs(20), "both resolved", || {
+        firing(&daemon) == Some(0.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.received().len(), 2);
+    let mails = smtp.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.messages().len(), 2);
+    daemon.stop();
+}

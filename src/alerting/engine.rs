@@ -64,6 +64,11 @@ pub struct AlertState {
     pub value: f64,
     /// How many times this alert has fired; part of each notification's idempotency key.
     pub sequence: i64,
+    /// Its firing notification was held back by a silence or maintenance window: it is sent
+    /// when that ends while the alert still fires, and a resolve before then sends nothing
+    /// (the receivers never heard of it).
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// A group whose value is over the threshold now.
@@ -176,6 +181,7 @@ pub fn evaluate(
             refreshed_at: Some(now),
             value: b.value,
             sequence: prev.map(|p| p.sequence).unwrap_or(0) + 1,
+            held: false,
         };
         match states.get(&key) {
             None
@@ -202,6 +208,7 @@ pub fn evaluate(
                             refreshed_at: None,
                             value: b.value,
                             sequence: prev.map(|p| p.sequence).unwrap_or(0),
+                            held: false,
                         },
                         notify: None,
                     });

@@ -182,20 +182,43 @@ impl Evaluator {
                 let states = self.states.get(&rule.name).unwrap_or(&empty);
                 let mut changes =
                     engine::evaluate(&rule.name, Timing::of(rule, resend), states, &breaches, now);
+                // A firing notification held back by a silence that has ended since: send it
+                // now, not at the next repeat_interval.
+                let mut held: Vec<&engine::AlertState> = states
+                    .values()
+                    .filter(|s| s.phase == Phase::Firing && s.held)
+                    .filter(|s| !changes.iter().any(|c| c.state.key == s.key))
+                    .collect();
+                held.sort_by(|a, b| a.key.cmp(&b.key));
+                for s in held {
+                    let n = Notification::new(rule, s, Notify::Firing, now);
+                    let silences = self.silences.read().expect("silences lock");
+                    if super::silence::suppressed(&n.labels, now, &silences, &self.windows)
+                        .is_none()
+                    {
+                        let mut next = s.clone();
+                        next.notified_at = Some(now);
+                        next.refreshed_at = Some(now);
+                        changes.push(engine::Change {
+                            state: next,
+                            notify: Some(Notify::Firing),
+                        });
+                    }
+                }
                 // The traffic windows start empty after a restart: a firing log-driven alert
                 // is not resolved before its window has refilled (or it would be resolved,
                 // and re-fired, by every restart).
                 if log_driven && now - started < rule.window {
                     changes.retain(|c| c.state.phase != Phase::Resolved);
                 }
-                for c in changes {
-                    update.states.push(AlertStateRow {
-                        rule: rule.name.clone(),
-                        key: c.state.key.clone(),
-                        phase: c.state.phase.as_str(),
-                        state: serde_json::to_string(&c.state).expect("state serialises"),
-                    });
-                    if let Some(notify) = c.notify {
+                for mut c in changes {
+                    if c.notify == Some(Notify::Resolved)
+                        && states.get(&c.state.key).is_some_and(|s| s.held)
+                    {
+                        // Nobody was told it fired: nothing to resolve.
+                        c.notify = None;
+                    }
+                    let notification = c.notify.map(|notify| {
                         let n = Notification::new(rule, &c.state, notify, now);
                         let quiet = super::silence::suppressed(
                             &n.labels,
@@ -203,6 +226,20 @@ impl Evaluator {
                             &self.silences.read().expect("silences lock"),
                             &self.windows,
                         );
+                        (notify, n, quiet)
+                    });
+                    c.state.held = match &notification {
+                        _ if c.state.phase != Phase::Firing => false,
+                        Some((Notify::Firing | Notify::Repeat, _, quiet)) => quiet.is_some(),
+                        _ => c.state.held,
+                    };
+                    update.states.push(AlertStateRow {
+                        rule: rule.name.clone(),
+                        key: c.state.key.clone(),
+                        phase: c.state.phase.as_str(),
+                        state: serde_json::to_string(&c.state).expect("state serialises"),
+                    });
+                    if let Some((notify, n, quiet)) = notification {
                         if let Some(why) = quiet {
                             // The state still changes; only the notification is held back.
                             tracing::info!(
