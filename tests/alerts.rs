@@ -1231,3 +1231,119 @@ fn a_silence_that_ends_while_firing_sends_the_held_notification() {
     assert_eq!(smtp.messages().len(), 2);
     daemon.stop();
 }
+
+/// A forecast needs hours of history: the test writes six hours of samples growing at a
+/// fifth of the free space a day (so the disk is full in about five days), as the monitor
+/// itself would have stored them, then lets the real monitor add the present and the rule
+/// judge the result.
+#[test]
+fn storage_forecast_fires_from_the_stored_growth_history() {
+    let registry = Registry::start(RegistryOptions::default());
+    let hook = WebhookSink::start();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+[database]
+path = "{{dir}}/regwatch.db"
+[[registry]]
+name = "main"
+url = "{}"
+username = "alice"
+password = "alice-pass"
+storage_root = "{}"
+storage_usage_interval = "1s"
+
+[[rule]]
+name = "disk-full-soon"
+kind = "storage_forecast"
+threshold = 30
+interval = "1s"
+summary = "{{{{ registry }}}} full in {{{{ value }}}} days"
+channels = ["hook"]
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+        registry.url(),
+        registry.storage().display(),
+        hook.url()
+    );
+    // Without history there is no forecast, so nothing to judge.
+    let daemon = Daemon::start(&config);
+    wait_until(Duration::from_secs(10), "a usage sample", || {
+        metric(
+            &daemon.get("/metrics").1,
+            "regwatch_storage_used_ratio{registry=\"main\"}",
+        )
+        .is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric(
+            &daemon.get("/metrics").1,
+            "regwatch_storage_days_until_full{registry=\"main\"}"
+        ),
+        None
+    );
+    assert_eq!(hook.received().len(), 0);
+    let dir = daemon.stop();
+
+    let out = Command::new("df")
+        .args(["-B1", "--output=used,avail"])
+        .arg(registry.storage())
+        .output()
+        .unwrap();
+    assert_ok(&out, "df");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let nums: Vec<i64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (used, avail) = (nums[0], nums[1]);
+    let per_day = avail / 5;
+    let now = time::OffsetDateTime::now_utc();
+    let mut sql = String::from("BEGIN;");
+    for i in 1..=12i64 {
+        let ago = time::Duration::minutes(30 * i);
+        let grown = per_day * ago.whole_seconds() / 86_400;
+        sql.push_str(&format!(
+            "INSERT INTO storage_samples VALUES ('main', '{}', {}, {}, {});",
+            regwatch::audit::format_time(now - ago),
+            used - grown,
+            used + avail,
+            avail + grown
+        ));
+    }
+    sql.push_str("COMMIT;");
+    sqlite3(&dir.path().join("regwatch.db"), &sql);
+
+    let daemon = Daemon::start_in(dir, &config, &[]);
+    let got = hook.wait_for(1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    let n = got[0].json();
+    assert_eq!(n["status"], "firing");
+    assert_eq!(n["labels"]["alertname"], "disk-full-soon");
+    let m = daemon.get("/metrics").1;
+    let days = metric(&m, "regwatch_storage_days_until_full{registry=\"main\"}").unwrap();
+    // Five days at the written rate; whatever else this machine writes meanwhile moves the
+    // newest sample only a little against a six-hour trend.
+    assert!((3.0..8.0).contains(&days), "{days} days\n{m}");
+    let growth = metric(
+        &m,
+        "regwatch_storage_growth_bytes_per_day{registry=\"main\"}",
+    )
+    .unwrap();
+    assert!(
+        (growth - per_day as f64).abs() < 0.3 * per_day as f64,
+        "{growth} vs {per_day}"
+    );
+    let value = n["value"].as_f64().unwrap();
+    assert!(value > 0.0 && value < 30.0, "{n}");
+    daemon.stop();
+}
