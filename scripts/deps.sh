@@ -3,10 +3,12 @@
 # The real registry (distribution 2.8), skopeo and umoci to push/pull images without a Docker
 # engine, nginx + htpasswd for the proxy, aiosmtpd for mail, sqlite3 for tamper tests, and
 # python3-jwt + python3-cryptography + openssl for the tests' token server (bearer auth),
-# prometheus-alertmanager as the alerting tests' real Alertmanager.
+# prometheus-alertmanager as the alerting tests' real Alertmanager, buildah (+ crun, its runtime,
+# a Recommends that --no-install-recommends skips) to build the
+# container image from packaging/Dockerfile.
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail prometheus prometheus-alertmanager)
+PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail prometheus prometheus-alertmanager buildah crun)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

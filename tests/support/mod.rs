@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 pub const ALICE: (&str, &str) = ("alice", "alice-pass");
 pub const BOB: (&str, &str) = ("bob", "bob-pass");
 
-/// The Debian packages the integration tests need, as one install line.
-pub const APT_LINE: &str = "apt-get install -y docker-registry skopeo umoci nginx apache2-utils python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3";
+/// What installs every Debian package the integration tests need.
+pub const APT_LINE: &str = "scripts/deps.sh";
 
 /// Fails the test unless `program` is installed, naming the package that provides it.
 pub fn require(program: &str, package: &str) -> PathBuf {
