@@ -1291,21 +1291,8 @@ url = "{}"
     assert_eq!(hook.received().len(), 0);
     let dir = daemon.stop();
 
-    let out = Command::new("df")
-        .args(["-B1", "--output=used,avail"])
-        .arg(registry.storage())
-        .output()
-        .unwrap();
-    assert_ok(&out, "df");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let nums: Vec<i64> = text
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let (used, avail) = (nums[0], nums[1]);
+    let (used, avail) = df(&registry.storage());
+    let (used, avail) = (used as i64, avail as i64);
     let per_day = avail / 5;
     let now = time::OffsetDateTime::now_utc();
     let mut sql = String::from("BEGIN;");

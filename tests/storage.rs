@@ -354,20 +354,8 @@ fn reclaimable_blobs_and_bytes_are_what_garbage_collect_deletes() {
     );
 
     // Used ratio as df computes it for the same path.
-    let out = Command::new("df")
-        .args(["-B1", "--output=used,avail"])
-        .arg(registry.storage())
-        .output()
-        .unwrap();
-    assert_ok(&out, "df");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let nums: Vec<f64> = text
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let (used, avail) = df(&registry.storage());
+    let nums = [used as f64, avail as f64];
     let df_ratio = nums[0] / (nums[0] + nums[1]);
     let ratio = ours["usage"]["used_ratio"].as_f64().unwrap();
     assert!(

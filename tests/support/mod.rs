@@ -1072,6 +1072,26 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, resp.text().map_err(std::io::Error::other)?))
 }
 
+/// `df -B1` for the filesystem holding `path`: (used, available) bytes, as df counts them
+/// (available = what an unprivileged writer can still use).
+pub fn df(path: &Path) -> (u64, u64) {
+    let out = Command::new("df")
+        .args(["-B1", "--output=used,avail"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_ok(&out, "df");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let nums: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("df printed {text:?}"))
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (nums[0], nums[1])
+}
+
 /// Parses Prometheus text format into (series, value) pairs, failing on malformed lines.
 pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     text.lines()
