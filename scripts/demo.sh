@@ -8,6 +8,7 @@
 # Everything lives in $REGWATCH_DEMO_DIR (default /tmp/regwatch-demo); only 127.0.0.1 is used:
 # registry :5000 (metrics :5001), nginx :5080, regwatch :10708. Users: alice/alice-pass (push),
 # bob/bob-pass (read-only through nginx). These are throwaway demo credentials.
+# REGWATCH_BIN=path uses that regwatch binary instead of building a release one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${REGWATCH_DEMO_DIR:-/tmp/regwatch-demo}
@@ -17,6 +18,17 @@ say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 100); do busy "$1" && return 0; sleep 0.1; done; die "$2 did not start; see $DIR/logs/"; }
+# Waits until the audit API has at least N events matching QUERY (notifications and log lines
+# arrive asynchronously), at most 20 s.
+wait_audit() { # QUERY N
+  local tok; tok=$(cat "$DIR/secrets/api-token")
+  for _ in $(seq 100); do
+    [ "$(curl -sf -H "Authorization: Bearer $tok" "http://127.0.0.1:$RW_PORT/api/v1/audit?$1&limit=$2" |
+      grep -o '"id":' | wc -l)" -ge "$2" ] && return 0
+    sleep 0.2
+  done
+  say "the audit trail still lacks $2 event(s) matching $1 after 20 s; see $DIR/logs/"
+}
 
 start() { # name cmd...
   local name=$1; shift
@@ -36,9 +48,13 @@ down() {
 if [ "${1:-up}" = down ]; then down; exit 0; fi
 
 bash "$ROOT/scripts/deps.sh"
-say "building regwatch (release)"
-(cd "$ROOT" && cargo build --release --quiet)
-RW="$ROOT/target/release/regwatch"
+if [ -n "${REGWATCH_BIN:-}" ]; then
+  RW=$REGWATCH_BIN   # e.g. the tests' debug build
+else
+  say "building regwatch (release)"
+  (cd "$ROOT" && cargo build --release --quiet)
+  RW="$ROOT/target/release/regwatch"
+fi
 
 [ -n "$(ls "$DIR"/run/*.pid 2>/dev/null)" ] && down
 for p in $REG_PORT $DEBUG_PORT $NGINX_PORT $RW_PORT; do busy "$p" && die "port 127.0.0.1:$p is in use"; done
@@ -126,7 +142,8 @@ for _ in 1 2 3; do curl -s -o /dev/null -u bob:wrong "http://127.0.0.1:$NGINX_PO
 
 say "regwatch's metrics (curl -s http://127.0.0.1:$RW_PORT/metrics | grep ^regwatch_):"
 curl -s "http://127.0.0.1:$RW_PORT/metrics" | grep '^regwatch_'
-sleep 2   # notifications arrive asynchronously; the log tailer and poller catch up
+wait_audit "actor=bob&action=pull" 1
+wait_audit "action=auth_failure" 3
 say "who did what ($RW audit query --grouped --config $DIR/regwatch.toml):"
 "$RW" audit query --grouped --config "$DIR/regwatch.toml"
 say "failed logins, from nginx's access log:"
