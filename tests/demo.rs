@@ -2,10 +2,7 @@
 //! of regwatch instead of a release build): everything starts, the traffic it sends shows up
 //! in the views it prints, the chain verifies, and `scripts/demo.sh down` stops it all.
 
-mod support;
-
 use std::process::Command;
-use support::*;
 
 const PORTS: [u16; 4] = [5000, 5001, 5080, 10708];
 
