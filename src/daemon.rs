@@ -121,6 +121,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         alert_wake_rx,
         shutdown.clone(),
     ));
+    let report_task = tokio::spawn(crate::reports::run(
+        config_rx.clone(),
+        db_path.clone(),
+        metrics.reports.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    ));
     let pollers = tokio::spawn(supervise_pollers(
         config_rx,
         PollerContext {
@@ -196,6 +203,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     shutdown.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, alerting).await.is_err() {
         tracing::warn!("alerting still running after {DRAIN_TIMEOUT:?}");
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, report_task)
+        .await
+        .is_err()
+    {
+        // A report being written is finished by its blocking thread or abandoned with
+        // its temporary file; the output is never half-written.
+        tracing::warn!("a report was still being written after {DRAIN_TIMEOUT:?}");
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
         tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");

@@ -13,5 +13,6 @@ pub mod event;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reports;
 pub mod sources;
 pub mod stats;

@@ -82,6 +82,9 @@ enum Command {
     /// Alerting: send a test notification through a channel.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Scheduled reports (`[[report]]`): write one now.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Print the version and the git revision it was built from.
     Version,
 }
@@ -96,6 +99,18 @@ enum AlertsCommand {
         /// The channel's name in the config.
         #[arg(long)]
         channel: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Write a `[[report]]` now, exactly as its schedule would (same period up to now, same
+    /// filters, same output file), and print where it went with the chain head.
+    Run {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The report's name in the config.
+        name: String,
     },
 }
 
@@ -191,6 +206,40 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Report(ReportCommand::Run { config, name }) => {
+            let loaded = match config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_failed(&e),
+            };
+            let Some(report) = loaded.reports.iter().find(|r| r.name == name) else {
+                let known: Vec<&str> = loaded.reports.iter().map(|r| r.name.as_str()).collect();
+                eprintln!(
+                    "error: no [[report]] is named {name:?} (configured: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                return ExitCode::FAILURE;
+            };
+            let now = time::OffsetDateTime::now_utc();
+            match regwatch::reports::write(&loaded.database.path, report, now) {
+                Ok(w) => {
+                    println!(
+                        "wrote {} ({} events, chain head {})",
+                        w.path.display(),
+                        w.rows,
+                        w.head
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: report {name}: {e}");
                     ExitCode::FAILURE
                 }
             }

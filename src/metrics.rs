@@ -27,6 +27,58 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
+    pub reports: ReportMetrics,
+}
+
+/// Scheduled reports (`[[report]]`), labelled `report`.
+#[derive(Clone)]
+pub struct ReportMetrics {
+    pub runs_total: IntCounterVec,
+    pub failures_total: IntCounterVec,
+    pub last_success_timestamp_seconds: GaugeVec,
+    pub last_rows: IntGaugeVec,
+}
+
+impl ReportMetrics {
+    fn new() -> Self {
+        ReportMetrics {
+            runs_total: counter(
+                "regwatch_report_runs_total",
+                "Scheduled report runs, successful or not.",
+                "report",
+            ),
+            failures_total: counter(
+                "regwatch_report_failures_total",
+                "Scheduled report runs that wrote no report (the error is logged).",
+                "report",
+            ),
+            last_success_timestamp_seconds: GaugeVec::new(
+                Opts::new(
+                    "regwatch_report_last_success_timestamp_seconds",
+                    "When the report was last written.",
+                ),
+                &["report"],
+            )
+            .expect("valid metric"),
+            last_rows: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_report_last_rows",
+                    "Audit events in the last report written.",
+                ),
+                &["report"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.runs_total.clone()),
+            Box::new(self.failures_total.clone()),
+            Box::new(self.last_success_timestamp_seconds.clone()),
+            Box::new(self.last_rows.clone()),
+        ]
+    }
 }
 
 /// The poller's per-registry series (all labelled `registry`).
@@ -347,6 +399,7 @@ impl Metrics {
         .expect("valid metric");
         let registry_metrics = RegistryMetrics::new();
         let storage = StorageMetrics::new();
+        let reports = ReportMetrics::new();
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(config_last_reload_successful.clone()),
@@ -371,6 +424,7 @@ impl Metrics {
         .into_iter()
         .chain(registry_metrics.collectors())
         .chain(storage.collectors())
+        .chain(reports.collectors())
         {
             registry.register(c).expect("metric names are unique");
         }
@@ -402,6 +456,7 @@ impl Metrics {
             outbox_pending,
             registries: registry_metrics,
             storage,
+            reports,
         }
     }
 

@@ -365,7 +365,7 @@ pub fn validate(
 
     for (i, m) in maintenance.iter_mut().enumerate() {
         let at = KeyPath::default().key("maintenance").index(i);
-        match super::silence::parse_schedule(&m.schedule) {
+        match crate::config::schedule::parse(&m.schedule) {
             Ok(c) => m.parsed = Some(c),
             Err(e) => err(at.clone().key("schedule"), e),
         }

@@ -2,10 +2,8 @@
 //! maintenance windows (config). Both match alerts by their labels; a silenced alert still
 //! changes state (and shows in `/api/v1/alerts`), only its notifications are not sent.
 //!
-//! Maintenance schedules are 5-field crontab expressions parsed with `croner`, which reads
-//! them as written; the `cron` crate insists on a seconds field (6-7 fields), so every
-//! crontab line users copy would need rewriting, and getting that rewrite wrong shifts a
-//! window silently. Times are UTC.
+//! Maintenance schedules are 5-field crontab expressions in UTC (see
+//! [`crate::config::schedule`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,18 +62,6 @@ pub struct Window {
     pub schedule: croner::Cron,
     pub duration: Duration,
     pub matchers: BTreeMap<String, String>,
-}
-
-/// Parses a 5-field crontab expression (minute hour day-of-month month day-of-week).
-pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if fields != 5 {
-        return Err(format!(
-            "expected a 5-field crontab expression (minute hour day-of-month month day-of-week), e.g. \"0 2 * * SUN\"; {expr:?} has {fields} fields"
-        ));
-    }
-    expr.parse::<croner::Cron>()
-        .map_err(|e| format!("invalid crontab expression {expr:?}: {e}"))
 }
 
 impl Window {
@@ -187,7 +173,7 @@ mod tests {
         // Sundays 02:00 UTC for 2 hours. 2026-11-29 is a Sunday.
         let w = Window {
             name: "patching".into(),
-            schedule: parse_schedule("0 2 * * SUN").unwrap(),
+            schedule: crate::config::schedule::parse("0 2 * * SUN").unwrap(),
             duration: Duration::from_secs(7200),
             matchers: BTreeMap::new(),
         };
@@ -196,8 +182,6 @@ mod tests {
         assert!(w.active(datetime!(2026-11-29 03:59:59 UTC)));
         assert!(!w.active(datetime!(2026-11-29 04:00:00 UTC)));
         assert!(!w.active(datetime!(2026-11-30 02:30:00 UTC)), "Monday");
-        assert!(parse_schedule("0 0 2 * * SUN").is_err(), "6 fields");
-        assert!(parse_schedule("61 2 * * *").is_err());
     }
 
     #[test]

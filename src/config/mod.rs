@@ -5,6 +5,7 @@
 
 pub mod diagnose;
 pub mod duration;
+pub mod schedule;
 pub mod secret;
 
 use diagnose::{Diagnostic, KeyPath, Locator};
@@ -53,6 +54,8 @@ pub struct Config {
     pub channels: Vec<crate::alerting::config::ChannelConfig>,
     #[serde(default)]
     pub maintenance: Vec<crate::alerting::config::MaintenanceConfig>,
+    #[serde(default, rename = "report")]
+    pub reports: Vec<crate::reports::config::ReportConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -722,6 +725,15 @@ impl Config {
             base,
             loc,
         ));
+        errs.extend(crate::reports::config::validate(
+            &mut self.reports,
+            &registry_names_owned
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            base,
+            loc,
+        ));
         let mut err = |path: KeyPath, msg: String| errs.push(loc.at_path(&path, msg));
         if self.registries.is_empty() {
             err(
@@ -889,6 +901,20 @@ impl Config {
                 m.schedule,
                 duration::humane(m.duration)
             );
+        }
+        if !self.reports.is_empty() {
+            let _ = writeln!(s, "reports     {}", self.reports.len());
+            for r in &self.reports {
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {} of the last {} at \"{}\" UTC to {}",
+                    r.name,
+                    r.format,
+                    duration::humane(r.period),
+                    r.schedule,
+                    r.output.display()
+                );
+            }
         }
         s
     }
