@@ -25,7 +25,7 @@ fn promtool(args: &[&str]) -> std::process::Output {
 fn alert_rules_are_valid_and_their_unit_tests_pass() {
     let out = promtool(&["check", "rules", "regwatch.rules.yml"]);
     assert_ok(&out, "promtool check rules");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 8 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 9 rules found"));
     assert_ok(
         &promtool(&["test", "rules", "regwatch.rules.test.yml"]),
         "promtool test rules",
@@ -78,6 +78,11 @@ name = "nginx-access"
 registry = "main"
 path = "{}"
 format = "nginx_combined"
+[[report]]
+name = "weekly-audit"
+schedule = "0 6 * * MON"
+format = "html"
+output = "{{dir}}/audit-{{date}}.html"
 "#,
         registry.url(),
         registry.storage().display(),
@@ -226,7 +231,7 @@ format = "nginx_combined"
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 8);
+    assert_eq!(loaded.len(), 9);
     for r in loaded {
         assert_eq!(r["health"], "ok", "{r}");
     }
