@@ -223,19 +223,8 @@ pub fn validate(
     let mut channel_names = HashSet::new();
     for (i, c) in channels.iter_mut().enumerate() {
         let at = KeyPath::default().key("channel").index(i);
-        if !crate::config::valid_name(&c.name) {
-            err(
-                at.clone().key("name"),
-                format!(
-                    "invalid channel name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                    c.name
-                ),
-            );
-        } else if !channel_names.insert(c.name.clone()) {
-            err(
-                at.clone().key("name"),
-                format!("duplicate channel name {:?}", c.name),
-            );
+        if let Err(msg) = crate::config::unique_name("channel", &c.name, &mut channel_names) {
+            err(at.clone().key("name"), msg);
         }
         if !CHANNEL_KINDS.contains(&c.kind.as_str()) {
             err(
@@ -377,19 +366,8 @@ pub fn validate(
     let mut rule_names = HashSet::new();
     for (i, r) in rules.iter_mut().enumerate() {
         let at = KeyPath::default().key("rule").index(i);
-        if !crate::config::valid_name(&r.name) {
-            err(
-                at.clone().key("name"),
-                format!(
-                    "invalid rule name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                    r.name
-                ),
-            );
-        } else if !rule_names.insert(r.name.clone()) {
-            err(
-                at.clone().key("name"),
-                format!("duplicate rule name {:?}", r.name),
-            );
+        if let Err(msg) = crate::config::unique_name("rule", &r.name, &mut rule_names) {
+            err(at.clone().key("name"), msg);
         }
         if !RULE_KINDS.contains(&r.kind.as_str()) {
             err(

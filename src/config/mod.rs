@@ -457,19 +457,8 @@ impl Config {
         let mut names = HashSet::new();
         for (i, r) in self.registries.iter_mut().enumerate() {
             let at = KeyPath::default().key("registry").index(i);
-            if !valid_name(&r.name) {
-                err(
-                    at.clone().key("name"),
-                    format!(
-                        "invalid registry name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                        r.name
-                    ),
-                );
-            } else if !names.insert(r.name.clone()) {
-                err(
-                    at.clone().key("name"),
-                    format!("duplicate registry name {:?}: names must be unique", r.name),
-                );
+            if let Err(msg) = crate::config::unique_name("registry", &r.name, &mut names) {
+                err(at.clone().key("name"), msg);
             }
             match reqwest::Url::parse(&r.url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -589,19 +578,8 @@ impl Config {
         let registry_names: Vec<&str> = registry_names_owned.iter().map(String::as_str).collect();
         for (i, l) in self.logs.iter_mut().enumerate() {
             let at = KeyPath::default().key("log").index(i);
-            if !valid_name(&l.name) {
-                err(
-                    at.clone().key("name"),
-                    format!(
-                        "invalid log name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                        l.name
-                    ),
-                );
-            } else if !log_names.insert(l.name.clone()) {
-                err(
-                    at.clone().key("name"),
-                    format!("duplicate log name {:?}: names must be unique", l.name),
-                );
+            if let Err(msg) = crate::config::unique_name("log", &l.name, &mut log_names) {
+                err(at.clone().key("name"), msg);
             }
             if !registry_names.contains(&l.registry.as_str()) {
                 let hint = diagnose::suggest(&l.registry, &registry_names)
@@ -927,6 +905,26 @@ fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Checks a `name` key: valid characters, and not used by another entry of the same kind
+/// (`seen` collects them). The error message names the kind.
+pub(crate) fn unique_name(
+    kind: &str,
+    name: &str,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    if !valid_name(name) {
+        return Err(format!(
+            "invalid {kind} name {name:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"
+        ));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err(format!(
+            "duplicate {kind} name {name:?}: names must be unique"
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {

@@ -63,19 +63,8 @@ pub fn validate(
     let mut names = HashSet::new();
     for (i, r) in reports.iter_mut().enumerate() {
         let at = KeyPath::default().key("report").index(i);
-        if !crate::config::valid_name(&r.name) {
-            err(
-                at.clone().key("name"),
-                format!(
-                    "invalid report name {:?}: expected 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
-                    r.name
-                ),
-            );
-        } else if !names.insert(r.name.clone()) {
-            err(
-                at.clone().key("name"),
-                format!("duplicate report name {:?}", r.name),
-            );
+        if let Err(msg) = crate::config::unique_name("report", &r.name, &mut names) {
+            err(at.clone().key("name"), msg);
         }
         match schedule::parse(&r.schedule) {
             Ok(c) => r.parsed_schedule = Some(c),
