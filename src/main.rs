@@ -228,20 +228,47 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let now = time::OffsetDateTime::now_utc();
-            match regwatch::reports::write(&loaded.database.path, report, now) {
-                Ok(w) => {
-                    println!(
-                        "wrote {} ({} events, chain head {})",
-                        w.path.display(),
-                        w.rows,
-                        w.head
-                    );
-                    ExitCode::SUCCESS
-                }
+            let w = match regwatch::reports::write(&loaded.database.path, report, now) {
+                Ok(w) => w,
                 Err(e) => {
                     eprintln!("error: report {name}: {e}");
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
                 }
+            };
+            println!(
+                "wrote {} ({} events, chain head {})",
+                w.path.display(),
+                w.rows,
+                w.head
+            );
+            if report.channels.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: starting the mailer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let sent = runtime.block_on(regwatch::reports::mail(report, &w, now, &loaded.channels));
+            let mut ok = true;
+            for (channel, result) in sent {
+                match result {
+                    Ok(()) => println!("mailed through {channel}"),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("error: report {name} not mailed through {channel}: {e}");
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Inventory {

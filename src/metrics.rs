@@ -35,6 +35,7 @@ pub struct Metrics {
 pub struct ReportMetrics {
     pub runs_total: IntCounterVec,
     pub failures_total: IntCounterVec,
+    pub mail_failures_total: IntCounterVec,
     pub last_success_timestamp_seconds: GaugeVec,
     pub last_rows: IntGaugeVec,
 }
@@ -50,6 +51,11 @@ impl ReportMetrics {
             failures_total: counter(
                 "regwatch_report_failures_total",
                 "Scheduled report runs that wrote no report (the error is logged).",
+                "report",
+            ),
+            mail_failures_total: counter(
+                "regwatch_report_mail_failures_total",
+                "Reports written but not mailed through one of their channels (the file stays).",
                 "report",
             ),
             last_success_timestamp_seconds: GaugeVec::new(
@@ -75,6 +81,7 @@ impl ReportMetrics {
         vec![
             Box::new(self.runs_total.clone()),
             Box::new(self.failures_total.clone()),
+            Box::new(self.mail_failures_total.clone()),
             Box::new(self.last_success_timestamp_seconds.clone()),
             Box::new(self.last_rows.clone()),
         ]

@@ -20,8 +20,33 @@ fn reports_in(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// The attachments of a raw mail message, decoded by Python's own `email` package:
+/// (file name, content type, bytes).
+fn attachments(message: &str) -> Vec<(String, String, Vec<u8>)> {
+    let script = "import email, sys, json\n\
+                  m = email.message_from_string(sys.stdin.read())\n\
+                  print(json.dumps([[p.get_filename(), p.get_content_type(), list(p.get_payload(decode=True))] for p in m.walk() if p.get_filename()]))";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn reports_are_written_on_schedule_and_on_demand() {
+    let smtp = SmtpSink::start();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-reports-")
         .tempdir()
@@ -66,8 +91,27 @@ schedule = "0 6 * * MON"
 format = "html"
 action = "auth_failure"
 output = "reports/failed-logins-{{date}}.html"
+channels = ["mail"]
+
+[[report]]
+name = "too-big-to-mail"
+schedule = "0 6 1 * *"
+format = "csv"
+output = "reports/{{name}}.csv"
+channels = ["mail"]
+max_attachment_bytes = 100
+
+[[channel]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "none"
+from = "regwatch@example.test"
+to = ["auditor@example.test"]
 "#,
-        log.display()
+        log.display(),
+        smtp.port
     );
     let daemon = Daemon::start_in(dir, &config, &[]);
     let db = daemon.db_path();
@@ -93,7 +137,8 @@ output = "reports/failed-logins-{{date}}.html"
         )),
         "{out}"
     );
-    let head = out.trim().rsplit(' ').next().unwrap().trim_end_matches(')');
+    let first = out.lines().next().unwrap();
+    let head = first.rsplit(' ').next().unwrap().trim_end_matches(')');
     let html = std::fs::read_to_string(&html_path[0]).unwrap();
     assert!(html.contains(head), "the report carries the chain head");
     assert!(html.contains("eve") && html.contains("10.0.0.5"));
@@ -102,10 +147,42 @@ output = "reports/failed-logins-{{date}}.html"
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // ... and mailed, with the file attached as it is on disk.
+    assert!(out.contains("mailed through mail"), "{out}");
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].contains("Subject: [regwatch] report failed-logins: 3 events"),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[0].contains(head), "the mail names the chain head");
+    let files = attachments(&mails[0]);
+    assert_eq!(files.len(), 1, "{}", mails[0]);
+    assert_eq!(
+        files[0].0,
+        html_path[0].file_name().unwrap().to_string_lossy()
+    );
+    assert_eq!(files[0].1, "text/html");
+    assert_eq!(files[0].2, html.as_bytes());
+    // Over max_attachment_bytes: the mail says where the file is instead.
+    let (code, out, err) = regwatch(&["report", "run", "too-big-to-mail", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mails = smtp.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2);
+    assert!(attachments(&mails[1]).is_empty(), "{}", mails[1]);
+    assert!(
+        mails[1].contains("more than max_attachment_bytes (100)"),
+        "{}",
+        mails[1]
+    );
+
     let (code, _, err) = regwatch(&["report", "run", "nope", "--config", &cfg]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("no [[report]] is named \"nope\" (configured: minutely, failed-logins)"),
+        err.contains(
+            "no [[report]] is named \"nope\" (configured: minutely, failed-logins, too-big-to-mail)"
+        ),
         "{err}"
     );
 
@@ -170,6 +247,12 @@ format = "pdf"
 action = "pushed"
 registry = "other"
 output = "missing/{name}.csv"
+channels = ["hook", "nowhere"]
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
 "#,
     )
     .unwrap();
@@ -187,6 +270,10 @@ output = "missing/{name}.csv"
             "{p}:11:1: report[0].output: directory {}/missing does not exist",
             dir.path().display()
         ),
+        format!(
+            "{p}:12:1: report[0].channels[0]: channel \"hook\" is a webhook channel: reports are mailed, so only email channels can carry them"
+        ),
+        format!("{p}:12:1: report[0].channels[1]: no [[channel]] is named \"nowhere\""),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }

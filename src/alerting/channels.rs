@@ -200,6 +200,48 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
     let msg = msg
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| build(&e))?;
+    smtp_send(c, msg).await
+}
+
+/// Mails `text`, with a file attached (path, content type) if given, through the email
+/// channel `c` to its recipients: how scheduled reports reach people.
+pub async fn email_file(
+    c: &ChannelConfig,
+    subject: &str,
+    text: String,
+    attachment: Option<(&std::path::Path, &str)>,
+) -> Result<(), DeliveryError> {
+    use lettre::message::{Attachment, SinglePart, header::ContentType};
+    let build = |e: &dyn std::fmt::Display| DeliveryError::Build(e.to_string());
+    let from: Mailbox = c
+        .from
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| build(&e))?;
+    let mut msg = Message::builder().from(from).subject(subject);
+    for t in &c.to {
+        msg = msg.to(t.parse().map_err(|e| build(&e))?);
+    }
+    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(text));
+    if let Some((file, content_type)) = attachment {
+        let body = std::fs::read(file)
+            .map_err(|e| DeliveryError::Build(format!("reading {}: {e}", file.display())))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        parts = parts.singlepart(Attachment::new(name).body(
+            body,
+            ContentType::parse(content_type).map_err(|e| build(&e))?,
+        ));
+    }
+    let msg = msg.multipart(parts).map_err(|e| build(&e))?;
+    smtp_send(c, msg).await
+}
+
+/// Sends `msg` through the email channel `c`: its server, TLS mode and credentials.
+async fn smtp_send(c: &ChannelConfig, msg: Message) -> Result<(), DeliveryError> {
     let host = c.smtp_host.as_deref().unwrap_or_default();
     let tls = |wrap: bool| -> Result<Tls, DeliveryError> {
         let mut params = TlsParameters::builder(host.to_string());

@@ -709,6 +709,7 @@ impl Config {
                 .iter()
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
+            &self.channels,
             base,
             loc,
         ));

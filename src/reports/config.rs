@@ -31,10 +31,20 @@ pub struct ReportConfig {
     pub address: Option<String>,
     pub registry: Option<String>,
     pub source: Option<String>,
+    /// Email channels (`[[channel]]` of kind email) the report is mailed through.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Larger reports are not attached: the mail says where the file is.
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment_bytes: u64,
     #[serde(skip)]
     pub parsed_schedule: Option<croner::Cron>,
     #[serde(skip)]
     pub parsed_format: Option<Format>,
+}
+
+fn default_max_attachment() -> u64 {
+    10_000_000
 }
 
 fn default_period() -> Duration {
@@ -55,6 +65,7 @@ pub fn parse_format(s: &str) -> Option<Format> {
 pub fn validate(
     reports: &mut [ReportConfig],
     registries: &[&str],
+    channels: &[crate::alerting::config::ChannelConfig],
     base: &Path,
     loc: &Locator<'_>,
 ) -> Vec<Diagnostic> {
@@ -108,6 +119,22 @@ pub fn validate(
                     at.clone().key("action"),
                     format!("unknown action {a:?}: expected one of {}", known.join(", ")),
                 );
+            }
+        }
+        for (j, name) in r.channels.iter().enumerate() {
+            match channels.iter().find(|c| &c.name == name) {
+                Some(c) if c.kind == "email" => {}
+                Some(c) => err(
+                    at.clone().key("channels").index(j),
+                    format!(
+                        "channel {name:?} is a {} channel: reports are mailed, so only email channels can carry them",
+                        c.kind
+                    ),
+                ),
+                None => err(
+                    at.clone().key("channels").index(j),
+                    format!("no [[channel]] is named {name:?}"),
+                ),
             }
         }
         if let Some(reg) = &r.registry {

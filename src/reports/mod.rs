@@ -119,6 +119,55 @@ pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written
     Ok(Written { path, rows, head })
 }
 
+fn content_type(format: export::Format) -> &'static str {
+    match format {
+        export::Format::Csv => "text/csv; charset=utf-8",
+        export::Format::Json => "application/json",
+        export::Format::Ndjson => "application/x-ndjson",
+        export::Format::Html => "text/html; charset=utf-8",
+    }
+}
+
+/// Mails a written report through each of its channels (looked up in `channels`): the file
+/// attached, or, above `max_attachment_bytes`, where it is. Returns each channel's outcome;
+/// a failed mail leaves the file where it is and is not retried (the next run mails again).
+pub async fn mail(
+    r: &ReportConfig,
+    w: &Written,
+    now: OffsetDateTime,
+    channels: &[crate::alerting::config::ChannelConfig],
+) -> Vec<(String, Result<(), crate::alerting::channels::DeliveryError>)> {
+    let since = audit::format_time(now - r.period);
+    let until = audit::format_time(now);
+    let size = std::fs::metadata(&w.path).map(|m| m.len()).unwrap_or(0);
+    let attach = size <= r.max_attachment_bytes;
+    let subject = format!("[regwatch] report {}: {} events", r.name, w.rows);
+    let mut text = format!(
+        "regwatch report {}\nevents:     {}\nperiod:     {since} to {until}\nchain head: {}\nfile:       {}\n",
+        r.name,
+        w.rows,
+        w.head,
+        w.path.display()
+    );
+    if !attach {
+        text.push_str(&format!(
+            "\nThe report is {size} bytes, more than max_attachment_bytes ({}): it is not attached; fetch it from the path above.\n",
+            r.max_attachment_bytes
+        ));
+    }
+    let ct = content_type(r.parsed_format.expect("validated: the format parsed"));
+    let mut out = Vec::new();
+    for name in &r.channels {
+        let Some(c) = channels.iter().find(|c| &c.name == name) else {
+            continue;
+        };
+        let file = attach.then_some((w.path.as_path(), ct));
+        let result = crate::alerting::channels::email_file(c, &subject, text.clone(), file).await;
+        out.push((name.clone(), result));
+    }
+    out
+}
+
 /// The reports with a scheduled time in `(last, now]`.
 pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) -> Vec<usize> {
     reports
@@ -151,6 +200,9 @@ pub async fn run(
         for r in &cfg.reports {
             metrics.runs_total.with_label_values(&[&r.name]);
             metrics.failures_total.with_label_values(&[&r.name]);
+            if !r.channels.is_empty() {
+                metrics.mail_failures_total.with_label_values(&[&r.name]);
+            }
         }
         let next = cfg
             .reports
@@ -190,6 +242,20 @@ pub async fn run(
                         .with_label_values(&[&name])
                         .set(w.rows.min(i64::MAX as u64) as i64);
                     tracing::info!(report = %name, path = %w.path.display(), rows = w.rows, head = %w.head, "report written");
+                    for (channel, result) in mail(&cfg.reports[i], &w, now, &cfg.channels).await {
+                        match result {
+                            Ok(()) => {
+                                tracing::info!(report = %name, channel = %channel, "report mailed")
+                            }
+                            Err(e) => {
+                                metrics
+                                    .mail_failures_total
+                                    .with_label_values(&[&name])
+                                    .inc();
+                                tracing::error!(report = %name, channel = %channel, error = %e, "report not mailed; the file stays");
+                            }
+                        }
+                    }
                 }
                 Ok(Err(e)) => {
                     metrics.failures_total.with_label_values(&[&name]).inc();
@@ -223,6 +289,8 @@ mod tests {
             address: None,
             registry: None,
             source: None,
+            channels: Vec::new(),
+            max_attachment_bytes: 10_000_000,
             parsed_schedule: Some(schedule::parse(schedule).unwrap()),
             parsed_format: Some(export::Format::Csv),
         }
