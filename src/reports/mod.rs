@@ -83,6 +83,9 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
 pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
     let format = r.parsed_format.expect("validated: the format parsed");
     let conn = audit::open_read_only(db)?;
+    // One read snapshot for the export and the head, so the head printed and mailed with the
+    // report is the chain the report was read from, however busy the writer is.
+    let snapshot = conn.unchecked_transaction()?;
     let path = output_path(&r.output, &r.name, now);
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
@@ -100,23 +103,24 @@ pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written
         .open(&tmp)
         .map_err(io(&tmp))?;
     let mut out = std::io::BufWriter::new(file);
-    let result = export::export(&conn, &filter(r, now), format, &mut out)
+    let result = export::export(&snapshot, &filter(r, now), format, &mut out)
         .map_err(ReportError::from)
         .and_then(|rows| {
             out.flush().map_err(io(&tmp))?;
             out.get_ref().sync_all().map_err(io(&tmp))?;
-            Ok(rows)
+            Ok((rows, verify::head_hash(&snapshot)?))
+        })
+        .and_then(|done| {
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            Ok(done)
         });
-    let rows = match result {
-        Ok(rows) => rows,
+    match result {
+        Ok((rows, head)) => Ok(Written { path, rows, head }),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            Err(e)
         }
-    };
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    let head = verify::head_hash(&conn)?;
-    Ok(Written { path, rows, head })
+    }
 }
 
 fn content_type(format: export::Format) -> &'static str {
