@@ -58,7 +58,7 @@ fi
 
 [ -n "$(ls "$DIR"/run/*.pid 2>/dev/null)" ] && down
 for p in $REG_PORT $DEBUG_PORT $NGINX_PORT $RW_PORT; do busy "$p" && die "port 127.0.0.1:$p is in use"; done
-rm -rf "$DIR"; mkdir -p "$DIR"/{run,logs,storage,auth,tmp,oci,pull,secrets}
+rm -rf "$DIR"; mkdir -p "$DIR"/{run,logs,storage,auth,tmp,oci,pull,secrets,reports}
 chmod 755 "$DIR" "$DIR/logs" "$DIR/auth" "$DIR/tmp"   # nginx workers (nobody) read these
 
 { htpasswd -Bbn alice alice-pass; htpasswd -Bbn bob bob-pass; } | grep -v '^$' >"$DIR/auth/htpasswd"
@@ -115,6 +115,13 @@ registry = "demo"
 path = "logs/access.log"
 format = "nginx_combined"
 start_at = "beginning"
+
+# The weekly audit report for compliance (HTML), every Monday at 06:00 UTC.
+[[report]]
+name = "weekly-audit"
+schedule = "0 6 * * MON"
+format = "html"
+output = "reports/{name}-{date}.html"
 TOML
 
 say "starting docker-registry, nginx and regwatch"
@@ -155,6 +162,8 @@ say "its storage (regwatch storage):"
 say "the raw audit rows, and the hash chain:"
 "$RW" audit query --config "$DIR/regwatch.toml" --limit 12
 "$RW" audit verify --config "$DIR/regwatch.toml"
+say "the weekly audit report, written now instead of on Monday ($RW report run weekly-audit):"
+"$RW" report run weekly-audit --config "$DIR/regwatch.toml"
 cat >&2 <<EOF
 
 Where to look:
@@ -162,6 +171,7 @@ Where to look:
   $DIR/regwatch.toml    its config; edit it and 'kill -HUP \$(cat $DIR/run/regwatch.pid)' to reload
   $DIR/regwatch.db      the audit trail (mode 0600): regwatch audit query|export|verify --config $DIR/regwatch.toml
   curl -H "Authorization: Bearer \$(cat $DIR/secrets/api-token)" 'http://127.0.0.1:$RW_PORT/api/v1/audit?view=activities'
+  $DIR/reports/         the audit report (HTML: open it in a browser)
   $DIR/logs/            registry, nginx and regwatch logs
   http://127.0.0.1:$NGINX_PORT/v2/     the registry through nginx (alice/alice-pass, bob/bob-pass)
 Stop everything with: scripts/demo.sh down

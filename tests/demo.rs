@@ -57,6 +57,16 @@ fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
             "missing {want:?} in:\n{stdout}\n{stderr}"
         );
     }
+    let report = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no report written:\n{stdout}"));
+    let html = std::fs::read_to_string(report).unwrap();
+    assert!(
+        html.contains("team/app") && html.contains("alice"),
+        "{report}"
+    );
     assert_eq!(
         stdout.matches("auth_failure  bob").count(),
         3,
