@@ -8,11 +8,13 @@
 # Everything lives in $REGWATCH_DEMO_DIR (default /tmp/regwatch-demo); only 127.0.0.1 is used:
 # registry :5000 (metrics :5001), nginx :5080, regwatch :10708. Users: alice/alice-pass (push),
 # bob/bob-pass (read-only through nginx). These are throwaway demo credentials.
-# REGWATCH_BIN=path uses that regwatch binary instead of building a release one.
+# REGWATCH_BIN=path uses that regwatch binary instead of building a release one;
+# DEMO_REGISTRY_PORT, DEMO_DEBUG_PORT, DEMO_NGINX_PORT and DEMO_REGWATCH_PORT move the ports.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${REGWATCH_DEMO_DIR:-/tmp/regwatch-demo}
-REG_PORT=5000 DEBUG_PORT=5001 NGINX_PORT=5080 RW_PORT=10708
+REG_PORT=${DEMO_REGISTRY_PORT:-5000} DEBUG_PORT=${DEMO_DEBUG_PORT:-5001}
+NGINX_PORT=${DEMO_NGINX_PORT:-5080} RW_PORT=${DEMO_REGWATCH_PORT:-10708}
 
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }

@@ -1,10 +1,10 @@
-//! The README's first command, `scripts/demo.sh`, as a newcomer runs it (with the test build
-//! of regwatch instead of a release build): everything starts, the traffic it sends shows up
+//! The README's first command, `scripts/demo.sh`, as a newcomer runs it (but with the test
+//! build of regwatch instead of a release build, and free ports): everything starts, the traffic it sends shows up
 //! in the views it prints, the chain verifies, and `scripts/demo.sh down` stops it all.
 
-use std::process::Command;
+mod support;
 
-const PORTS: [u16; 4] = [5000, 5001, 5080, 10708];
+use std::process::Command;
 
 fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -12,12 +12,8 @@ fn listening(port: u16) -> bool {
 
 #[test]
 fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
-    for p in PORTS {
-        assert!(
-            !listening(p),
-            "127.0.0.1:{p} is in use: the demo uses fixed ports; stop what holds it (a running `scripts/demo.sh`? then `scripts/demo.sh down`)"
-        );
-    }
+    // Its own free ports, so a demo someone left running (or anything on 5000) is no matter.
+    let ports = [(); 4].map(|_| support::free_port());
     let dir = tempfile::Builder::new()
         .prefix("regwatch-demo-")
         .tempdir()
@@ -29,6 +25,10 @@ fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
             .args(args)
             .env("REGWATCH_DEMO_DIR", dir.path())
             .env("REGWATCH_BIN", env!("CARGO_BIN_EXE_regwatch"))
+            .env("DEMO_REGISTRY_PORT", ports[0].to_string())
+            .env("DEMO_DEBUG_PORT", ports[1].to_string())
+            .env("DEMO_NGINX_PORT", ports[2].to_string())
+            .env("DEMO_REGWATCH_PORT", ports[3].to_string())
             .output()
             .unwrap()
     };
@@ -82,7 +82,7 @@ fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
 
     drop(down);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    for p in PORTS {
+    for p in ports {
         assert!(
             !listening(p),
             "127.0.0.1:{p} still open after `demo.sh down`"
