@@ -49,6 +49,20 @@ pub fn refuse(headers: &HeaderMap, token: Option<&Secret>) -> Option<Response> {
     }
 }
 
+/// Middleware on every `/api/v1` route: the request reaches its handler only with the
+/// configured token (read per request, so a reloaded token applies at once).
+pub async fn require_api_token(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = state.config.borrow().server.api_token.clone();
+    match refuse(request.headers(), token.as_ref()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,12 +38,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/", get(landing))
-        .route(
-            "/notifications",
-            post(crate::sources::webhook::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
-        )
+    // Every API route is behind the token, checked before the handler parses anything.
+    let api = Router::new()
         .route("/api/v1/audit", get(api::audit))
         .route("/api/v1/audit/head", get(api::head))
         .route("/api/v1/repositories", get(api::repositories))
@@ -52,6 +48,17 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
             "/api/v1/silences",
             get(api::silences).post(api::create_silence),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_token,
+        ));
+    Router::new()
+        .route("/", get(landing))
+        .route(
+            "/notifications",
+            post(crate::sources::webhook::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
