@@ -68,17 +68,8 @@ impl Window {
     /// True while a window that started at one of the schedule's times has not ended:
     /// some start lies in `(now - duration, now]`.
     pub fn active(&self, now: OffsetDateTime) -> bool {
-        let from = now - self.duration;
-        let Some(from) = chrono::DateTime::<chrono::Utc>::from_timestamp(
-            from.unix_timestamp(),
-            from.nanosecond(),
-        ) else {
-            return false;
-        };
-        match self.schedule.find_next_occurrence(&from, false) {
-            Ok(start) => start.timestamp() <= now.unix_timestamp(),
-            Err(_) => false,
-        }
+        crate::config::schedule::next_after(&self.schedule, now - self.duration)
+            .is_some_and(|start| start <= now)
     }
 }
 
