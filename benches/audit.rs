@@ -8,9 +8,9 @@
 //!
 //! Needs the sqlite3 CLI (apt-get install sqlite3).
 
-use regwatch::audit::query::{COLUMNS, Filter};
-use regwatch::audit::{AuditWriter, open_read_only};
-use regwatch::event::{Action, Event, Source};
+use regwatch::model::event::{Action, Event, Source};
+use regwatch::store::query::{COLUMNS, Filter};
+use regwatch::store::{AuditWriter, open_read_only};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -154,7 +154,7 @@ fn sqlite_insert_peer(dir: &std::path::Path) {
         writeln!(
             sql,
             "INSERT INTO audit_events (time, registry, action, repository, tag, digest, media_type, size, actor, remote_addr, user_agent, request_id, method, source, event_id, prev_hash, hash) VALUES ('{}', 'main', '{}', '{}', {}, '{}', 'application/octet-stream', {}, '{}', '{}', 'containerd/1.7.13+unknown', '{}', 'GET', 'notification', '{}', '{:064x}', '{:064x}');",
-            regwatch::audit::format_time(e.time),
+            regwatch::store::format_time(e.time),
             e.action.as_str(),
             e.repository.unwrap(),
             e.tag.map(|t| format!("'{t}'")).unwrap_or_else(|| "NULL".into()),

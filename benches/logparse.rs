@@ -9,10 +9,10 @@
 //! runs a quick 20,000-line check instead, and compares the counts with mtail's when mtail is
 //! installed.
 
-use regwatch::sources::formats::LogFormat;
+use regwatch::formats::log::LogFormat;
+use regwatch::model::traffic::RegistryStats;
 use regwatch::sources::tail::follower::{Follower, StartAt};
 use regwatch::sources::tail::lines::{Counters, LineHandler};
-use regwatch::stats::RegistryStats;
 use std::io::{BufWriter, Write};
 use std::process::Command;
 use std::sync::{Arc, Mutex};

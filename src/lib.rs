@@ -4,15 +4,15 @@
 //! commits; [`metrics`] and [`http`] expose the state; [`daemon`] wires it together.
 
 pub mod alerting;
-pub mod audit;
-pub mod clock;
+pub mod channels;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod event;
+pub mod formats;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod reports;
+pub mod model;
+pub mod report;
 pub mod sources;
-pub mod stats;
+pub mod store;

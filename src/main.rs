@@ -1,6 +1,4 @@
 use clap::{Parser, Subcommand};
-use regwatch::audit::StoreError;
-use regwatch::audit::export::Format;
 use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
 use regwatch::commands::inventory::{
     self as inventory_cmd, OutputFormat as InventoryFormat, Sort as InventorySort,
@@ -8,6 +6,8 @@ use regwatch::commands::inventory::{
 use regwatch::commands::storage::{self as storage_cmd, StorageArgs};
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
+use regwatch::report::export::Format;
+use regwatch::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -228,7 +228,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let now = time::OffsetDateTime::now_utc();
-            let w = match regwatch::reports::write(&loaded.database.path, report, now) {
+            let w = match regwatch::report::scheduled::write(&loaded.database.path, report, now) {
                 Ok(w) => w,
                 Err(e) => {
                     eprintln!("error: report {name}: {e}");
@@ -254,7 +254,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let sent = runtime.block_on(regwatch::reports::mail(report, &w, now, &loaded.channels));
+            let sent = runtime.block_on(regwatch::report::scheduled::mail(
+                report,
+                &w,
+                now,
+                &loaded.channels,
+            ));
             let mut ok = true;
             for (channel, result) in sent {
                 match result {

@@ -1301,7 +1301,7 @@ url = "{}"
         let grown = per_day * ago.whole_seconds() / 86_400;
         sql.push_str(&format!(
             "INSERT INTO storage_samples VALUES ('main', '{}', {}, {}, {});",
-            regwatch::audit::format_time(now - ago),
+            regwatch::store::format_time(now - ago),
             used - grown,
             used + avail,
             avail + grown

@@ -643,8 +643,8 @@ fn audit_verify_names_edited_deleted_and_inserted_rows() {
 
 #[test]
 fn retention_keeps_the_rest_of_the_chain_verifiable() {
-    use regwatch::audit::AuditWriter;
-    use regwatch::event::{Action, Event, Source};
+    use regwatch::model::event::{Action, Event, Source};
+    use regwatch::store::AuditWriter;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
     let writer = AuditWriter::start(&db, 64, Box::new(|_| {})).unwrap();
@@ -728,7 +728,7 @@ fn exports_stream_every_row_in_each_format() {
         .arg(&db)
         .arg(format!(
             "SELECT {} FROM audit_events ORDER BY id",
-            regwatch::audit::query::COLUMNS.join(", ")
+            regwatch::store::query::COLUMNS.join(", ")
         ))
         .output()
         .unwrap();

@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regwatch::sources::formats::{LogFormat, RegexFormat};
+use regwatch::formats::log::{LogFormat, RegexFormat};
 use regwatch::sources::tail::lines::{Counters, LineHandler};
-use regwatch::stats::RegistryStats;
+use regwatch::model::traffic::RegistryStats;
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// nginx `combined` written as a `regex` format, as the README shows.

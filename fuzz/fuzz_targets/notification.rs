@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = regwatch::sources::notifications::parse(data, "main");
+    let _ = regwatch::formats::notification::parse(data, "main");
 });

@@ -4,8 +4,8 @@
 //! inactive → pending (condition holds, `for` not yet over) → firing → resolved; a pending
 //! alert whose condition stops holding goes back to inactive without a notification.
 
-use super::config::RuleConfig;
-use crate::stats::RegistryStats;
+use crate::config::alerting::RuleConfig;
+use crate::model::traffic::RegistryStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -291,7 +291,7 @@ pub fn observe_traffic(
     };
     match rule.kind.as_str() {
         "auth_failures" => {
-            let over = |w: &crate::stats::KeyedWindow, label: &str| {
+            let over = |w: &crate::model::traffic::KeyedWindow, label: &str| {
                 w.over(now, secs, rule.threshold)
                     .into_iter()
                     .map(|(k, n)| {
@@ -340,7 +340,10 @@ pub fn observe_traffic(
 }
 
 /// The group labels of an audit event for an `audit_match` rule, if the event matches.
-pub fn audit_match(rule: &RuleConfig, e: &crate::event::Event) -> Option<BTreeMap<String, String>> {
+pub fn audit_match(
+    rule: &RuleConfig,
+    e: &crate::model::event::Event,
+) -> Option<BTreeMap<String, String>> {
     use super::silence::glob;
     let field = |name: &str| -> Option<&str> {
         match name {
@@ -605,7 +608,7 @@ mod tests {
 
     #[test]
     fn audit_match_deletes_in_prod_and_pushes_by_unknown_actors() {
-        use crate::event::{Action, Event, Source};
+        use crate::model::event::{Action, Event, Source};
         let mut r = rule("audit_match", 0.0, 60);
         r.filter.insert("action".into(), "delete".into());
         r.filter.insert("repository".into(), "prod/*".into());

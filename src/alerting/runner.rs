@@ -2,13 +2,13 @@
 //! writer) and one delivery worker per channel (outbox → channel, with capped exponential
 //! backoff).
 
-use super::Notification;
-use super::config::{ChannelConfig, RuleConfig};
 use super::engine::{self, AlertState, Breach, Notify, Phase, Timing};
-use crate::audit::{AlertStateRow, AlertUpdate, AuditSink, DeliveryOutcome, OutboxRow};
-use crate::clock::SharedClock;
+use crate::channels::Notification;
+use crate::config::alerting::{ChannelConfig, RuleConfig};
 use crate::metrics::Metrics;
-use crate::stats::Traffic;
+use crate::model::clock::SharedClock;
+use crate::model::traffic::Traffic;
+use crate::store::{AlertStateRow, AlertUpdate, AuditSink, DeliveryOutcome, OutboxRow};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ impl Evaluator {
     pub async fn run(
         mut self,
         wake: &mut mpsc::Receiver<()>,
-        events: &mut mpsc::UnboundedReceiver<crate::event::Event>,
+        events: &mut mpsc::UnboundedReceiver<crate::model::event::Event>,
         shutdown: CancellationToken,
     ) {
         let mut recent: HashMap<String, engine::Recent> = HashMap::new();
@@ -191,7 +191,7 @@ impl Evaluator {
                     .collect();
                 held.sort_by(|a, b| a.key.cmp(&b.key));
                 for s in held {
-                    let n = Notification::new(rule, s, Notify::Firing, now);
+                    let n = super::notification_for(rule, s, Notify::Firing, now);
                     let silences = self.silences.read().expect("silences lock");
                     if super::silence::suppressed(&n.labels, now, &silences, &self.windows)
                         .is_none()
@@ -219,7 +219,7 @@ impl Evaluator {
                         c.notify = None;
                     }
                     let notification = c.notify.map(|notify| {
-                        let n = Notification::new(rule, &c.state, notify, now);
+                        let n = super::notification_for(rule, &c.state, notify, now);
                         let quiet = super::silence::suppressed(
                             &n.labels,
                             now,
@@ -346,7 +346,7 @@ pub async fn deliver_channel(
             return;
         }
         if conn.is_none() {
-            conn = crate::audit::open_read_only(&db_path)
+            conn = crate::store::open_read_only(&db_path)
                 .map_err(|e| tracing::error!(error = %e, "outbox: cannot open the database"))
                 .ok();
         }
@@ -381,7 +381,7 @@ pub async fn deliver_channel(
                 }
             };
             let result = tokio::select! {
-                r = super::channels::deliver(&channel, &client, &n) => r,
+                r = crate::channels::deliver(&channel, &client, &n) => r,
                 _ = shutdown.cancelled() => return,
             };
             let error = match result {

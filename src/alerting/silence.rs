@@ -102,7 +102,7 @@ pub fn load(conn: &rusqlite::Connection, now: OffsetDateTime) -> rusqlite::Resul
         "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
          WHERE ends_at > ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([crate::audit::format_time(now)], |r| {
+    let rows = stmt.query_map([crate::store::format_time(now)], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,

@@ -1,6 +1,6 @@
 //! `regwatch alerts test --channel NAME`: one test notification, sent directly.
 
-use crate::alerting::{Notification, channels};
+use crate::channels::{self, Notification};
 use crate::config::Config;
 use anyhow::Context;
 

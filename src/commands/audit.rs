@@ -1,10 +1,10 @@
 //! `regwatch audit query | export | verify`.
 
-use crate::audit::export::{self, Format};
-use crate::audit::grouped::{self, Grouper};
-use crate::audit::open_read_only;
-use crate::audit::query::{AuditRow, Filter, parse_time};
-use crate::audit::verify::{self, Verdict};
+use crate::report::export::{self, Format};
+use crate::report::grouped::{self, Grouper};
+use crate::store::open_read_only;
+use crate::store::query::{AuditRow, Filter, parse_time};
+use crate::store::verify::{self, Verdict};
 use anyhow::Context;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,9 +50,11 @@ impl FilterArgs {
         };
         if let Some(a) = &self.action {
             anyhow::ensure!(
-                crate::event::Action::parse(a).is_some(),
+                crate::model::event::Action::parse(a).is_some(),
                 "--action: unknown action {a:?}: expected one of {}",
-                crate::event::Action::ALL.map(|a| a.as_str()).join(", ")
+                crate::model::event::Action::ALL
+                    .map(|a| a.as_str())
+                    .join(", ")
             );
         }
         Ok(Filter {
@@ -200,7 +202,7 @@ pub fn export_to(
 /// `audit verify`: prints the verdict; `Ok(false)` when the chain is broken.
 pub fn verify(db: &Path, expect_head: Option<&str>) -> anyhow::Result<bool> {
     let conn = open(db)?;
-    if let Err(problems) = crate::audit::schema::integrity(&conn)? {
+    if let Err(problems) = crate::store::schema::integrity(&conn)? {
         println!("BROKEN: SQLite reports a damaged database file: {problems}");
         return Ok(false);
     }

@@ -4,11 +4,11 @@
 //! It walks the storage itself (read-only, like `garbage-collect --dry-run`) and reads the
 //! usage samples the daemon stored; it does not need the daemon to be running.
 
-use crate::audit::open_read_only;
 use crate::config::{Config, RegistryConfig, duration};
 use crate::sources::storage::forecast::{self, Forecast};
 use crate::sources::storage::fsusage::{self, FsUsage};
 use crate::sources::storage::{load_samples, walk};
+use crate::store::open_read_only;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;

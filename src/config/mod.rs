@@ -3,8 +3,10 @@
 //! Loading never stops at the first mistake: [`load`] returns every problem it finds, each
 //! with file, line, column and key (see [`diagnose`]).
 
+pub mod alerting;
 pub mod diagnose;
 pub mod duration;
+pub mod report;
 pub mod schedule;
 pub mod secret;
 
@@ -49,13 +51,13 @@ pub struct Config {
     #[serde(default, rename = "log")]
     pub logs: Vec<LogConfig>,
     #[serde(default, rename = "rule")]
-    pub rules: Vec<crate::alerting::config::RuleConfig>,
+    pub rules: Vec<crate::config::alerting::RuleConfig>,
     #[serde(default, rename = "channel")]
-    pub channels: Vec<crate::alerting::config::ChannelConfig>,
+    pub channels: Vec<crate::config::alerting::ChannelConfig>,
     #[serde(default)]
-    pub maintenance: Vec<crate::alerting::config::MaintenanceConfig>,
+    pub maintenance: Vec<crate::config::alerting::MaintenanceConfig>,
     #[serde(default, rename = "report")]
-    pub reports: Vec<crate::reports::config::ReportConfig>,
+    pub reports: Vec<crate::config::report::ReportConfig>,
     #[serde(skip)]
     pub origin: Option<Origin>,
 }
@@ -214,10 +216,10 @@ pub struct LogConfig {
     /// "+01:00".
     pub utc_offset: Option<String>,
     /// `nginx_json`: the JSON key of each field where it differs from the defaults.
-    pub json_fields: Option<crate::sources::formats::NginxJsonFields>,
+    pub json_fields: Option<crate::formats::log::NginxJsonFields>,
     /// The parsed format, set by validation.
     #[serde(skip)]
-    pub parsed_format: Option<crate::sources::formats::LogFormat>,
+    pub parsed_format: Option<crate::formats::log::LogFormat>,
 }
 
 /// Equal when the user's settings are (`parsed_format` follows from them): a reload
@@ -613,7 +615,7 @@ impl Config {
                     "must be at least 256".into(),
                 );
             }
-            use crate::sources::formats::{LogFormat, NginxErrorOptions, RegexFormat};
+            use crate::formats::log::{LogFormat, NginxErrorOptions, RegexFormat};
             let format = match l.format.as_str() {
                 "regex" => match &l.pattern {
                     None => {
@@ -692,7 +694,7 @@ impl Config {
             }
             l.parsed_format = format;
         }
-        errs.extend(crate::alerting::config::validate(
+        errs.extend(crate::config::alerting::validate(
             &mut self.rules,
             &mut self.channels,
             &mut self.maintenance,
@@ -703,7 +705,7 @@ impl Config {
             base,
             loc,
         ));
-        errs.extend(crate::reports::config::validate(
+        errs.extend(crate::config::report::validate(
             &mut self.reports,
             &registry_names_owned
                 .iter()

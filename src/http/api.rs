@@ -3,10 +3,10 @@
 
 use super::AppState;
 use super::auth::error;
-use crate::audit::export::{write_csv_header, write_csv_row};
-use crate::audit::grouped::{self, Grouper};
-use crate::audit::query::{AuditRow, Filter, parse_time};
-use crate::audit::{open_read_only, verify};
+use crate::report::export::{write_csv_header, write_csv_row};
+use crate::report::grouped::{self, Grouper};
+use crate::store::query::{AuditRow, Filter, parse_time};
+use crate::store::{open_read_only, verify};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};

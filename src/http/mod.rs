@@ -3,10 +3,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod notifications;
 
-use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::AuditSink;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
@@ -30,7 +31,7 @@ pub struct AppState {
     pub sink: AuditSink,
     /// For read-only connections (the writer thread owns the only write connection).
     pub db_path: PathBuf,
-    pub traffic: Arc<crate::stats::Traffic>,
+    pub traffic: Arc<crate::model::traffic::Traffic>,
     /// The latest inventory of every registry (the poller writes, the API reads).
     pub reports: crate::sources::registry_api::Reports,
     /// Silences in force or scheduled (the API adds, the alert evaluator reads).
@@ -56,7 +57,7 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
         .route("/", get(landing))
         .route(
             "/notifications",
-            post(crate::sources::webhook::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
+            post(crate::http::notifications::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .merge(api)
         .route("/metrics", get(metrics))

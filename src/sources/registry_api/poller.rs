@@ -3,11 +3,11 @@
 
 use super::client::{ApiError, Client};
 use super::inventory::{self, Manifest, RepoContent};
-use crate::audit::{self, AuditSink, InventoryUpdate};
-use crate::clock::SharedClock;
 use crate::config::RegistryConfig;
-use crate::event::{Action, Event, Source};
 use crate::metrics::RegistryMetrics;
+use crate::model::clock::SharedClock;
+use crate::model::event::{Action, Event, Source};
+use crate::store::{self, AuditSink, InventoryUpdate};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -233,7 +233,7 @@ fn report(
 ) -> Report {
     Report {
         registry: cfg.name.clone(),
-        polled_at: audit::format_time(at),
+        polled_at: store::format_time(at),
         duration_seconds: started.elapsed().as_secs_f64(),
         requests,
         accounting: inventory::account(&polled.repos),
@@ -426,8 +426,8 @@ async fn load_previous(ctx: &PollerContext, registry: &str) -> Result<Option<Sna
     let db = ctx.db_path.clone();
     let registry = registry.to_string();
     tokio::task::spawn_blocking(move || {
-        let conn = audit::open_read_only(&db).map_err(|e| e.to_string())?;
-        audit::load_inventory(&conn, &registry)
+        let conn = store::open_read_only(&db).map_err(|e| e.to_string())?;
+        store::load_inventory(&conn, &registry)
             .map(|o| o.map(|(repositories, tags)| Snapshot { repositories, tags }))
             .map_err(|e| e.to_string())
     })
@@ -476,7 +476,7 @@ pub fn restore_reports(
 ) {
     for r in registries {
         let name = r.name.as_str();
-        let json = match audit::load_inventory_report(conn, name) {
+        let json = match store::load_inventory_report(conn, name) {
             Ok(Some(j)) => j,
             Ok(None) => continue,
             Err(e) => {

@@ -1,5 +1,5 @@
 //! Growth trend and "days until full" from used-bytes samples: pure functions, the caller
-//! supplies "now" (from its [`crate::clock::Clock`]).
+//! supplies "now" (from its [`crate::model::clock::Clock`]).
 //!
 //! The trend is the Theil–Sen slope (median of the pairwise slopes): a garbage collection, a
 //! big push or a deleted log file moves a least-squares line a lot and the median hardly.
@@ -103,7 +103,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use crate::model::clock::{Clock, ManualClock};
     use time::macros::datetime;
 
     const GIB: f64 = (1u64 << 30) as f64;

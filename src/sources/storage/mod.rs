@@ -7,10 +7,10 @@ pub mod fsusage;
 pub mod gc;
 pub mod walk;
 
-use crate::audit::{AuditSink, StoreError, format_time};
-use crate::clock::SharedClock;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::StorageMetrics;
+use crate::model::clock::SharedClock;
+use crate::store::{AuditSink, StoreError, format_time};
 use forecast::Sample;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -173,7 +173,7 @@ impl Monitor {
         let name = self.registry.clone();
         let since = self.clock.now() - window;
         let r = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Sample>> {
-            let conn = crate::audit::open_read_only(&db)?;
+            let conn = crate::store::open_read_only(&db)?;
             Ok(load_samples(&conn, &name, since)?)
         })
         .await;

@@ -1,10 +1,10 @@
 //! What one log line means: counters, sliding windows, and audit events for failed logins
 //! (and, where the registry sends no notifications, for pulls, pushes and deletes).
 
-use crate::event::{Action, Event, Source};
-use crate::sources::classify::{Operation, Outcome, Route};
-use crate::sources::formats::{self, LineKind, LogFormat};
-use crate::stats::RegistryStats;
+use crate::formats::classify::{Operation, Outcome, Route};
+use crate::formats::log::{self, LineKind, LogFormat};
+use crate::model::event::{Action, Event, Source};
+use crate::model::traffic::RegistryStats;
 use prometheus::IntCounter;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -45,9 +45,9 @@ impl LineHandler {
     /// Handles one line; audit events go to `events`. `now` bounds times from the future.
     pub fn handle(&self, line: &[u8], now: OffsetDateTime, events: &mut Vec<Event>) {
         self.counters.lines.inc();
-        let parsed = match formats::parse(&self.format, line) {
+        let parsed = match log::parse(&self.format, line) {
             Ok(p) => p,
-            Err(formats::ParseError::Empty) => return,
+            Err(log::ParseError::Empty) => return,
             Err(e) => {
                 self.counters.parse_errors.inc();
                 tracing::trace!(log = %self.log, error = %e, "unparsable line");
@@ -113,7 +113,7 @@ impl LineHandler {
 
     fn auth_failure(
         &self,
-        p: &formats::ParsedLine<'_>,
+        p: &log::ParsedLine<'_>,
         user: Option<&str>,
         time: OffsetDateTime,
         at: i64,
@@ -141,8 +141,8 @@ impl LineHandler {
 
     fn request_event(
         &self,
-        p: &formats::ParsedLine<'_>,
-        c: &crate::sources::classify::Classified<'_>,
+        p: &log::ParsedLine<'_>,
+        c: &crate::formats::classify::Classified<'_>,
         action: Action,
         time: OffsetDateTime,
     ) -> Event {

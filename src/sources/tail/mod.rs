@@ -5,8 +5,8 @@
 pub mod follower;
 pub mod lines;
 
-use crate::audit::{AuditSink, Checkpoint};
-use crate::clock::SharedClock;
+use crate::model::clock::SharedClock;
+use crate::store::{AuditSink, Checkpoint};
 use follower::{Follower, StartAt};
 use lines::LineHandler;
 use prometheus::{IntCounter, IntGauge};
@@ -181,7 +181,7 @@ impl Tail {
                     loop {
                         match sink.commit_tail_blocking(std::mem::take(&mut events), cp.clone()) {
                             Ok(_) => break,
-                            Err(crate::audit::StoreError::Closed) => return,
+                            Err(crate::store::StoreError::Closed) => return,
                             Err(e) => {
                                 tracing::error!(log = %log, error = %e, "cannot commit log position; retrying");
                                 std::thread::sleep(Duration::from_secs(1));

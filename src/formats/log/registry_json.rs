@@ -170,8 +170,8 @@ fn integer(format: &'static str, field: &'static str, v: Scalar<'_>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::classify::{Operation, Outcome};
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::classify::{Operation, Outcome};
+    use crate::formats::log::test_support::{fuzz, lines};
     use memchr::memmem;
     use std::collections::BTreeMap;
     use time::macros::datetime;

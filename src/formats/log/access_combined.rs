@@ -18,9 +18,9 @@ pub fn parse_access_combined(line: &[u8]) -> Result<ParsedLine<'_>, ParseError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::classify::{Operation, Outcome};
-    use crate::sources::formats::LineKind;
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::classify::{Operation, Outcome};
+    use crate::formats::log::LineKind;
+    use crate::formats::log::test_support::{fuzz, lines};
     use std::collections::BTreeMap;
     use time::macros::datetime;
 

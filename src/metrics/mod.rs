@@ -508,7 +508,7 @@ impl Metrics {
 
     /// Sets the window gauges from the traffic state at `now` (called per scrape: the
     /// windows slide even when no line arrives).
-    pub fn refresh_traffic(&self, traffic: &crate::stats::Traffic, now: i64) {
+    pub fn refresh_traffic(&self, traffic: &crate::model::traffic::Traffic, now: i64) {
         for (registry, stats) in traffic {
             let stats = stats.lock().expect("stats lock");
             for (window, secs) in [("1m", 60), ("5m", 300)] {

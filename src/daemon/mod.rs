@@ -1,18 +1,18 @@
 //! `regwatch run`: starts the store, the HTTP listener and the sources; handles SIGTERM,
 //! SIGINT (graceful stop, nothing accepted is lost) and SIGHUP (config reload).
 
-use crate::audit::{AuditSink, AuditWriter};
-use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{self, Config};
-use crate::event::{Action, Event, Source};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::model::clock::{Clock, SharedClock, SystemClock};
+use crate::model::event::{Action, Event, Source};
+use crate::model::traffic::{RegistryStats, Traffic};
 use crate::sources::registry_api::Reports;
 use crate::sources::registry_api::poller::{self, PollerContext};
 use crate::sources::tail::follower::{Follower, StartAt};
 use crate::sources::tail::lines::LineHandler;
 use crate::sources::tail::{Files, Glob, Tail};
-use crate::stats::{RegistryStats, Traffic};
+use crate::store::{AuditSink, AuditWriter};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +69,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let reports = Reports::default();
     let silences: crate::alerting::silence::Silences = Default::default();
     {
-        let conn = crate::audit::open_read_only(&db_path)?;
+        let conn = crate::store::open_read_only(&db_path)?;
         *silences.write().expect("silences lock") =
             crate::alerting::silence::load(&conn, clock.now())
                 .context("reading the alert silences")?;
@@ -121,7 +121,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         alert_wake_rx,
         shutdown.clone(),
     ));
-    let report_task = tokio::spawn(crate::reports::run(
+    let report_task = tokio::spawn(crate::report::scheduled::run(
         config_rx.clone(),
         db_path.clone(),
         metrics.reports.clone(),
@@ -275,7 +275,7 @@ fn start_tails(
     if config.logs.is_empty() {
         return Ok(Tails { stop, threads });
     }
-    let conn = crate::audit::open_read_only(&config.database.path)?;
+    let conn = crate::store::open_read_only(&config.database.path)?;
     for log in &config.logs {
         let registry = config
             .registry(&log.registry)
@@ -308,14 +308,14 @@ fn start_tails(
             .file_name()
             .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
         let files = if glob {
-            let resume = crate::audit::load_checkpoints_of(&conn, &log.name)
+            let resume = crate::store::load_checkpoints_of(&conn, &log.name)
                 .with_context(|| format!("reading the checkpoints of log {}", log.name))?
                 .into_iter()
                 .map(|c| (c.log.clone(), c))
                 .collect();
             Files::Glob(Glob::new(&log.path, start_at, log.max_line_bytes, resume))
         } else {
-            let resume = crate::audit::load_checkpoint(&conn, &log.name)
+            let resume = crate::store::load_checkpoint(&conn, &log.name)
                 .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
             Files::One(Follower::new(
                 &log.name,
@@ -402,7 +402,7 @@ async fn supervise_alerting(
     loop {
         let generation = stop.child_token();
         let c = config.borrow_and_update().clone();
-        let states = match crate::audit::open_read_only(&c.database.path)
+        let states = match crate::store::open_read_only(&c.database.path)
             .map_err(anyhow::Error::from)
             .and_then(|conn| runner::load_states(&conn).map_err(anyhow::Error::from))
         {
@@ -460,7 +460,7 @@ async fn supervise_alerting(
 /// Notifications for a channel no longer configured stay in the outbox (they are not
 /// dropped silently): say so at start-up and on every reload.
 fn warn_orphaned_outbox(c: &Config) {
-    let Ok(conn) = crate::audit::open_read_only(&c.database.path) else {
+    let Ok(conn) = crate::store::open_read_only(&c.database.path) else {
         return;
     };
     let Ok(mut stmt) = conn.prepare("SELECT channel, count(*) FROM alert_outbox GROUP BY channel")
@@ -489,7 +489,7 @@ async fn retain(sink: AuditSink, keep: Duration, clock: SharedClock, stop: Cance
         match sink.prune(cutoff).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(rows = n, before = %crate::audit::format_time(cutoff), "retention deleted old audit rows")
+                tracing::info!(rows = n, before = %crate::store::format_time(cutoff), "retention deleted old audit rows")
             }
             Err(e) => tracing::error!(error = %e, "retention failed"),
         }

@@ -1,19 +1,4 @@
-//! The audit store: one SQLite file, one writer thread, a hash chain over every row.
-
-pub mod chain;
-pub mod export;
-pub mod grouped;
-pub mod query;
-pub mod schema;
-pub mod verify;
-pub mod writer;
-
-pub use schema::{StoreError, open_read_only};
-pub use writer::{
-    AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome, EventTap,
-    InventoryUpdate, OutboxRow, load_checkpoint, load_checkpoints_of, load_inventory,
-    load_inventory_report,
-};
+//! Text helpers shared by every layer: the stored timestamp format.
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the
 /// `sqlite3` CLI, microsecond resolution.

@@ -3,7 +3,7 @@
 
 use super::chain::{self, Row};
 use super::schema::{self, StoreError};
-use crate::event::Event;
+use crate::model::event::Event;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -889,7 +889,7 @@ pub(crate) fn prune(conn: &mut Connection, cutoff: &str) -> Result<u64, rusqlite
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Action, Source};
+    use crate::model::event::{Action, Source};
 
     #[test]
     fn close_commits_everything_queued_and_chains_rows() {

@@ -141,7 +141,7 @@ fn request_field(context: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::log::test_support::{fuzz, lines};
     use time::macros::datetime;
 
     const SAMPLE: &[u8] = include_bytes!("../../../tests/fixtures/logs/nginx-error.log");

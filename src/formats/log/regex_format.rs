@@ -295,8 +295,8 @@ fn duration(raw: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::formats::test_support::{fuzz, lines};
-    use crate::sources::formats::{parse_nginx_combined, parse_nginx_error};
+    use crate::formats::log::test_support::{fuzz, lines};
+    use crate::formats::log::{parse_nginx_combined, parse_nginx_error};
     use time::macros::datetime;
 
     const COMBINED: &[u8] =

@@ -4,7 +4,7 @@
 //! pusher makes, and two `delete`s for one manifest delete. This folds them into one line per
 //! thing a person did; the raw rows stay untouched in the store.
 
-use super::query::AuditRow;
+use crate::store::query::AuditRow;
 use std::collections::HashMap;
 
 /// Events of one image pull or push arrive within this many seconds of each other.
@@ -263,16 +263,16 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::notifications;
+    use crate::formats::notification;
 
     fn rows_from_samples() -> Vec<AuditRow> {
         let text = include_str!("../../tests/fixtures/notifications.ndjson");
         text.lines()
-            .flat_map(|l| notifications::parse(l.as_bytes(), "main").unwrap())
+            .flat_map(|l| notification::parse(l.as_bytes(), "main").unwrap())
             .enumerate()
             .map(|(i, e)| AuditRow {
                 id: i as i64 + 1,
-                time: super::super::format_time(e.time),
+                time: crate::model::text::format_time(e.time),
                 registry: e.registry,
                 action: e.action.as_str().into(),
                 repository: e.repository,

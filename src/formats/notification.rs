@@ -3,7 +3,7 @@
 //! Pure: bytes in, events out. The HTTP side (token, body limit, commit-then-answer) is in
 //! [`crate::http`].
 
-use crate::event::{Action, Event, Source};
+use crate::model::event::{Action, Event, Source};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;

@@ -1,9 +1,9 @@
 //! `[[report]]`: an export of the audit trail written on a schedule.
 
-use crate::audit::export::Format;
 use crate::config::diagnose::{Diagnostic, KeyPath, Locator};
 use crate::config::{duration, schedule};
-use crate::event::Action;
+use crate::model::event::Action;
+use crate::report::export::Format;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ pub fn parse_format(s: &str) -> Option<Format> {
 pub fn validate(
     reports: &mut [ReportConfig],
     registries: &[&str],
-    channels: &[crate::alerting::config::ChannelConfig],
+    channels: &[crate::config::alerting::ChannelConfig],
     base: &Path,
     loc: &Locator<'_>,
 ) -> Vec<Diagnostic> {

@@ -1,14 +1,16 @@
 //! Delivering one notification to one channel. `Ok` only when the receiver accepted it
 //! (SMTP 250 after DATA, HTTP 2xx); anything else stays in the outbox and is retried.
 
-use super::Notification;
-use super::config::ChannelConfig;
+pub mod notification;
+
+use crate::config::alerting::ChannelConfig;
 use crate::http::escape;
 use hmac::{Hmac, Mac};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+pub use notification::Notification;
 use serde_json::json;
 
 /// The header carrying the webhook body's HMAC-SHA256 (`sha256=<hex>`).
@@ -146,7 +148,7 @@ const DEFAULT_SUBJECT: &str = "[regwatch] [{{ status }}] {{ rule }} on {{ regist
 
 async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError> {
     let build = |e: &dyn std::fmt::Display| DeliveryError::Build(e.to_string());
-    let vars = super::template::Vars {
+    let vars = crate::model::template::Vars {
         rule: &n.rule,
         status: &n.status,
         severity: &n.severity,
@@ -155,9 +157,10 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
         window: "",
         labels: &n.labels,
     };
-    let subject = super::template::render(c.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &vars);
+    let subject =
+        crate::model::template::render(c.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &vars);
     let mut text = match &c.body {
-        Some(t) => super::template::render(t, &vars),
+        Some(t) => crate::model::template::render(t, &vars),
         None => n.summary().to_string(),
     };
     text.push_str("\n\n");

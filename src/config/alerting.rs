@@ -198,8 +198,8 @@ pub struct MaintenanceConfig {
 }
 
 impl MaintenanceConfig {
-    pub fn window(&self) -> Option<super::silence::Window> {
-        Some(super::silence::Window {
+    pub fn window(&self) -> Option<crate::alerting::silence::Window> {
+        Some(crate::alerting::silence::Window {
             name: self.name.clone(),
             schedule: self.parsed.clone()?,
             duration: self.duration,

@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn random_paths_do_not_panic() {
-        use crate::sources::formats::test_support::XorShift;
+        use crate::formats::log::test_support::XorShift;
         const PIECES: [&str; 12] = [
             "/",
             "v2",

@@ -142,8 +142,8 @@ fn trailing_request_time(rest: &[u8]) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::classify::{Operation, Outcome};
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::classify::{Operation, Outcome};
+    use crate::formats::log::test_support::{fuzz, lines};
     use std::time::Duration;
     use time::macros::datetime;
 

@@ -1,13 +1,12 @@
 //! Scheduled reports: exports of the audit trail written to files when their crontab
 //! schedule fires (`[[report]]`), or at once by `regwatch report run NAME`.
 
-pub mod config;
-
-use crate::audit::{self, export, query::Filter, verify};
-use crate::clock::SharedClock;
+use super::export;
+use crate::config::report::ReportConfig;
 use crate::config::{Config, schedule};
 use crate::metrics::ReportMetrics;
-use config::ReportConfig;
+use crate::model::clock::SharedClock;
+use crate::store::{self, query::Filter, verify};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("opening the audit store: {0}")]
-    Store(#[from] audit::StoreError),
+    Store(#[from] store::StoreError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
     #[error("reading the chain head: {0}")]
@@ -82,7 +81,7 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
 /// 0600: reports name people) and is renamed into place, so nobody reads half a report.
 pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
     let format = r.parsed_format.expect("validated: the format parsed");
-    let conn = audit::open_read_only(db)?;
+    let conn = store::open_read_only(db)?;
     // One read snapshot for the export and the head, so the head printed and mailed with the
     // report is the chain the report was read from, however busy the writer is.
     let snapshot = conn.unchecked_transaction()?;
@@ -139,10 +138,10 @@ pub async fn mail(
     r: &ReportConfig,
     w: &Written,
     now: OffsetDateTime,
-    channels: &[crate::alerting::config::ChannelConfig],
-) -> Vec<(String, Result<(), crate::alerting::channels::DeliveryError>)> {
-    let since = audit::format_time(now - r.period);
-    let until = audit::format_time(now);
+    channels: &[crate::config::alerting::ChannelConfig],
+) -> Vec<(String, Result<(), crate::channels::DeliveryError>)> {
+    let since = store::format_time(now - r.period);
+    let until = store::format_time(now);
     let size = std::fs::metadata(&w.path).map(|m| m.len()).unwrap_or(0);
     let attach = size <= r.max_attachment_bytes;
     let subject = format!("[regwatch] report {}: {} events", r.name, w.rows);
@@ -166,7 +165,7 @@ pub async fn mail(
             continue;
         };
         let file = attach.then_some((w.path.as_path(), ct));
-        let result = crate::alerting::channels::email_file(c, &subject, text.clone(), file).await;
+        let result = crate::channels::email_file(c, &subject, text.clone(), file).await;
         out.push((name.clone(), result));
     }
     out

@@ -1,8 +1,8 @@
 //! Exports of the audit trail: CSV, JSON, NDJSON and a self-contained HTML report. All stream
 //! rows from SQLite to the writer, so memory stays flat on millions of rows.
 
-use super::query::{AuditRow, COLUMNS, Filter};
-use super::verify::{self, Verdict};
+use crate::store::query::{AuditRow, COLUMNS, Filter};
+use crate::store::verify::{self, Verdict};
 use rusqlite::Connection;
 use std::io::{self, Write};
 
@@ -130,12 +130,13 @@ fn html_report(
         },
         (s, u) => format!(
             "{} – {}",
-            s.map(super::format_time)
+            s.map(crate::model::text::format_time)
                 .unwrap_or_else(|| "the beginning".into()),
-            u.map(super::format_time).unwrap_or_else(|| "now".into())
+            u.map(crate::model::text::format_time)
+                .unwrap_or_else(|| "now".into())
         ),
     };
-    let generated = super::format_time(time::OffsetDateTime::now_utc());
+    let generated = crate::model::text::format_time(time::OffsetDateTime::now_utc());
     write!(
         out,
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>regwatch audit report</title>\n<style>{CSS}</style></head><body>\n\

@@ -62,9 +62,9 @@ pub fn parse_registry_text(line: &[u8]) -> Result<ParsedLine<'_>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::formats::LineKind;
-    use crate::sources::formats::parse_registry_json;
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::log::LineKind;
+    use crate::formats::log::parse_registry_json;
+    use crate::formats::log::test_support::{fuzz, lines};
     use memchr::memmem;
     use std::borrow::Cow;
     use std::time::Duration;

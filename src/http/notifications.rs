@@ -3,10 +3,10 @@
 //! Answers 2xx only after every event of the body is committed, so the registry retries
 //! anything not stored; re-deliveries are recognised by event id and stored once.
 
-use super::notifications;
+use super::AppState;
+use super::auth::{bearer, error};
 use crate::config::Config;
-use crate::http::AppState;
-use crate::http::auth::{bearer, error};
+use crate::formats::notification;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -89,7 +89,7 @@ pub async fn receive(
         Ok(r) => r,
         Err((status, msg)) => return error(status, msg),
     };
-    let events = match notifications::parse(&body, &registry) {
+    let events = match notification::parse(&body, &registry) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };

@@ -248,8 +248,8 @@ fn epoch(v: Scalar<'_>, field: &'static str) -> Result<time::OffsetDateTime, Par
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::formats::parse_nginx_combined;
-    use crate::sources::formats::test_support::{fuzz, lines};
+    use crate::formats::log::parse_nginx_combined;
+    use crate::formats::log::test_support::{fuzz, lines};
     use time::macros::datetime;
 
     const SAMPLE: &[u8] = include_bytes!("../../../tests/fixtures/logs/nginx-access-json.log");

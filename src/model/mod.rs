@@ -1,0 +1,10 @@
+//! Layer 0: the data every other layer shares, and pure helpers over it. No I/O, no clock
+//! reads, no knowledge of the database, metrics or HTTP.
+
+pub mod clock;
+pub mod event;
+pub mod template;
+pub mod text;
+pub mod traffic;
+
+pub use event::{Action, Event, Source};
