@@ -8,9 +8,9 @@
 //!
 //! Needs the sqlite3 CLI (apt-get install sqlite3).
 
+use regwatch::model::clock::SystemClock;
 use regwatch::model::event::{Action, Event, Source};
-use regwatch::store::query::{COLUMNS, Filter};
-use regwatch::store::{AuditWriter, open_read_only};
+use regwatch::store::{COLUMNS, Filter, Store, StoreError, Writer};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -123,7 +123,7 @@ fn event(i: u64) -> Event {
 }
 
 fn fill(db: &std::path::Path, from: u64, to: u64) {
-    let writer = AuditWriter::start(db, 65_536, Box::new(|_| {})).unwrap();
+    let writer = start_writer(db, 65_536);
     let sink = writer.sink();
     let producer = std::thread::spawn(move || {
         for i in from..to {
@@ -139,9 +139,7 @@ fn fill(db: &std::path::Path, from: u64, to: u64) {
 fn sqlite_insert_peer(dir: &std::path::Path) {
     let db = dir.join("peer.db");
     // Same schema: let regwatch create it, then feed the CLI.
-    AuditWriter::start(&db, 16, Box::new(|_| {}))
-        .unwrap()
-        .close_blocking();
+    start_writer(&db, 16).close_blocking();
     let n = if smoke() { 2_000u64 } else { 200_000 };
     let sql_path = dir.join("peer.sql");
     let mut sql = std::io::BufWriter::new(std::fs::File::create(&sql_path).unwrap());
@@ -154,7 +152,7 @@ fn sqlite_insert_peer(dir: &std::path::Path) {
         writeln!(
             sql,
             "INSERT INTO audit_events (time, registry, action, repository, tag, digest, media_type, size, actor, remote_addr, user_agent, request_id, method, source, event_id, prev_hash, hash) VALUES ('{}', 'main', '{}', '{}', {}, '{}', 'application/octet-stream', {}, '{}', '{}', 'containerd/1.7.13+unknown', '{}', 'GET', 'notification', '{}', '{:064x}', '{:064x}');",
-            regwatch::store::format_time(e.time),
+            regwatch::model::text::format_time(e.time),
             e.action.as_str(),
             e.repository.unwrap(),
             e.tag.map(|t| format!("'{t}'")).unwrap_or_else(|| "NULL".into()),
@@ -238,9 +236,16 @@ fn export(db: &std::path::Path, dir: &std::path::Path) {
     );
 }
 
+/// The daemon's writer on `db`, with the real clock and no commit hook.
+fn start_writer(db: &std::path::Path, capacity: usize) -> Writer {
+    Store::sqlite(db)
+        .start_writer(capacity, std::sync::Arc::new(SystemClock), Box::new(|_| {}))
+        .unwrap()
+}
+
 fn query(db: &std::path::Path, rows: u64) {
     println!("\n## \"one actor, one day\" on {rows} rows");
-    let conn = open_read_only(db).unwrap();
+    let reader = Store::sqlite(db).reader().unwrap();
     let filter = Filter {
         actor: Some("user42".into()),
         since: Some(datetime!(2026-01-15 0:00 UTC)),
@@ -251,8 +256,8 @@ fn query(db: &std::path::Path, rows: u64) {
     let mut found = 0;
     for _ in 0..21 {
         let t = Instant::now();
-        found = filter
-            .for_each(&conn, |_| -> Result<(), rusqlite::Error> { Ok(()) })
+        found = reader
+            .events(&filter, |_| -> Result<(), StoreError> { Ok(()) })
             .unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }

@@ -126,10 +126,11 @@ struct DbArgs {
 }
 
 impl DbArgs {
-    fn path(&self) -> Result<PathBuf, ConfigError> {
+    fn store(&self) -> Result<regwatch::store::Store, ConfigError> {
         match &self.database {
-            Some(p) => Ok(p.clone()),
-            None => config::load(self.config.as_deref()).map(|c| c.database.path),
+            Some(p) => Ok(regwatch::store::Store::sqlite(p)),
+            None => config::load(self.config.as_deref())
+                .map(|c| regwatch::store::Store::sqlite(&c.database.path)),
         }
     }
 }
@@ -228,7 +229,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let now = time::OffsetDateTime::now_utc();
-            let w = match regwatch::report::scheduled::write(&loaded.database.path, report, now) {
+            let w = match regwatch::report::scheduled::write(
+                &regwatch::store::Store::sqlite(&loaded.database.path),
+                report,
+                now,
+            ) {
                 Ok(w) => w,
                 Err(e) => {
                     eprintln!("error: report {name}: {e}");
@@ -342,7 +347,7 @@ fn run_audit(cmd: AuditCommand) -> ExitCode {
     let db = match &cmd {
         AuditCommand::Query { db, .. }
         | AuditCommand::Export { db, .. }
-        | AuditCommand::Verify { db, .. } => db.path(),
+        | AuditCommand::Verify { db, .. } => db.store(),
     };
     let db = match db {
         Ok(p) => p,

@@ -644,10 +644,16 @@ fn audit_verify_names_edited_deleted_and_inserted_rows() {
 #[test]
 fn retention_keeps_the_rest_of_the_chain_verifiable() {
     use regwatch::model::event::{Action, Event, Source};
-    use regwatch::store::AuditWriter;
+    use regwatch::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
-    let writer = AuditWriter::start(&db, 64, Box::new(|_| {})).unwrap();
+    let writer = Store::sqlite(&db)
+        .start_writer(
+            64,
+            std::sync::Arc::new(regwatch::model::clock::SystemClock),
+            Box::new(|_| {}),
+        )
+        .unwrap();
     let sink = writer.sink();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -728,7 +734,7 @@ fn exports_stream_every_row_in_each_format() {
         .arg(&db)
         .arg(format!(
             "SELECT {} FROM audit_events ORDER BY id",
-            regwatch::store::query::COLUMNS.join(", ")
+            regwatch::store::COLUMNS.join(", ")
         ))
         .output()
         .unwrap();

@@ -70,7 +70,7 @@ impl World {
 fn drain(
     f: &mut Follower,
     committed: &mut Vec<String>,
-    saved: &mut Option<regwatch::store::Checkpoint>,
+    saved: &mut Option<regwatch::model::Checkpoint>,
     budget: usize,
 ) {
     loop {

@@ -8,9 +8,11 @@ use crate::config::alerting::{ChannelConfig, RuleConfig};
 use crate::metrics::Metrics;
 use crate::model::clock::SharedClock;
 use crate::model::traffic::Traffic;
-use crate::store::{AlertStateRow, AlertUpdate, AuditSink, DeliveryOutcome, OutboxRow};
+use crate::store::{
+    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, Reader, Sink, Store,
+    StoreError,
+};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify as Wake, mpsc};
@@ -37,24 +39,17 @@ pub fn wake_channel() -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
 
 /// Loads every stored alert state (so a restart neither re-notifies nor forgets).
 pub fn load_states(
-    conn: &rusqlite::Connection,
-) -> rusqlite::Result<HashMap<String, HashMap<String, AlertState>>> {
+    db: &Reader,
+) -> Result<HashMap<String, HashMap<String, AlertState>>, StoreError> {
     let mut out: HashMap<String, HashMap<String, AlertState>> = HashMap::new();
-    let mut stmt = conn.prepare("SELECT rule, key, state FROM alert_states")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (rule, key, json) = row?;
-        match serde_json::from_str::<AlertState>(&json) {
+    for row in db.alert_states()? {
+        match serde_json::from_str::<AlertState>(&row.state) {
             Ok(s) => {
-                out.entry(rule).or_default().insert(key, s);
+                out.entry(row.rule).or_default().insert(row.key, s);
             }
-            Err(e) => tracing::warn!(rule, key, error = %e, "unreadable alert state ignored"),
+            Err(e) => {
+                tracing::warn!(rule = %row.rule, key = %row.key, error = %e, "unreadable alert state ignored")
+            }
         }
     }
     Ok(out)
@@ -66,7 +61,7 @@ pub struct Evaluator {
     pub registries: Vec<String>,
     pub traffic: Arc<Traffic>,
     pub metrics: Arc<Metrics>,
-    pub sink: AuditSink,
+    pub sink: Sink,
     pub clock: SharedClock,
     pub states: HashMap<String, HashMap<String, AlertState>>,
     /// Woken after each commit that added outbox rows.
@@ -324,8 +319,8 @@ fn now_ms() -> i64 {
 /// [`due_in_order`]).
 pub async fn deliver_channel(
     channel: ChannelConfig,
-    db_path: PathBuf,
-    sink: AuditSink,
+    store: Store,
+    sink: Sink,
     metrics: Arc<Metrics>,
     wake: Arc<Wake>,
     shutdown: CancellationToken,
@@ -346,7 +341,8 @@ pub async fn deliver_channel(
             return;
         }
         if conn.is_none() {
-            conn = crate::store::open_read_only(&db_path)
+            conn = store
+                .reader()
                 .map_err(|e| tracing::error!(error = %e, "outbox: cannot open the database"))
                 .ok();
         }
@@ -441,31 +437,12 @@ type DueRows = (Vec<(i64, i64, String)>, Option<i64>);
 /// head is delivered.
 const LOOKAHEAD: i64 = 1000;
 
-fn read_due(conn: &rusqlite::Connection, channel: &str) -> rusqlite::Result<DueRows> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, attempts, payload, next_attempt_ms FROM alert_outbox
-         WHERE channel = ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(rusqlite::params![channel, LOOKAHEAD], |r| {
-            Ok(OutboxEntry {
-                id: r.get(0)?,
-                attempts: r.get(1)?,
-                payload: r.get(2)?,
-                next_attempt_ms: r.get(3)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(due_in_order(rows, now_ms(), BATCH as usize))
-}
-
-/// One row of a channel's outbox.
-#[derive(Debug, Clone)]
-struct OutboxEntry {
-    id: i64,
-    attempts: i64,
-    payload: String,
-    next_attempt_ms: i64,
+fn read_due(db: &Reader, channel: &str) -> Result<DueRows, StoreError> {
+    Ok(due_in_order(
+        db.outbox(channel, LOOKAHEAD)?,
+        now_ms(),
+        BATCH as usize,
+    ))
 }
 
 /// Which of `rows` (in id order) may be sent now, at most `batch`, and when the next
@@ -500,10 +477,8 @@ fn due_in_order(rows: Vec<OutboxEntry>, now_ms: i64, batch: usize) -> DueRows {
     (due, next)
 }
 
-fn update_pending(conn: &rusqlite::Connection, metrics: &Metrics) {
-    if let Ok(n) = conn.query_row("SELECT count(*) FROM alert_outbox", [], |r| {
-        r.get::<_, i64>(0)
-    }) {
+fn update_pending(db: &Reader, metrics: &Metrics) {
+    if let Ok(n) = db.outbox_pending() {
         metrics.outbox_pending.set(n);
     }
 }

@@ -5,7 +5,7 @@
 //! Maintenance schedules are 5-field crontab expressions in UTC (see
 //! [`crate::config::schedule`]).
 
-use serde::{Deserialize, Serialize};
+pub use crate::store::Silence;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -34,25 +34,6 @@ pub fn matches(matchers: &BTreeMap<String, String>, labels: &BTreeMap<String, St
     matchers
         .iter()
         .all(|(k, v)| labels.get(k).is_some_and(|l| glob(v, l)))
-}
-
-/// A silence created over the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Silence {
-    pub id: i64,
-    pub matchers: BTreeMap<String, String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub starts_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub ends_at: OffsetDateTime,
-    pub created_by: String,
-    pub comment: String,
-}
-
-impl Silence {
-    pub fn active(&self, now: OffsetDateTime) -> bool {
-        self.starts_at <= now && now < self.ends_at
-    }
 }
 
 /// A recurring maintenance window (`[[maintenance]]`).
@@ -94,46 +75,6 @@ pub fn suppressed(
 
 /// The silences in force or scheduled, shared by the API (which adds) and the evaluator.
 pub type Silences = std::sync::Arc<std::sync::RwLock<Vec<Silence>>>;
-
-/// Silences that have not ended at `now`.
-pub fn load(conn: &rusqlite::Connection, now: OffsetDateTime) -> rusqlite::Result<Vec<Silence>> {
-    let rfc = &time::format_description::well_known::Rfc3339;
-    let mut stmt = conn.prepare(
-        "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
-         WHERE ends_at > ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([crate::store::format_time(now)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, matchers, starts, ends, created_by, comment) = row?;
-        let (Ok(matchers), Ok(starts_at), Ok(ends_at)) = (
-            serde_json::from_str(&matchers),
-            OffsetDateTime::parse(&starts, rfc),
-            OffsetDateTime::parse(&ends, rfc),
-        ) else {
-            tracing::warn!(id, "unreadable silence ignored");
-            continue;
-        };
-        out.push(Silence {
-            id,
-            matchers,
-            starts_at,
-            ends_at,
-            created_by,
-            comment,
-        });
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,13 @@
 //! `regwatch audit query | export | verify`.
 
+use crate::model::text::parse_time;
 use crate::report::export::{self, Format};
 use crate::report::grouped::{self, Grouper};
-use crate::store::open_read_only;
-use crate::store::query::{AuditRow, Filter, parse_time};
-use crate::store::verify::{self, Verdict};
+use crate::store::{AuditRow, Filter, Reader, Store, Verdict};
 use anyhow::Context;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Filters shared by `query` and `export`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -72,25 +71,21 @@ impl FilterArgs {
     }
 }
 
-fn open(db: &Path) -> anyhow::Result<rusqlite::Connection> {
-    anyhow::ensure!(
-        db.exists(),
-        "no audit database at {} (database.path); has regwatch run yet?",
-        db.display()
-    );
-    Ok(open_read_only(db)?)
+fn open(store: &Store) -> anyhow::Result<Reader> {
+    Ok(store.reader()?)
 }
 
 /// `audit query`: a readable table (or the grouped activity view) on stdout.
-pub fn query(db: &Path, filter: &FilterArgs, limit: u64, grouped_view: bool) -> anyhow::Result<()> {
-    let conn = open(db)?;
+pub fn query(
+    store: &Store,
+    filter: &FilterArgs,
+    limit: u64,
+    grouped_view: bool,
+) -> anyhow::Result<()> {
+    let db = open(store)?;
     let mut f = filter.to_filter()?;
     f.limit = (limit > 0).then_some(limit);
-    let mut rows: Vec<AuditRow> = Vec::new();
-    f.for_each(&conn, |r| -> Result<(), rusqlite::Error> {
-        rows.push(r.clone());
-        Ok(())
-    })?;
+    let rows: Vec<AuditRow> = db.event_rows(&f)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if grouped_view {
@@ -167,12 +162,12 @@ pub fn query(db: &Path, filter: &FilterArgs, limit: u64, grouped_view: bool) -> 
 
 /// `audit export`: streams to `--output` (created 0600: the trail names people) or stdout.
 pub fn export_to(
-    db: &Path,
+    store: &Store,
     filter: &FilterArgs,
     format: Format,
     output: Option<&PathBuf>,
 ) -> anyhow::Result<u64> {
-    let conn = open(db)?;
+    let db = open(store)?;
     let f = filter.to_filter()?;
     let n = match output {
         Some(path) => {
@@ -184,14 +179,14 @@ pub fn export_to(
                 .open(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let mut out = BufWriter::with_capacity(1 << 16, file);
-            let n = export::export(&conn, &f, format, &mut out)?;
+            let n = export::export(&db, &f, format, &mut out)?;
             out.flush()?;
             n
         }
         None => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-            let n = export::export(&conn, &f, format, &mut out)?;
+            let n = export::export(&db, &f, format, &mut out)?;
             out.flush()?;
             n
         }
@@ -200,13 +195,13 @@ pub fn export_to(
 }
 
 /// `audit verify`: prints the verdict; `Ok(false)` when the chain is broken.
-pub fn verify(db: &Path, expect_head: Option<&str>) -> anyhow::Result<bool> {
-    let conn = open(db)?;
-    if let Err(problems) = crate::store::schema::integrity(&conn)? {
+pub fn verify(store: &Store, expect_head: Option<&str>) -> anyhow::Result<bool> {
+    let db = open(store)?;
+    if let Err(problems) = db.integrity()? {
         println!("BROKEN: SQLite reports a damaged database file: {problems}");
         return Ok(false);
     }
-    match verify::verify(&conn, expect_head)? {
+    match db.verify(expect_head)? {
         Verdict::Ok { rows, head, anchor } => {
             println!("OK: {rows} rows, every link intact");
             println!("head {head}");

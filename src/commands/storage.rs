@@ -7,8 +7,8 @@
 use crate::config::{Config, RegistryConfig, duration};
 use crate::sources::storage::forecast::{self, Forecast};
 use crate::sources::storage::fsusage::{self, FsUsage};
-use crate::sources::storage::{load_samples, walk};
-use crate::store::open_read_only;
+use crate::sources::storage::walk;
+use crate::store::{Store, StoreError};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -100,11 +100,12 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
         !chosen.is_empty(),
         "no registry has a storage_root: set it to the registry's storage.filesystem.rootdirectory"
     );
-    let db = &config.database.path;
-    let conn = if db.exists() {
-        Some(open_read_only(db)?)
-    } else {
-        None
+    let store = Store::sqlite(&config.database.path);
+    // Without a database (the daemon never ran) there are no samples: no trend yet.
+    let db = match store.reader() {
+        Ok(db) => Some(db),
+        Err(StoreError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
     };
     let now = time::OffsetDateTime::now_utc();
     let mut out = Vec::new();
@@ -120,9 +121,10 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
                 collect_reclaimable: args.list_reclaimable,
             },
         )?;
-        let samples = match &conn {
-            Some(c) => load_samples(c, &r.name, now - r.forecast_window)
-                .with_context(|| format!("reading storage samples from {}", db.display()))?,
+        let samples = match &db {
+            Some(db) => db
+                .samples(&r.name, now - r.forecast_window)
+                .with_context(|| format!("reading storage samples from {}", store.location()))?,
             None => Vec::new(),
         };
         out.push(RegistryStorage {

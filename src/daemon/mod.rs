@@ -12,7 +12,7 @@ use crate::sources::registry_api::poller::{self, PollerContext};
 use crate::sources::tail::follower::{Follower, StartAt};
 use crate::sources::tail::lines::LineHandler;
 use crate::sources::tail::{Files, Glob, Tail};
-use crate::store::{AuditSink, AuditWriter};
+use crate::store::{Sink, Store};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +29,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new());
     let counter = metrics.audit_events_total.clone();
-    let writer = AuditWriter::start(
-        &config.database.path,
+    let store = Store::sqlite(&config.database.path);
+    let writer = store.start_writer(
         config.database.queue_capacity,
+        clock.clone(),
         Box::new(move |actions| {
             for a in actions {
                 counter.with_label_values(&[a]).inc();
@@ -62,19 +63,18 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let request_timeout = config.server.request_timeout;
     let max_body = config.server.max_body_bytes;
-    let db_path = config.database.path.clone();
     let retention = config.database.retention;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
     let reports = Reports::default();
     let silences: crate::alerting::silence::Silences = Default::default();
     {
-        let conn = crate::store::open_read_only(&db_path)?;
-        *silences.write().expect("silences lock") =
-            crate::alerting::silence::load(&conn, clock.now())
-                .context("reading the alert silences")?;
+        let db = store.reader()?;
+        *silences.write().expect("silences lock") = db
+            .silences(clock.now())
+            .context("reading the alert silences")?;
         poller::restore_reports(
-            &conn,
+            &db,
             &config_rx.borrow().registries,
             &metrics.registries,
             &reports,
@@ -85,7 +85,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         ready: ready.clone(),
         config: config_rx.clone(),
         sink: sink.clone(),
-        db_path: db_path.clone(),
+        store: store.clone(),
         traffic: traffic.clone(),
         reports: reports.clone(),
         silences: silences.clone(),
@@ -112,6 +112,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let alerting = tokio::spawn(supervise_alerting(
         config_rx.clone(),
         AlertingContext {
+            store: store.clone(),
             traffic: traffic.clone(),
             metrics: metrics.clone(),
             sink: sink.clone(),
@@ -123,7 +124,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     ));
     let report_task = tokio::spawn(crate::report::scheduled::run(
         config_rx.clone(),
-        db_path.clone(),
+        store.clone(),
         metrics.reports.clone(),
         clock.clone(),
         shutdown.clone(),
@@ -133,7 +134,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         PollerContext {
             metrics: metrics.registries.clone(),
             sink: sink.clone(),
-            db_path,
+            store: store.clone(),
             reports,
             clock: clock.clone(),
         },
@@ -153,7 +154,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                     metrics: metrics.storage.clone(),
                     sink: sink.clone(),
                     clock: clock.clone(),
-                    db_path: config_tx.borrow().database.path.clone(),
+                    store: store.clone(),
                     stop: shutdown.clone(),
                 }
                 .run(),
@@ -266,7 +267,7 @@ fn start_tails(
     config: &Config,
     metrics: &Metrics,
     traffic: &Arc<Traffic>,
-    sink: &AuditSink,
+    sink: &Sink,
     clock: &SharedClock,
     alert_wake: &tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Tails> {
@@ -275,7 +276,7 @@ fn start_tails(
     if config.logs.is_empty() {
         return Ok(Tails { stop, threads });
     }
-    let conn = crate::store::open_read_only(&config.database.path)?;
+    let db = Store::sqlite(&config.database.path).reader()?;
     for log in &config.logs {
         let registry = config
             .registry(&log.registry)
@@ -308,14 +309,16 @@ fn start_tails(
             .file_name()
             .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
         let files = if glob {
-            let resume = crate::store::load_checkpoints_of(&conn, &log.name)
+            let resume = db
+                .checkpoints_of(&log.name)
                 .with_context(|| format!("reading the checkpoints of log {}", log.name))?
                 .into_iter()
                 .map(|c| (c.log.clone(), c))
                 .collect();
             Files::Glob(Glob::new(&log.path, start_at, log.max_line_bytes, resume))
         } else {
-            let resume = crate::store::load_checkpoint(&conn, &log.name)
+            let resume = db
+                .checkpoint(&log.name)
                 .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
             Files::One(Follower::new(
                 &log.name,
@@ -378,9 +381,10 @@ async fn supervise_pollers(
 
 /// What the alerting tasks share across config reloads.
 struct AlertingContext {
+    store: Store,
     traffic: Arc<Traffic>,
     metrics: Arc<Metrics>,
-    sink: AuditSink,
+    sink: Sink,
     clock: SharedClock,
     silences: crate::alerting::silence::Silences,
 }
@@ -402,17 +406,14 @@ async fn supervise_alerting(
     loop {
         let generation = stop.child_token();
         let c = config.borrow_and_update().clone();
-        let states = match crate::store::open_read_only(&c.database.path)
-            .map_err(anyhow::Error::from)
-            .and_then(|conn| runner::load_states(&conn).map_err(anyhow::Error::from))
-        {
+        let states = match ctx.store.reader().and_then(|db| runner::load_states(&db)) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the alert states; alerting is off");
                 return;
             }
         };
-        warn_orphaned_outbox(&c);
+        warn_orphaned_outbox(&c, &ctx.store);
         let mut tasks = tokio::task::JoinSet::new();
         let mut workers = std::collections::HashMap::new();
         for ch in &c.channels {
@@ -420,7 +421,7 @@ async fn supervise_alerting(
             workers.insert(ch.name.clone(), w.clone());
             tasks.spawn(runner::deliver_channel(
                 ch.clone(),
-                c.database.path.clone(),
+                ctx.store.clone(),
                 ctx.sink.clone(),
                 ctx.metrics.clone(),
                 w,
@@ -459,16 +460,11 @@ async fn supervise_alerting(
 
 /// Notifications for a channel no longer configured stay in the outbox (they are not
 /// dropped silently): say so at start-up and on every reload.
-fn warn_orphaned_outbox(c: &Config) {
-    let Ok(conn) = crate::store::open_read_only(&c.database.path) else {
+fn warn_orphaned_outbox(c: &Config, store: &Store) {
+    let Ok(waiting) = store.reader().and_then(|db| db.outbox_by_channel()) else {
         return;
     };
-    let Ok(mut stmt) = conn.prepare("SELECT channel, count(*) FROM alert_outbox GROUP BY channel")
-    else {
-        return;
-    };
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
-    for (channel, n) in rows.into_iter().flatten().flatten() {
+    for (channel, n) in waiting {
         if !c.channels.iter().any(|ch| ch.name == channel) {
             tracing::warn!(
                 channel,
@@ -483,7 +479,7 @@ fn warn_orphaned_outbox(c: &Config) {
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes audit rows older than `keep`, at start-up and then hourly.
-async fn retain(sink: AuditSink, keep: Duration, clock: SharedClock, stop: CancellationToken) {
+async fn retain(sink: Sink, keep: Duration, clock: SharedClock, stop: CancellationToken) {
     loop {
         let cutoff = clock.now() - keep;
         match sink.prune(cutoff).await {
@@ -500,7 +496,7 @@ async fn retain(sink: AuditSink, keep: Duration, clock: SharedClock, stop: Cance
     }
 }
 
-async fn record(sink: &AuditSink, event: Event) {
+async fn record(sink: &Sink, event: Event) {
     if let Err(e) = sink.enqueue(event).await {
         tracing::error!(error = %e, "cannot record regwatch's own event in the audit trail");
     }
@@ -511,7 +507,7 @@ async fn reload(
     path: Option<&std::path::Path>,
     config_tx: &watch::Sender<Arc<Config>>,
     metrics: &Metrics,
-    sink: &AuditSink,
+    sink: &Sink,
     clock: &dyn Clock,
 ) {
     match config::load(path) {

@@ -3,10 +3,10 @@
 
 use super::AppState;
 use super::auth::error;
+use crate::model::text::parse_time;
 use crate::report::export::{write_csv_header, write_csv_row};
 use crate::report::grouped::{self, Grouper};
-use crate::store::query::{AuditRow, Filter, parse_time};
-use crate::store::{open_read_only, verify};
+use crate::store::{AuditRow, Filter, Reader, Store};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,12 +17,12 @@ const DEFAULT_LIMIT: u64 = 100;
 /// Runs `read` on a read-only connection in the blocking pool (SQLite calls block); a
 /// failure, or a panic in `read`, answers 500 with the message.
 async fn read_db<T: IntoResponse + Send + 'static>(
-    db: std::path::PathBuf,
-    read: impl FnOnce(&rusqlite::Connection) -> Result<T, String> + Send + 'static,
+    store: Store,
+    read: impl FnOnce(&Reader) -> Result<T, String> + Send + 'static,
 ) -> Response {
     let result = tokio::task::spawn_blocking(move || {
-        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
-        read(&conn)
+        let db = store.reader().map_err(|e| e.to_string())?;
+        read(&db)
     })
     .await;
     match result {
@@ -102,15 +102,14 @@ pub async fn audit(
             );
         }
     };
-    let db = state.db_path.clone();
-    read_db(db, move |conn| {
+    read_db(state.store.clone(), move |db| {
         let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
         if csv {
             let mut out = Vec::new();
             write_csv_header(&mut out).map_err(|e| e.to_string())?;
             let mut last = None;
-            let n = f
-                .for_each(conn, |r| {
+            let n = db
+                .events(&f, |r| {
                     last = Some(r.id);
                     write_csv_row(&mut out, r)
                 })
@@ -127,12 +126,7 @@ pub async fn audit(
             }
             return Ok(resp);
         }
-        let mut rows: Vec<AuditRow> = Vec::new();
-        f.for_each(conn, |r| -> Result<(), rusqlite::Error> {
-            rows.push(r.clone());
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+        let rows: Vec<AuditRow> = db.event_rows(&f).map_err(|e| e.to_string())?;
         let next = (rows.len() as u64 == limit)
             .then(|| rows.last().map(|r| r.id.to_string()))
             .flatten();
@@ -159,9 +153,8 @@ pub async fn audit(
 
 /// `GET /api/v1/audit/head`: the chain head, to write down elsewhere.
 pub async fn head(State(state): State<AppState>) -> Response {
-    let db = state.db_path.clone();
-    read_db(db, |conn| {
-        let (rows, head) = verify::head(conn).map_err(|e| e.to_string())?;
+    read_db(state.store.clone(), |db| {
+        let (rows, head) = db.head().map_err(|e| e.to_string())?;
         Ok(Json(serde_json::json!({ "rows": rows, "head": head })))
     })
     .await
@@ -226,14 +219,11 @@ pub async fn repositories(
 /// `GET /api/v1/alerts`: every stored alert state (pending, firing, resolved) and the
 /// number of notifications waiting in the outbox.
 pub async fn alerts(State(state): State<AppState>) -> Response {
-    let db = state.db_path.clone();
-    read_db(db, |conn| {
-        let states = crate::alerting::runner::load_states(conn).map_err(|e| e.to_string())?;
+    read_db(state.store.clone(), |db| {
+        let states = crate::alerting::runner::load_states(db).map_err(|e| e.to_string())?;
         let mut list: Vec<_> = states.into_values().flat_map(|m| m.into_values()).collect();
         list.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
-        let pending: i64 = conn
-            .query_row("SELECT count(*) FROM alert_outbox", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
+        let pending = db.outbox_pending().map_err(|e| e.to_string())?;
         Ok(Json(
             serde_json::json!({ "alerts": list, "outbox_pending": pending }),
         ))
@@ -307,7 +297,7 @@ pub async fn create_silence(
             "the silence ends before it starts or in the past",
         );
     }
-    let mut silence = crate::alerting::silence::Silence {
+    let mut silence = crate::store::Silence {
         id: 0,
         matchers: new.matchers,
         starts_at,

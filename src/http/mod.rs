@@ -7,14 +7,13 @@ pub mod notifications;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::AuditSink;
+use crate::store::{Sink, Store};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -28,9 +27,9 @@ pub struct AppState {
     /// True once the store is open and the config loaded; false again while shutting down.
     pub ready: Arc<AtomicBool>,
     pub config: watch::Receiver<Arc<Config>>,
-    pub sink: AuditSink,
+    pub sink: Sink,
     /// For read-only connections (the writer thread owns the only write connection).
-    pub db_path: PathBuf,
+    pub store: Store,
     pub traffic: Arc<crate::model::traffic::Traffic>,
     /// The latest inventory of every registry (the poller writes, the API reads).
     pub reports: crate::sources::registry_api::Reports,

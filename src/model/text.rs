@@ -1,4 +1,7 @@
-//! Text helpers shared by every layer: the stored timestamp format.
+//! Text helpers shared by every layer: the stored timestamp format and the time arguments
+//! people type (`--since 7d`, `?since=2026-11-28`).
+
+use time::OffsetDateTime;
 
 /// The fixed-width UTC timestamp stored in `audit_events.time`: sorts as text, readable in the
 /// `sqlite3` CLI, microsecond resolution.
@@ -10,8 +13,50 @@ pub fn format_time(t: time::OffsetDateTime) -> String {
     .expect("formatting a UTC timestamp with a fixed description cannot fail")
 }
 
+/// Parses a time argument: `2026-11-28`, `2026-11-28T10:00:00Z` (RFC 3339), or a duration
+/// back from `now` (`24h`, `7d`).
+pub fn parse_time(arg: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    let arg = arg.trim();
+    if let Ok(t) = OffsetDateTime::parse(arg, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    if let Ok(d) = time::Date::parse(
+        arg,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    ) {
+        return Ok(d.midnight().assume_utc());
+    }
+    if let Ok(d) = humantime::parse_duration(arg) {
+        return Ok(now - d);
+    }
+    Err(format!(
+        "invalid time {arg:?}: expected a date (2026-11-28), an RFC 3339 time (2026-11-28T10:00:00Z) or a duration back from now (24h, 7d)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn time_arguments() {
+        let now = datetime!(2026-11-28 12:00 UTC);
+        assert_eq!(
+            parse_time("2026-11-27", now).unwrap(),
+            datetime!(2026-11-27 0:00 UTC)
+        );
+        assert_eq!(
+            parse_time("24h", now).unwrap(),
+            datetime!(2026-11-27 12:00 UTC)
+        );
+        assert_eq!(
+            parse_time("2026-11-28T10:00:00+02:00", now).unwrap(),
+            datetime!(2026-11-28 8:00 UTC)
+        );
+        assert!(parse_time("last tuesday", now).is_err());
+    }
+
     #[test]
     fn time_is_fixed_width_utc() {
         let t = time::macros::datetime!(2026-11-28 19:59:36.609187805 +01:00);

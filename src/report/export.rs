@@ -1,9 +1,7 @@
 //! Exports of the audit trail: CSV, JSON, NDJSON and a self-contained HTML report. All stream
 //! rows from SQLite to the writer, so memory stays flat on millions of rows.
 
-use crate::store::query::{AuditRow, COLUMNS, Filter};
-use crate::store::verify::{self, Verdict};
-use rusqlite::Connection;
+use crate::store::{AuditRow, COLUMNS, Filter, Reader, StoreError, Verdict};
 use std::io::{self, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,14 +15,14 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("reading the audit store: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] StoreError),
     #[error("writing the export: {0}")]
     Io(#[from] io::Error),
 }
 
 /// Writes every row `filter` selects to `out` in `format`; returns the row count.
 pub fn export(
-    conn: &Connection,
+    db: &Reader,
     filter: &Filter,
     format: Format,
     out: &mut dyn Write,
@@ -32,9 +30,9 @@ pub fn export(
     match format {
         Format::Csv => {
             write_csv_header(out)?;
-            filter.for_each(conn, |r| write_csv_row(out, r))
+            db.events(filter, |r| write_csv_row(out, r))
         }
-        Format::Ndjson => filter.for_each(conn, |r| -> Result<(), ExportError> {
+        Format::Ndjson => db.events(filter, |r| -> Result<(), ExportError> {
             serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
             out.write_all(b"\n")?;
             Ok(())
@@ -42,7 +40,7 @@ pub fn export(
         Format::Json => {
             out.write_all(b"[")?;
             let mut first = true;
-            let n = filter.for_each(conn, |r| -> Result<(), ExportError> {
+            let n = db.events(filter, |r| -> Result<(), ExportError> {
                 out.write_all(if first { b"\n" } else { b",\n" })?;
                 first = false;
                 serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
@@ -51,7 +49,7 @@ pub fn export(
             out.write_all(b"\n]\n")?;
             Ok(n)
         }
-        Format::Html => html_report(conn, filter, out),
+        Format::Html => html_report(db, filter, out),
     }
 }
 
@@ -107,13 +105,9 @@ fn esc(s: &str) -> String {
 
 /// The compliance report: period, chain status, totals, failed logins, deletions, a chart of
 /// activity over time, and the full table. One file, no external resources.
-fn html_report(
-    conn: &Connection,
-    filter: &Filter,
-    out: &mut dyn Write,
-) -> Result<u64, ExportError> {
-    let (rows_total, head) = verify::head(conn)?;
-    let chain = match verify::verify(conn, None)? {
+fn html_report(db: &Reader, filter: &Filter, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let (rows_total, head) = db.head()?;
+    let chain = match db.verify(None)? {
         Verdict::Ok { rows, .. } => {
             format!("<span class=ok>verified</span>: {rows} rows, every link intact")
         }
@@ -122,7 +116,7 @@ fn html_report(
             esc(&problem.to_string())
         ),
     };
-    let bounds = filter.time_bounds(conn)?;
+    let bounds = db.time_bounds(filter)?;
     let period = match (&filter.since, &filter.until) {
         (None, None) => match &bounds {
             (Some(a), Some(b)) => format!("{a} – {b} (everything recorded)"),
@@ -158,7 +152,7 @@ fn html_report(
         _ => false,
     };
     let buckets = fill_gaps(
-        filter.activity(conn, if span_days { 10 } else { 13 })?,
+        db.activity(filter, if span_days { 10 } else { 13 })?,
         span_days,
     );
     out.write_all(svg_bars(&buckets).as_bytes())?;
@@ -169,7 +163,7 @@ fn html_report(
         ("By actor", "actor"),
         ("By repository", "repository"),
     ] {
-        let totals = filter.totals_by(conn, column, 20)?;
+        let totals = db.totals_by(filter, column, 20)?;
         write!(
             out,
             "<div><h2>{title}</h2><table><tr><th>{column}</th><th>events</th></tr>"
@@ -186,7 +180,7 @@ fn html_report(
         f.action = Some(action.into());
         f.limit = Some(1000);
         writeln!(out, "<h2>{title}</h2>")?;
-        let n = table(conn, &f, out)?;
+        let n = table(db, &f, out)?;
         if n == 0 {
             writeln!(out, "<p>None in this period.</p>")?;
         } else if n == 1000 {
@@ -197,15 +191,15 @@ fn html_report(
         }
     }
     writeln!(out, "<h2>All events</h2>")?;
-    let n = table(conn, filter, out)?;
+    let n = table(db, filter, out)?;
     writeln!(out, "<p>{n} events.</p>\n</body></html>")?;
     Ok(n)
 }
 
-fn table(conn: &Connection, filter: &Filter, out: &mut dyn Write) -> Result<u64, ExportError> {
+fn table(db: &Reader, filter: &Filter, out: &mut dyn Write) -> Result<u64, ExportError> {
     const SHOWN: [usize; 11] = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 13];
     let mut header_written = false;
-    let n = filter.for_each(conn, |r| -> Result<(), ExportError> {
+    let n = db.events(filter, |r| -> Result<(), ExportError> {
         if !header_written {
             out.write_all(b"<table class=events><tr>")?;
             for i in SHOWN {

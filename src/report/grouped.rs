@@ -4,7 +4,7 @@
 //! pusher makes, and two `delete`s for one manifest delete. This folds them into one line per
 //! thing a person did; the raw rows stay untouched in the store.
 
-use crate::store::query::AuditRow;
+use crate::store::AuditRow;
 use std::collections::HashMap;
 
 /// Events of one image pull or push arrive within this many seconds of each other.

@@ -6,7 +6,7 @@ use crate::config::report::ReportConfig;
 use crate::config::{Config, schedule};
 use crate::metrics::ReportMetrics;
 use crate::model::clock::SharedClock;
-use crate::store::{self, query::Filter, verify};
+use crate::store::{self, Filter, Store};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,6 @@ pub enum ReportError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
-    #[error("reading the chain head: {0}")]
-    Head(#[from] rusqlite::Error),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -79,12 +77,9 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
 
 /// Writes `r` as of `now`. The export goes to a temporary file beside the output (mode
 /// 0600: reports name people) and is renamed into place, so nobody reads half a report.
-pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
+pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
     let format = r.parsed_format.expect("validated: the format parsed");
-    let conn = store::open_read_only(db)?;
-    // One read snapshot for the export and the head, so the head printed and mailed with the
-    // report is the chain the report was read from, however busy the writer is.
-    let snapshot = conn.unchecked_transaction()?;
+    let db = store.reader()?;
     let path = output_path(&r.output, &r.name, now);
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
@@ -102,12 +97,14 @@ pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written
         .open(&tmp)
         .map_err(io(&tmp))?;
     let mut out = std::io::BufWriter::new(file);
-    let result = export::export(&snapshot, &filter(r, now), format, &mut out)
-        .map_err(ReportError::from)
-        .and_then(|rows| {
+    // One read snapshot for the export and the head, so the head printed and mailed with the
+    // report is the chain the report was read from, however busy the writer is.
+    let result = db
+        .snapshot(|db| {
+            let rows = export::export(db, &filter(r, now), format, &mut out)?;
             out.flush().map_err(io(&tmp))?;
             out.get_ref().sync_all().map_err(io(&tmp))?;
-            Ok((rows, verify::head_hash(&snapshot)?))
+            Ok((rows, db.head_hash()?))
         })
         .and_then(|done| {
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
@@ -140,8 +137,8 @@ pub async fn mail(
     now: OffsetDateTime,
     channels: &[crate::config::alerting::ChannelConfig],
 ) -> Vec<(String, Result<(), crate::channels::DeliveryError>)> {
-    let since = store::format_time(now - r.period);
-    let until = store::format_time(now);
+    let since = crate::model::text::format_time(now - r.period);
+    let until = crate::model::text::format_time(now);
     let size = std::fs::metadata(&w.path).map(|m| m.len()).unwrap_or(0);
     let attach = size <= r.max_attachment_bytes;
     let subject = format!("[regwatch] report {}: {} events", r.name, w.rows);
@@ -190,7 +187,7 @@ pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) 
 /// was not running is not made up: the next run covers its whole period anyway.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
-    db: PathBuf,
+    store: Store,
     metrics: ReportMetrics,
     clock: SharedClock,
     stop: CancellationToken,
@@ -231,8 +228,8 @@ pub async fn run(
         for i in due(&cfg.reports, last, now) {
             let r = cfg.reports[i].clone();
             let name = r.name.clone();
-            let db = db.clone();
-            let result = tokio::task::spawn_blocking(move || write(&db, &r, now)).await;
+            let store = store.clone();
+            let result = tokio::task::spawn_blocking(move || write(&store, &r, now)).await;
             metrics.runs_total.with_label_values(&[&name]).inc();
             match result {
                 Ok(Ok(w)) => {

@@ -95,6 +95,23 @@ mod tests {
         assert_ne!(a, link(&a, &row("push")));
     }
 
+    /// A fixed row and the hash regwatch has always given it. If this fails, the canonical
+    /// form changed, and every existing database would stop verifying: never update the
+    /// expected value, make the change compatible instead.
+    #[test]
+    fn golden_hash_of_a_fixed_row() {
+        let r = row("push");
+        assert_eq!(
+            String::from_utf8(canonical(&r)).unwrap(),
+            r#"["2026-11-28T19:59:36.609187Z","main","push","team/app","1.0",null,null,658,"alice",null,null,null,["GET","notification",null,"e1",null]]"#
+        );
+        // sha256("0" * 64 + "\n" + the canonical bytes above), computed independently.
+        assert_eq!(
+            link(GENESIS, &r),
+            "93b43953df1a217c31ed659281948f48dce102229b51fa8a6e689cf85d1569e1"
+        );
+    }
+
     #[test]
     fn null_and_empty_string_differ() {
         let mut r = row("push");

@@ -1,17 +1,186 @@
-//! Layer 2: the database. One SQLite file, one writer thread, a hash chain over every row of
-//! the audit trail, and every other table regwatch keeps.
+//! Layer 2: the database. One writer thread owns the only write connection and commits
+//! typed commands in batches ([`Sink`], [`Writer`]); readers open their own read-only
+//! connections ([`Reader`]). Every audit row is hash-chained ([`chain`]), so `regwatch audit
+//! verify` names the first row that was changed, inserted or removed.
+//!
+//! One owner per table: every SQL statement on a table lives in that table's module —
+//! [`audit`] (`audit_events`, `chain_anchor`), [`checkpoints`] (`log_checkpoints`),
+//! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
+//! `alert_deliveries`), [`silences`] (`alert_silences`) and [`samples`] (`storage_samples`);
+//! [`schema`] opens the file and migrates it. Nothing outside this module sees SQL or a
+//! connection.
+//!
+//! The backend seam: [`Store`] says where the database is; the writer drives a
+//! [`writer::Backend`] (today [`sqlite::SqliteWriter`]) and [`Reader`] dispatches on its
+//! backend, so a PostgreSQL backend joins beside SQLite without touching callers.
 
+pub mod alerts;
+pub mod audit;
 pub mod chain;
-pub mod query;
-pub mod schema;
+mod checkpoints;
+mod error;
+pub mod inventory;
+mod reader;
+mod samples;
+mod schema;
+pub mod silences;
+mod sqlite;
 pub mod verify;
-pub mod writer;
+mod writer;
 
-pub use schema::{StoreError, open_read_only};
-pub use writer::{
-    AlertStateRow, AlertUpdate, AuditSink, AuditWriter, Checkpoint, DeliveryOutcome, EventTap,
-    InventoryUpdate, OutboxRow, load_checkpoint, load_checkpoints_of, load_inventory,
-    load_inventory_report,
+pub use alerts::{
+    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, StoredState,
 };
+pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
+pub use error::StoreError;
+pub use inventory::{InventoryUpdate, StoredInventory};
+pub use reader::Reader;
+pub use silences::Silence;
+pub use verify::{Problem, Verdict};
+pub use writer::{EventTap, OnCommit, Sink, Writer};
+
+use crate::model::clock::SharedClock;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (created mode 0600).
+    Sqlite(PathBuf),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A handle on the database: cheap to clone, opens connections on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    location: Location,
+}
+
+impl Store {
+    /// The SQLite database in `path`.
+    pub fn sqlite(path: impl AsRef<Path>) -> Store {
+        Store {
+            location: Location::Sqlite(path.as_ref().to_path_buf()),
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// A read-only connection. Fails with [`StoreError::Missing`] when there is no database
+    /// yet, and refuses a database written by a newer regwatch.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        match &self.location {
+            Location::Sqlite(path) => schema::open_read_only(path).map(Reader::sqlite),
+        }
+    }
+
+    /// Opens (creating and migrating if needed) the database for writing and starts the
+    /// writer thread, with room for `capacity` queued commands. `on_commit` sees the
+    /// actions of the rows each commit inserted; `clock` stamps the bookkeeping columns.
+    pub fn start_writer(
+        &self,
+        capacity: usize,
+        clock: SharedClock,
+        on_commit: OnCommit,
+    ) -> Result<Writer, StoreError> {
+        match &self.location {
+            Location::Sqlite(path) => {
+                let conn = schema::open_for_writing(path)?;
+                let backend = sqlite::SqliteWriter::new(conn, clock)?;
+                Writer::start(backend, capacity, on_commit).map_err(|source| StoreError::Create {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
 
 pub use crate::model::text::format_time;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::clock::SystemClock;
+    use crate::model::{Action, Event, Source};
+    use std::sync::Arc;
+
+    fn writer(path: &Path, capacity: usize) -> Writer {
+        Store::sqlite(path)
+            .start_writer(capacity, Arc::new(SystemClock), Box::new(|_| {}))
+            .unwrap()
+    }
+
+    #[test]
+    fn close_commits_everything_queued_and_chains_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let writer = writer(&path, 64);
+        let sink = writer.sink();
+        let producer = std::thread::spawn(move || {
+            for i in 0..5000 {
+                let mut e = Event::new(time::OffsetDateTime::now_utc(), Action::Pull, Source::Log);
+                e.event_id = Some(format!("e{i}"));
+                sink.enqueue_blocking(e).unwrap();
+            }
+        });
+        producer.join().unwrap();
+        writer.close_blocking();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 5000);
+        let broken: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_events a JOIN audit_events b ON b.id = a.id + 1
+                 WHERE b.prev_hash != a.hash",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(broken, 0);
+        let verdict = Store::sqlite(&path).reader().unwrap().verify(None).unwrap();
+        assert!(
+            matches!(verdict, Verdict::Ok { rows: 5000, .. }),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn duplicates_are_stored_once_and_closed_store_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let writer = writer(&path, 8);
+        let sink = writer.sink();
+        let mut e = Event::new(
+            time::OffsetDateTime::now_utc(),
+            Action::Push,
+            Source::Notification,
+        );
+        e.event_id = Some("same".into());
+        assert!(sink.append(e.clone()).await.unwrap());
+        assert!(!sink.append(e.clone()).await.unwrap());
+        writer.close().await;
+        assert!(matches!(sink.append(e).await, Err(StoreError::Closed)));
+    }
+
+    #[test]
+    fn a_missing_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.db");
+        let err = Store::sqlite(&path).reader().err().unwrap();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("has regwatch run yet?"), "{err}");
+    }
+}

@@ -1,9 +1,10 @@
 //! Opening the database: file mode, pragmas, migrations, and the checks that make
 //! `regwatch run` refuse a database it cannot trust.
 
+use super::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Schema migrations; `PRAGMA user_version` is the number applied. Append, never edit.
 ///
@@ -139,49 +140,9 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create database {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "database {path} is not a SQLite database or is corrupt ({detail}); \
-         move it aside and restart to begin a new one, or restore it from a backup"
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error(
-        "database {path} has schema version {found}, but this regwatch understands up to {known}: \
-         it was written by a newer regwatch; upgrade regwatch (do not downgrade a database)"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("migrating database {path} to schema version {version}: {source}")]
-    Migrate {
-        path: PathBuf,
-        version: i64,
-        source: rusqlite::Error,
-    },
-    #[error("database write failed: {0}")]
-    Write(#[from] rusqlite::Error),
-    #[error("audit batch not committed: {0}")]
-    Batch(String),
-    #[error("the audit store is closed (regwatch is shutting down)")]
-    Closed,
-}
-
 /// Opens (creating if needed, mode 0600) the database for the single writer and brings its
 /// schema up to date.
-pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     ensure_private_file(path)?;
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
@@ -209,7 +170,12 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// A read-only connection for queries and exports.
-pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -299,7 +265,7 @@ fn check_readable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 /// SQLite's own structural check of every page (`PRAGMA quick_check`); `Ok(())` or the first
 /// problems it names.
-pub fn integrity(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
+pub(super) fn integrity(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
     let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get(0))?

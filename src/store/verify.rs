@@ -1,18 +1,12 @@
 //! `regwatch audit verify`: walks the hash chain and names the first row that does not match.
+//!
+//! The walk is a small state machine fed one row at a time ([`Walk::step`]), so it streams
+//! any number of rows and is tested without a database.
 
+use super::audit::{self, Anchor, AuditRow};
 use super::chain;
-use super::query::{AuditRow, COLUMNS};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use std::fmt;
-
-/// Where the chain starts: the genesis hash, or the anchor retention left behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    pub first_id: i64,
-    pub prev_hash: String,
-    pub rows_deleted: i64,
-    pub deleted_until: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -92,140 +86,131 @@ pub enum Verdict {
     },
 }
 
-pub fn anchor(conn: &Connection) -> rusqlite::Result<Option<Anchor>> {
-    conn.query_row(
-        "SELECT first_id, prev_hash, rows_deleted, deleted_until FROM chain_anchor WHERE id = 1",
-        [],
-        |r| {
-            Ok(Anchor {
-                first_id: r.get(0)?,
-                prev_hash: r.get(1)?,
-                rows_deleted: r.get(2)?,
-                deleted_until: r.get(3)?,
-            })
-        },
-    )
-    .optional()
+/// The walk's state between rows.
+struct Walk<'a> {
+    anchor: Option<Anchor>,
+    expected_prev: String,
+    prev_id: Option<i64>,
+    /// A row that did not link to its predecessor: the next row tells why.
+    suspect: Option<AuditRow>,
+    checked: u64,
+    expect_head: Option<&'a str>,
+    head_seen: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn new(anchor: Option<Anchor>, expect_head: Option<&'a str>) -> Self {
+        // The first row must be the anchor's (or, without retention, any first row whose
+        // link is the genesis hash).
+        let expected_prev = anchor
+            .as_ref()
+            .map(|a| a.prev_hash.clone())
+            .unwrap_or_else(|| chain::GENESIS.to_string());
+        Walk {
+            anchor,
+            expected_prev,
+            prev_id: None,
+            suspect: None,
+            checked: 0,
+            expect_head,
+            head_seen: expect_head.is_none(),
+        }
+    }
+
+    /// Takes the next row in id order; a problem ends the walk.
+    fn step(&mut self, row: AuditRow) -> Option<Problem> {
+        if let Some(s) = self.suspect.take() {
+            // `s` did not link; does this one link past it?
+            return Some(if row.prev_hash == self.expected_prev {
+                Problem::Inserted {
+                    id: s.id,
+                    prev_id: self.prev_id,
+                    next_id: row.id,
+                }
+            } else {
+                self.unlinked(&s)
+            });
+        }
+        if row.prev_hash != self.expected_prev {
+            let gap = match self.prev_id {
+                Some(p) => row.id != p + 1,
+                // SQLite numbers rows from 1; after retention the anchor names the first.
+                None => self.anchor.as_ref().map(|a| a.first_id).unwrap_or(1) != row.id,
+            };
+            if gap {
+                return Some(Problem::Missing {
+                    after_id: self.prev_id,
+                    before_id: row.id,
+                });
+            }
+            self.suspect = Some(row);
+            return None;
+        }
+        if chain::link(&row.prev_hash, &row.chain_row()) != row.hash {
+            return Some(Problem::Changed { id: row.id });
+        }
+        if Some(row.hash.as_str()) == self.expect_head {
+            self.head_seen = true;
+        }
+        self.expected_prev = row.hash;
+        self.prev_id = Some(row.id);
+        self.checked += 1;
+        None
+    }
+
+    /// A row that does not link to its predecessor and is not explained by an insertion.
+    fn unlinked(&self, s: &AuditRow) -> Problem {
+        if self.prev_id.is_some_and(|p| s.id != p + 1) {
+            Problem::Missing {
+                after_id: self.prev_id,
+                before_id: s.id,
+            }
+        } else {
+            Problem::Relinked {
+                id: s.id,
+                prev_id: self.prev_id,
+            }
+        }
+    }
+
+    /// After the last row.
+    fn finish(self) -> Verdict {
+        let broken = |problem| Verdict::Broken {
+            problem,
+            rows_checked: self.checked,
+        };
+        if let Some(s) = &self.suspect {
+            // The last row does not link: with nothing after it, it was appended by hand or
+            // its predecessor rewritten.
+            return broken(self.unlinked(s));
+        }
+        if !self.head_seen {
+            return broken(Problem::HeadNotFound {
+                head: self.expect_head.unwrap_or_default().to_string(),
+            });
+        }
+        Verdict::Ok {
+            rows: self.checked,
+            head: self.expected_prev,
+            anchor: self.anchor,
+        }
+    }
 }
 
 /// Walks every row in id order (streaming). `expect_head`, when given, must be the hash of
 /// some row: it detects the removal of the newest rows, which a chain alone cannot.
-pub fn verify(conn: &Connection, expect_head: Option<&str>) -> rusqlite::Result<Verdict> {
-    let anchor = anchor(conn)?;
-    let mut expected_prev = anchor
-        .as_ref()
-        .map(|a| a.prev_hash.clone())
-        .unwrap_or_else(|| chain::GENESIS.to_string());
-    let mut prev_id: Option<i64> = None;
-    // The first row must be the anchor's (or, without retention, any first row whose link is
-    // the genesis hash).
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM audit_events ORDER BY id",
-        COLUMNS.join(", ")
-    ))?;
-    let mut rows = stmt.query([])?;
-    let mut suspect: Option<AuditRow> = None;
-    let mut checked = 0u64;
-    let mut head_seen = expect_head.is_none();
-    while let Some(r) = rows.next()? {
-        let row = AuditRow::from_sql(r)?;
-        if let Some(s) = suspect.take() {
-            // `s` did not link; does this one link past it?
-            let problem = if row.prev_hash == expected_prev {
-                Problem::Inserted {
-                    id: s.id,
-                    prev_id,
-                    next_id: row.id,
-                }
-            } else if prev_id.map(|p| s.id != p + 1).unwrap_or(false) {
-                Problem::Missing {
-                    after_id: prev_id,
-                    before_id: s.id,
-                }
-            } else {
-                Problem::Relinked { id: s.id, prev_id }
-            };
-            return Ok(Verdict::Broken {
-                problem,
-                rows_checked: checked,
-            });
-        }
-        if row.prev_hash != expected_prev {
-            let gap = match prev_id {
-                Some(p) => row.id != p + 1,
-                // SQLite numbers rows from 1; after retention the anchor names the first.
-                None => anchor.as_ref().map(|a| a.first_id).unwrap_or(1) != row.id,
-            };
-            if gap {
-                return Ok(Verdict::Broken {
-                    problem: Problem::Missing {
-                        after_id: prev_id,
-                        before_id: row.id,
-                    },
-                    rows_checked: checked,
-                });
-            }
-            suspect = Some(row);
-            continue;
-        }
-        if chain::link(&row.prev_hash, &row.chain_row()) != row.hash {
-            return Ok(Verdict::Broken {
-                problem: Problem::Changed { id: row.id },
-                rows_checked: checked,
-            });
-        }
-        if Some(row.hash.as_str()) == expect_head {
-            head_seen = true;
-        }
-        expected_prev = row.hash;
-        prev_id = Some(row.id);
-        checked += 1;
-    }
-    if let Some(s) = suspect {
-        // The last row does not link: with nothing after it, it was appended by hand or its
-        // predecessor rewritten.
-        let problem = if prev_id.map(|p| s.id != p + 1).unwrap_or(false) {
-            Problem::Missing {
-                after_id: prev_id,
-                before_id: s.id,
-            }
-        } else {
-            Problem::Relinked { id: s.id, prev_id }
-        };
-        return Ok(Verdict::Broken {
+pub(super) fn verify(conn: &Connection, expect_head: Option<&str>) -> rusqlite::Result<Verdict> {
+    let mut walk = Walk::new(audit::anchor(conn)?, expect_head);
+    let mut problem = None;
+    audit::for_each_in_chain_order(conn, |row| {
+        problem = walk.step(row);
+        Ok(problem.is_none())
+    })?;
+    Ok(match problem {
+        Some(problem) => Verdict::Broken {
             problem,
-            rows_checked: checked,
-        });
-    }
-    if !head_seen {
-        return Ok(Verdict::Broken {
-            problem: Problem::HeadNotFound {
-                head: expect_head.unwrap_or_default().to_string(),
-            },
-            rows_checked: checked,
-        });
-    }
-    Ok(Verdict::Ok {
-        rows: checked,
-        head: expected_prev,
-        anchor,
+            rows_checked: walk.checked,
+        },
+        None => walk.finish(),
     })
-}
-
-/// The current head hash and row count, cheaply (no walk).
-pub fn head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-    let count: i64 = conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))?;
-    Ok((count, head_hash(conn)?))
-}
-
-/// The hash of the newest row (the genesis hash for an empty trail): one index lookup.
-pub fn head_hash(conn: &Connection) -> rusqlite::Result<String> {
-    let head: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(head.unwrap_or_else(|| chain::GENESIS.to_string()))
 }

@@ -7,10 +7,9 @@ use crate::config::RegistryConfig;
 use crate::metrics::RegistryMetrics;
 use crate::model::clock::SharedClock;
 use crate::model::event::{Action, Event, Source};
-use crate::store::{self, AuditSink, InventoryUpdate};
+use crate::store::{InventoryUpdate, Reader, Sink, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -233,7 +232,7 @@ fn report(
 ) -> Report {
     Report {
         registry: cfg.name.clone(),
-        polled_at: store::format_time(at),
+        polled_at: crate::model::text::format_time(at),
         duration_seconds: started.elapsed().as_secs_f64(),
         requests,
         accounting: inventory::account(&polled.repos),
@@ -354,8 +353,8 @@ fn snapshot(repos: &BTreeMap<String, RepoContent>) -> Snapshot {
 #[derive(Clone)]
 pub struct PollerContext {
     pub metrics: RegistryMetrics,
-    pub sink: AuditSink,
-    pub db_path: PathBuf,
+    pub sink: Sink,
+    pub store: Store,
     pub reports: Reports,
     pub clock: SharedClock,
 }
@@ -423,12 +422,17 @@ async fn probe_loop(
 }
 
 async fn load_previous(ctx: &PollerContext, registry: &str) -> Result<Option<Snapshot>, String> {
-    let db = ctx.db_path.clone();
+    let store = ctx.store.clone();
     let registry = registry.to_string();
     tokio::task::spawn_blocking(move || {
-        let conn = store::open_read_only(&db).map_err(|e| e.to_string())?;
-        store::load_inventory(&conn, &registry)
-            .map(|o| o.map(|(repositories, tags)| Snapshot { repositories, tags }))
+        let db = store.reader().map_err(|e| e.to_string())?;
+        db.inventory(&registry)
+            .map(|o| {
+                o.map(|i| Snapshot {
+                    repositories: i.repositories,
+                    tags: i.tags,
+                })
+            })
             .map_err(|e| e.to_string())
     })
     .await
@@ -469,14 +473,14 @@ fn publish(metrics: &RegistryMetrics, reports: &Reports, rep: Report, at: time::
 /// registry is down) instead of staying empty until the next successful poll. Called
 /// before the daemon reports ready.
 pub fn restore_reports(
-    conn: &rusqlite::Connection,
+    db: &Reader,
     registries: &[RegistryConfig],
     metrics: &RegistryMetrics,
     reports: &Reports,
 ) {
     for r in registries {
         let name = r.name.as_str();
-        let json = match store::load_inventory_report(conn, name) {
+        let json = match db.inventory_report(name) {
             Ok(Some(j)) => j,
             Ok(None) => continue,
             Err(e) => {

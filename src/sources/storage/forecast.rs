@@ -7,14 +7,7 @@
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// One reading of the filesystem, as stored in `storage_samples`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    pub time: OffsetDateTime,
-    pub used_bytes: u64,
-    pub capacity_bytes: u64,
-    pub available_bytes: u64,
-}
+pub use crate::model::usage::Sample;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Forecast {

@@ -10,13 +10,11 @@ pub mod walk;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::StorageMetrics;
 use crate::model::clock::SharedClock;
-use crate::store::{AuditSink, StoreError, format_time};
+use crate::store::{Sink, Store};
 use forecast::Sample;
-use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,62 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// Samples are kept for twice the forecast window (so a longer window after a reload has
 /// history), and at least this long.
 const MIN_SAMPLE_RETENTION: Duration = Duration::from_secs(14 * 86400);
-
-/// The usage samples of `registry` taken after `since`, oldest first.
-pub fn load_samples(
-    conn: &Connection,
-    registry: &str,
-    since: OffsetDateTime,
-) -> rusqlite::Result<Vec<Sample>> {
-    let mut stmt = conn.prepare(
-        "SELECT time, used_bytes, capacity_bytes, available_bytes FROM storage_samples
-         WHERE registry = ?1 AND time > ?2 ORDER BY time",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![registry, format_time(since)], |r| {
-        let t: String = r.get(0)?;
-        let time = OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-            })?;
-        Ok(Sample {
-            time,
-            used_bytes: r.get::<_, i64>(1)?.max(0) as u64,
-            capacity_bytes: r.get::<_, i64>(2)?.max(0) as u64,
-            available_bytes: r.get::<_, i64>(3)?.max(0) as u64,
-        })
-    })?;
-    rows.collect()
-}
-
-/// Stores one sample through the single writer and drops samples older than `keep`.
-pub async fn record_sample(
-    sink: &AuditSink,
-    registry: &str,
-    sample: Sample,
-    keep: Duration,
-) -> Result<(), StoreError> {
-    let registry = registry.to_string();
-    sink.execute(move |conn| {
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO storage_samples (registry, time, used_bytes, capacity_bytes, available_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![
-                registry,
-                format_time(sample.time),
-                sample.used_bytes.min(i64::MAX as u64) as i64,
-                sample.capacity_bytes.min(i64::MAX as u64) as i64,
-                sample.available_bytes.min(i64::MAX as u64) as i64
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM storage_samples WHERE registry = ?1 AND time < ?2",
-            rusqlite::params![registry, format_time(sample.time - keep)],
-        )?;
-        tx.commit()
-    })
-    .await
-}
 
 /// The settings of one registry the monitor re-reads on every round (so a reload changes
 /// intervals, ages and the window without a restart).
@@ -109,9 +51,9 @@ pub struct Monitor {
     pub registry: String,
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: StorageMetrics,
-    pub sink: AuditSink,
+    pub sink: Sink,
     pub clock: SharedClock,
-    pub db_path: PathBuf,
+    pub store: Store,
     pub stop: CancellationToken,
 }
 
@@ -169,12 +111,11 @@ impl Monitor {
 
     /// The samples already in the database, so a restart keeps its trend.
     async fn history(&self, window: Duration) -> Vec<Sample> {
-        let db = self.db_path.clone();
+        let store = self.store.clone();
         let name = self.registry.clone();
         let since = self.clock.now() - window;
         let r = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Sample>> {
-            let conn = crate::store::open_read_only(&db)?;
-            Ok(load_samples(&conn, &name, since)?)
+            Ok(store.reader()?.samples(&name, since)?)
         })
         .await;
         match r {
@@ -219,7 +160,7 @@ impl Monitor {
             available_bytes: usage.available_bytes,
         };
         let keep = (s.window * 2).max(MIN_SAMPLE_RETENTION);
-        if let Err(e) = record_sample(&self.sink, &self.registry, sample, keep).await {
+        if let Err(e) = self.sink.store_sample(&self.registry, sample, keep).await {
             tracing::warn!(registry = %self.registry, error = %e, "cannot store the storage sample");
         }
         samples.push(sample);

@@ -11,7 +11,7 @@
 //! - restart after a rotation: the checkpointed file is looked for among the siblings
 //!   (`access.log.1`) and finished first.
 
-use crate::store::Checkpoint;
+use crate::model::Checkpoint;
 use sha2::{Digest, Sha256};
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};

@@ -5,8 +5,9 @@
 pub mod follower;
 pub mod lines;
 
+use crate::model::Checkpoint;
 use crate::model::clock::SharedClock;
-use crate::store::{AuditSink, Checkpoint};
+use crate::store::Sink;
 use follower::{Follower, StartAt};
 use lines::LineHandler;
 use prometheus::{IntCounter, IntGauge};
@@ -132,7 +133,7 @@ impl Tail {
     }
 
     /// Runs until `stop` is set; the last position is committed before it returns.
-    pub fn run(mut self, sink: AuditSink, clock: SharedClock, stop: Arc<AtomicBool>) {
+    pub fn run(mut self, sink: Sink, clock: SharedClock, stop: Arc<AtomicBool>) {
         let (wake_tx, wake) = mpsc::channel::<()>();
         let _watcher = watch_dir(&self.watched_path(), wake_tx);
         let mut committed: HashMap<String, Checkpoint> = HashMap::new();

@@ -1,0 +1,47 @@
+//! What can go wrong with the database, in words an operator can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create database {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} is not a SQLite database or is corrupt ({detail}); \
+         move it aside and restart to begin a new one, or restore it from a backup"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "database {path} has schema version {found}, but this regwatch understands up to {known}: \
+         it was written by a newer regwatch; upgrade regwatch (do not downgrade a database)"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating database {path} to schema version {version}: {source}")]
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("no audit database at {path} (database.path); has regwatch run yet?")]
+    Missing { path: PathBuf },
+    #[error("database write failed: {0}")]
+    Write(rusqlite::Error),
+    #[error("reading the database: {0}")]
+    Read(rusqlite::Error),
+    #[error("audit batch not committed: {0}")]
+    Batch(String),
+    #[error("the audit store is closed (regwatch is shutting down)")]
+    Closed,
+}

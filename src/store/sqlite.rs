@@ -1,0 +1,100 @@
+//! The SQLite backend of the writer: one connection (WAL mode), the chain head kept in
+//! memory between commits, each command one transaction through the table modules.
+
+use super::alerts::{self, AlertUpdate, DeliveryOutcome};
+use super::inventory::{self, InventoryUpdate};
+use super::silences::{self, Silence};
+use super::writer::{Backend, Item};
+use super::{StoreError, audit, checkpoints, samples};
+use crate::model::clock::SharedClock;
+use crate::model::usage::Sample;
+use rusqlite::Connection;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+pub(super) struct SqliteWriter {
+    conn: Connection,
+    /// The hash of the newest row: the next row links to it.
+    head: String,
+    clock: SharedClock,
+}
+
+impl SqliteWriter {
+    pub(super) fn new(conn: Connection, clock: SharedClock) -> Result<Self, StoreError> {
+        let head = audit::head_hash(&conn).map_err(StoreError::Read)?;
+        Ok(SqliteWriter { conn, head, clock })
+    }
+
+    /// Runs `f` in a transaction that extends the chain; on failure the head is restored,
+    /// so the next commit links to the last row that really is in the table.
+    fn chained<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &mut String) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let before = self.head.clone();
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let out = f(&tx, &mut self.head)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if result.is_err() {
+            self.head = before;
+        }
+        result
+    }
+}
+
+impl Backend for SqliteWriter {
+    fn write(&mut self, items: &[Item]) -> Result<Vec<Vec<bool>>, StoreError> {
+        let now = self.clock.now();
+        self.chained(|tx, head| {
+            let mut flags = Vec::with_capacity(items.len());
+            for item in items {
+                flags.push(audit::insert_events(tx, head, item.events.iter())?);
+                if let Some(c) = &item.checkpoint {
+                    checkpoints::save(tx, c, now)?;
+                }
+            }
+            Ok(flags)
+        })
+        .map_err(|e| StoreError::Batch(e.to_string()))
+    }
+
+    fn prune(&mut self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        audit::prune(&mut self.conn, cutoff, self.clock.now()).map_err(StoreError::Write)
+    }
+
+    fn inventory(&mut self, update: &InventoryUpdate) -> Result<Vec<bool>, StoreError> {
+        self.chained(|tx, head| inventory::apply(tx, head, update))
+            .map_err(|e| StoreError::Batch(e.to_string()))
+    }
+
+    fn alerts(&mut self, update: &AlertUpdate) -> Result<(), StoreError> {
+        alerts::apply(&mut self.conn, update, self.clock.now()).map_err(StoreError::Write)
+    }
+
+    fn delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        alerts::record_delivery(&mut self.conn, outcome, self.clock.now())
+            .map_err(StoreError::Write)
+    }
+
+    fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError> {
+        silences::insert(&self.conn, silence).map_err(StoreError::Write)
+    }
+
+    fn sample(
+        &mut self,
+        registry: &str,
+        sample: &Sample,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        samples::record(&mut self.conn, registry, sample, keep).map_err(StoreError::Write)
+    }
+
+    fn close(&mut self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+        }
+    }
+}
