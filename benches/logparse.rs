@@ -10,9 +10,10 @@
 //! installed.
 
 use regwatch::formats::log::LogFormat;
+use regwatch::metrics::Metrics;
 use regwatch::model::traffic::RegistryStats;
 use regwatch::sources::tail::follower::{Follower, StartAt};
-use regwatch::sources::tail::lines::{Counters, LineHandler};
+use regwatch::sources::tail::lines::LineHandler;
 use std::io::{BufWriter, Write};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -139,21 +140,7 @@ fn peak_rss_kb() -> u64 {
 
 /// Runs regwatch's pipeline over the file; returns (seconds, pulls, failures, auth failures).
 fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
-    let registry = prometheus::Registry::new();
-    let c = |n: &str| {
-        let c = prometheus::IntCounter::new(n, "bench").unwrap();
-        registry.register(Box::new(c.clone())).unwrap();
-        c
-    };
-    let counters = Counters {
-        lines: c("lines"),
-        parse_errors: c("parse_errors"),
-        pulls: c("pulls"),
-        pull_failures: c("pull_failures"),
-        pushes: c("pushes"),
-        deletes: c("deletes"),
-        auth_failures: c("auth_failures"),
-    };
+    let counters = Metrics::new().log_counters("bench", "main");
     let handler = LineHandler {
         log: "bench".into(),
         registry: "main".into(),

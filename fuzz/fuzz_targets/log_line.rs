@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use regwatch::formats::log::{LogFormat, RegexFormat};
-use regwatch::sources::tail::lines::{Counters, LineHandler};
+use regwatch::metrics::Metrics;
+use regwatch::sources::tail::lines::LineHandler;
 use regwatch::model::traffic::RegistryStats;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -12,7 +13,6 @@ use std::sync::{Arc, LazyLock, Mutex};
 const COMBINED_RE: &str = r#"^(?P<addr>\S+) \S+ (?P<user>.+?) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes>\d+|-) "(?:[^"\\]|\\.)*" "(?P<agent>(?:[^"\\]|\\.)*)"(?: (?P<duration>[\d.]+))?"#;
 
 static HANDLERS: LazyLock<Vec<LineHandler>> = LazyLock::new(|| {
-    let counter = || prometheus::IntCounter::new("c", "fuzz").unwrap();
     let mut formats: Vec<LogFormat> = LogFormat::NAMES
         .iter()
         .filter_map(|n| LogFormat::from_name(n))
@@ -29,15 +29,7 @@ static HANDLERS: LazyLock<Vec<LineHandler>> = LazyLock::new(|| {
             counts: true,
             audit_requests: true,
             stats: Arc::new(Mutex::new(RegistryStats::default())),
-            counters: Counters {
-                lines: counter(),
-                parse_errors: counter(),
-                pulls: counter(),
-                pull_failures: counter(),
-                pushes: counter(),
-                deletes: counter(),
-                auth_failures: counter(),
-            },
+            counters: Metrics::new().log_counters("fuzz", "main"),
             alert_wake: None,
         })
         .collect()

@@ -344,7 +344,7 @@ pub fn audit_match(
     rule: &RuleConfig,
     e: &crate::model::event::Event,
 ) -> Option<BTreeMap<String, String>> {
-    use super::silence::glob;
+    use crate::model::glob;
     let field = |name: &str| -> Option<&str> {
         match name {
             "action" => Some(e.action.as_str()),
@@ -360,7 +360,7 @@ pub fn audit_match(
     let all = rule
         .filter
         .iter()
-        .all(|(k, pattern)| field(k).is_some_and(|v| glob(pattern, v)));
+        .all(|(k, pattern)| field(k).is_some_and(|v| glob::matches(pattern, v)));
     if !all {
         return None;
     }

@@ -7,6 +7,7 @@ use crate::channels::Notification;
 use crate::config::alerting::{ChannelConfig, RuleConfig};
 use crate::metrics::Metrics;
 use crate::model::clock::SharedClock;
+use crate::model::observed::Observations;
 use crate::model::traffic::Traffic;
 use crate::store::{
     AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, Reader, Sink, Store,
@@ -60,6 +61,8 @@ pub struct Evaluator {
     pub channels: Vec<ChannelConfig>,
     pub registries: Vec<String>,
     pub traffic: Arc<Traffic>,
+    /// The latest probe and storage measurements (for the gauge-driven rules).
+    pub observed: Observations,
     pub metrics: Arc<Metrics>,
     pub sink: Sink,
     pub clock: SharedClock,
@@ -146,16 +149,17 @@ impl Evaluator {
                         // The storage monitor's latest measurement; absent (no storage_root,
                         // no sample yet, no forecast yet) means nothing to judge.
                         "storage_usage" => {
-                            let v = gauge_value(&self.metrics.storage.used_ratio, reg);
+                            let v = self.observed.get(reg).storage_used_ratio;
                             breaches.extend(engine::observe_gauge(rule, reg, v));
                         }
                         "storage_forecast" => {
-                            let v = gauge_value(&self.metrics.storage.days_until_full, reg);
+                            let v = self.observed.get(reg).storage_days_until_full;
                             breaches.extend(engine::observe_gauge(rule, reg, v));
                         }
+                        // Not probed yet counts as down, as the gauge's initial 0 did.
                         "registry_down" => {
-                            let up = self.metrics.registries.up.with_label_values(&[reg]).get();
-                            breaches.extend(engine::observe_up(reg, up == 1));
+                            let up = self.observed.get(reg).up.unwrap_or(false);
+                            breaches.extend(engine::observe_up(reg, up));
                         }
                         _ => {}
                     }
@@ -481,21 +485,6 @@ fn update_pending(db: &Reader, metrics: &Metrics) {
     if let Ok(n) = db.outbox_pending() {
         metrics.outbox_pending.set(n);
     }
-}
-
-/// The value of `registry`'s series, without creating it (reading through
-/// `with_label_values` would add a 0 that means "full in 0 days").
-fn gauge_value(vec: &prometheus::GaugeVec, registry: &str) -> Option<f64> {
-    use prometheus::core::Collector;
-    vec.collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "registry" && l.value() == registry)
-        })
-        .map(|m| m.get_gauge().value())
 }
 
 #[cfg(test)]

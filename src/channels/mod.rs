@@ -4,7 +4,6 @@
 pub mod notification;
 
 use crate::config::alerting::ChannelConfig;
-use crate::http::escape;
 use hmac::{Hmac, Mac};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -175,16 +174,21 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
     if let Some(e) = &n.ends_at {
         text.push_str(&format!("ended: {e}\n"));
     }
-    let html = format!(
-        "<!doctype html><html><body><h2>[{}] {}</h2><p>{}</p><table>{}</table></body></html>",
-        escape(&n.status.to_uppercase()),
-        escape(&n.rule),
-        escape(text.lines().next().unwrap_or_default()),
-        n.labels
-            .iter()
-            .map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v)))
-            .collect::<String>()
-    );
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html {
+            body {
+                h2 { "[" (n.status.to_uppercase()) "] " (n.rule) }
+                p { (text.lines().next().unwrap_or_default()) }
+                table {
+                    @for (k, v) in &n.labels {
+                        tr { th { (k) } td { (v) } }
+                    }
+                }
+            }
+        }
+    }
+    .into_string();
     let from: Mailbox = c
         .from
         .as_deref()

@@ -3,7 +3,9 @@
 //! the naming-policy violations.
 
 use crate::config::Config;
-use crate::sources::registry_api::inventory::RepoStats;
+use crate::model::csv;
+use crate::model::text::human_bytes;
+use crate::sources::registry_api::inventory;
 use crate::sources::registry_api::{Report, poll_once};
 use anyhow::Context;
 use std::io::Write;
@@ -15,6 +17,7 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// `--sort`: the CLI's face of [`inventory::Sort`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sort {
     /// Total bytes, largest first.
@@ -25,29 +28,12 @@ pub enum Sort {
     Name,
 }
 
-impl Sort {
-    pub fn parse(s: &str) -> Option<Sort> {
+impl From<Sort> for inventory::Sort {
+    fn from(s: Sort) -> Self {
         match s {
-            "size" => Some(Sort::Size),
-            "exclusive" => Some(Sort::Exclusive),
-            "name" => Some(Sort::Name),
-            _ => None,
-        }
-    }
-
-    pub fn apply(self, repos: &mut [RepoStats]) {
-        match self {
-            Sort::Size => repos.sort_by(|a, b| {
-                b.total_bytes
-                    .cmp(&a.total_bytes)
-                    .then_with(|| a.repository.cmp(&b.repository))
-            }),
-            Sort::Exclusive => repos.sort_by(|a, b| {
-                b.exclusive_bytes
-                    .cmp(&a.exclusive_bytes)
-                    .then_with(|| a.repository.cmp(&b.repository))
-            }),
-            Sort::Name => repos.sort_by(|a, b| a.repository.cmp(&b.repository)),
+            Sort::Size => inventory::Sort::Size,
+            Sort::Exclusive => inventory::Sort::Exclusive,
+            Sort::Name => inventory::Sort::Name,
         }
     }
 }
@@ -84,7 +70,7 @@ pub fn run(
         let mut rep = runtime
             .block_on(poll_once(r))
             .with_context(|| format!("polling registry {} ({})", r.name, r.url))?;
-        sort.apply(&mut rep.accounting.per_repository);
+        inventory::Sort::from(sort).apply(&mut rep.accounting.per_repository);
         reports.push(rep);
     }
     let stdout = std::io::stdout();
@@ -105,16 +91,17 @@ pub fn run(
             )?;
             for rep in &reports {
                 for r in &rep.accounting.per_repository {
-                    writeln!(
-                        out,
-                        "{},{},{},{},{},{},{}",
-                        csv(&rep.registry),
-                        csv(&r.repository),
-                        r.tags,
-                        r.manifests,
-                        r.total_bytes,
-                        r.exclusive_bytes,
-                        r.shared_bytes
+                    csv::write_record(
+                        &mut out,
+                        [
+                            rep.registry.clone(),
+                            r.repository.clone(),
+                            r.tags.to_string(),
+                            r.manifests.to_string(),
+                            r.total_bytes.to_string(),
+                            r.exclusive_bytes.to_string(),
+                            r.shared_bytes.to_string(),
+                        ],
                     )?;
                 }
             }
@@ -210,13 +197,14 @@ fn print_violations(
             writeln!(out, "registry,repository,tag,pattern")?;
             for rep in reports {
                 for v in &rep.violations {
-                    writeln!(
-                        out,
-                        "{},{},{},{}",
-                        csv(&rep.registry),
-                        csv(&v.repository),
-                        csv(v.tag.as_deref().unwrap_or("")),
-                        csv(&v.pattern)
+                    csv::write_record(
+                        &mut *out,
+                        [
+                            rep.registry.as_str(),
+                            v.repository.as_str(),
+                            v.tag.as_deref().unwrap_or(""),
+                            v.pattern.as_str(),
+                        ],
                     )?;
                 }
             }
@@ -247,39 +235,4 @@ fn print_violations(
         }
     }
     Ok(())
-}
-
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// 1536 → "1.5 KiB": sizes people read.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_bytes_and_csv() {
-        assert_eq!(super::human_bytes(0), "0 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
-        assert_eq!(super::csv("a,\"b"), "\"a,\"\"b\"");
-    }
 }

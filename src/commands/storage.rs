@@ -5,6 +5,7 @@
 //! usage samples the daemon stored; it does not need the daemon to be running.
 
 use crate::config::{Config, RegistryConfig, duration};
+use crate::model::text::human_bytes;
 use crate::sources::storage::forecast::{self, Forecast};
 use crate::sources::storage::fsusage::{self, FsUsage};
 use crate::sources::storage::walk;
@@ -253,18 +254,7 @@ fn table(w: &mut impl Write, r: &RegistryStorage) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Binary units, as `df -h` and `du -h` print them.
+/// Binary units (see [`human_bytes`]); rates are rounded to whole bytes first.
 fn bytes(n: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    human_bytes(n.round().max(0.0) as u64)
 }

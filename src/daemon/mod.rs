@@ -6,6 +6,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::model::clock::{Clock, SharedClock, SystemClock};
 use crate::model::event::{Action, Event, Source};
+use crate::model::observed::Observations;
 use crate::model::traffic::{RegistryStats, Traffic};
 use crate::sources::registry_api::Reports;
 use crate::sources::registry_api::poller::{self, PollerContext};
@@ -67,6 +68,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let ready = Arc::new(AtomicBool::new(false));
     let reports = Reports::default();
+    let observed = Observations::default();
     let silences: crate::alerting::silence::Silences = Default::default();
     {
         let db = store.reader()?;
@@ -113,6 +115,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         config_rx.clone(),
         AlertingContext {
             store: store.clone(),
+            observed: observed.clone(),
             traffic: traffic.clone(),
             metrics: metrics.clone(),
             sink: sink.clone(),
@@ -135,6 +138,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
             metrics: metrics.registries.clone(),
             sink: sink.clone(),
             store: store.clone(),
+            observed: observed.clone(),
             reports,
             clock: clock.clone(),
         },
@@ -155,6 +159,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                     sink: sink.clone(),
                     clock: clock.clone(),
                     store: store.clone(),
+                    observed: observed.clone(),
                     stop: shutdown.clone(),
                 }
                 .run(),
@@ -307,7 +312,7 @@ fn start_tails(
         let glob = log
             .path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+            .is_some_and(|n| crate::model::glob::is_pattern(&n.to_string_lossy()));
         let files = if glob {
             let resume = db
                 .checkpoints_of(&log.name)
@@ -382,6 +387,7 @@ async fn supervise_pollers(
 /// What the alerting tasks share across config reloads.
 struct AlertingContext {
     store: Store,
+    observed: Observations,
     traffic: Arc<Traffic>,
     metrics: Arc<Metrics>,
     sink: Sink,
@@ -433,6 +439,7 @@ async fn supervise_alerting(
             channels: c.channels.clone(),
             registries: c.registries.iter().map(|r| r.name.clone()).collect(),
             traffic: ctx.traffic.clone(),
+            observed: ctx.observed.clone(),
             metrics: ctx.metrics.clone(),
             sink: ctx.sink.clone(),
             clock: ctx.clock.clone(),

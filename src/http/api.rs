@@ -179,16 +179,17 @@ pub async fn repositories(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let sort =
-        match crate::commands::inventory::Sort::parse(params.sort.as_deref().unwrap_or("size")) {
-            Some(s) => s,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "unknown sort: expected size, exclusive or name",
-                );
-            }
-        };
+    let sort = match crate::sources::registry_api::inventory::Sort::parse(
+        params.sort.as_deref().unwrap_or("size"),
+    ) {
+        Some(s) => s,
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown sort: expected size, exclusive or name",
+            );
+        }
+    };
     let config = state.config.borrow().clone();
     if let Some(name) = &params.registry {
         if config.registry(name).is_none() {

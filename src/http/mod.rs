@@ -96,32 +96,23 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn landing(State(s): State<AppState>) -> Html<String> {
     let config = s.config.borrow().clone();
-    let registries: String = config
-        .registries
-        .iter()
-        .map(|r| format!("<li>{} — {}</li>", escape(&r.name), escape(&r.url)))
-        .collect();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>regwatch</title></head><body>\
-         <h1>regwatch {}</h1><p>Watching:</p><ul>{registries}</ul>\
-         <p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · \
-         <a href=\"/readyz\">/readyz</a></p></body></html>",
-        crate::metrics::VERSION
-    ))
-}
-
-/// Minimal HTML escaping for values from the config file.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+    let page = maud::html! {
+        (maud::DOCTYPE)
+        html {
+            head { meta charset="utf-8"; title { "regwatch" } }
+            body {
+                h1 { "regwatch " (crate::model::build::VERSION) }
+                p { "Watching:" }
+                ul {
+                    @for r in &config.registries { li { (r.name) " — " (r.url) } }
+                }
+                p {
+                    a href="/metrics" { "/metrics" } " · "
+                    a href="/healthz" { "/healthz" } " · "
+                    a href="/readyz" { "/readyz" }
+                }
+            }
         }
-    }
-    out
+    };
+    Html(page.into_string())
 }

@@ -1,7 +1,8 @@
 //! Metric definitions and the Prometheus text rendering behind `GET /metrics`.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric regwatch exports, registered once at start-up.
@@ -28,6 +29,19 @@ pub struct Metrics {
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
     pub reports: ReportMetrics,
+}
+
+/// The counters one log feeds, resolved once (a label lookup per line would cost more than
+/// parsing it).
+#[derive(Clone)]
+pub struct LogCounters {
+    pub lines: IntCounter,
+    pub parse_errors: IntCounter,
+    pub pulls: IntCounter,
+    pub pull_failures: IntCounter,
+    pub pushes: IntCounter,
+    pub deletes: IntCounter,
+    pub auth_failures: IntCounter,
 }
 
 /// Scheduled reports (`[[report]]`), labelled `report`.
@@ -281,9 +295,7 @@ impl StorageMetrics {
     }
 }
 
-/// The build's version and git revision (set by build.rs).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const REVISION: &str = env!("REGWATCH_REVISION");
+pub use crate::model::build::{REVISION, VERSION};
 
 impl Metrics {
     pub fn new() -> Self {
@@ -485,8 +497,8 @@ impl Metrics {
     }
 
     /// The counters one log feeds.
-    pub fn log_counters(&self, log: &str, registry: &str) -> crate::sources::tail::lines::Counters {
-        crate::sources::tail::lines::Counters {
+    pub fn log_counters(&self, log: &str, registry: &str) -> LogCounters {
+        LogCounters {
             lines: self.log_lines_total.with_label_values(&[log]),
             parse_errors: self.log_parse_errors_total.with_label_values(&[log]),
             pulls: self.pulls_total.with_label_values(&[registry]),

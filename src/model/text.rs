@@ -1,5 +1,5 @@
-//! Text helpers shared by every layer: the stored timestamp format and the time arguments
-//! people type (`--since 7d`, `?since=2026-11-28`).
+//! Text helpers shared by every layer: the stored timestamp format, the time arguments
+//! people type (`--since 7d`, `?since=2026-11-28`) and byte sizes as people read them.
 
 use time::OffsetDateTime;
 
@@ -34,10 +34,35 @@ pub fn parse_time(arg: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Stri
     ))
 }
 
+/// Sizes as people read them, in binary units as `df -h` and `du -h` print them:
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
 
     #[test]
     fn time_arguments() {

@@ -4,6 +4,7 @@
 //! pusher makes, and two `delete`s for one manifest delete. This folds them into one line per
 //! thing a person did; the raw rows stay untouched in the store.
 
+use crate::model::text::human_bytes;
 use crate::store::AuditRow;
 use std::collections::HashMap;
 
@@ -243,21 +244,6 @@ pub fn describe(a: &Activity) -> String {
         format!(" {what}")
     };
     format!("{who} {verb}{what}{size}{from}")
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 #[cfg(test)]

@@ -3,4 +3,5 @@
 
 pub mod export;
 pub mod grouped;
+pub mod html;
 pub mod scheduled;

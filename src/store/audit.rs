@@ -3,8 +3,8 @@
 //! row iterator: constant memory on millions of rows).
 
 use super::chain::{self, GENESIS};
-use crate::model::Event;
 use crate::model::text::format_time;
+use crate::model::{Event, glob};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -183,7 +183,8 @@ impl Filter {
             }
         };
         eq("actor = ?", &self.actor);
-        eq("repository GLOB ?", &self.repository);
+        let repository = self.repository.as_deref().map(glob::to_sqlite_glob);
+        eq("repository GLOB ?", &repository);
         eq("action = ?", &self.action);
         eq("registry = ?", &self.registry);
         eq("source = ?", &self.source);

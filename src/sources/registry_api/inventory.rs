@@ -208,6 +208,44 @@ pub fn account(repos: &BTreeMap<String, RepoContent>) -> Accounting {
     }
 }
 
+/// How repositories are ordered in inventory listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// Total bytes, largest first.
+    Size,
+    /// Exclusive bytes (what deleting the repository frees), largest first.
+    Exclusive,
+    /// Repository name.
+    Name,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Option<Sort> {
+        match s {
+            "size" => Some(Sort::Size),
+            "exclusive" => Some(Sort::Exclusive),
+            "name" => Some(Sort::Name),
+            _ => None,
+        }
+    }
+
+    pub fn apply(self, repos: &mut [RepoStats]) {
+        match self {
+            Sort::Size => repos.sort_by(|a, b| {
+                b.total_bytes
+                    .cmp(&a.total_bytes)
+                    .then_with(|| a.repository.cmp(&b.repository))
+            }),
+            Sort::Exclusive => repos.sort_by(|a, b| {
+                b.exclusive_bytes
+                    .cmp(&a.exclusive_bytes)
+                    .then_with(|| a.repository.cmp(&b.repository))
+            }),
+            Sort::Name => repos.sort_by(|a, b| a.repository.cmp(&b.repository)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

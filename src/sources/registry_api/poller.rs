@@ -7,6 +7,7 @@ use crate::config::RegistryConfig;
 use crate::metrics::RegistryMetrics;
 use crate::model::clock::SharedClock;
 use crate::model::event::{Action, Event, Source};
+use crate::model::observed::Observations;
 use crate::store::{InventoryUpdate, Reader, Sink, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -355,6 +356,8 @@ pub struct PollerContext {
     pub metrics: RegistryMetrics,
     pub sink: Sink,
     pub store: Store,
+    /// Where the probe's verdict goes for the alert rules.
+    pub observed: Observations,
     pub reports: Reports,
     pub clock: SharedClock,
 }
@@ -395,6 +398,7 @@ async fn probe_loop(
             .set(start.elapsed().as_secs_f64());
         let up = result.is_ok();
         ctx.metrics.up.with_label_values(&[name]).set(up as i64);
+        ctx.observed.update(name, |o| o.up = Some(up));
         match result {
             Ok(_) if was_up != Some(true) => {
                 tracing::info!(registry = name, "registry is up")

@@ -10,6 +10,7 @@ pub mod walk;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::StorageMetrics;
 use crate::model::clock::SharedClock;
+use crate::model::observed::Observations;
 use crate::store::{Sink, Store};
 use forecast::Sample;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub struct Monitor {
     pub sink: Sink,
     pub clock: SharedClock,
     pub store: Store,
+    /// Where usage and forecast go for the alert rules.
+    pub observed: Observations,
     pub stop: CancellationToken,
 }
 
@@ -151,6 +154,9 @@ impl Monitor {
             .with_label_values(&l)
             .set(usage.used_bytes as f64);
         m.used_ratio.with_label_values(&l).set(usage.used_ratio());
+        self.observed.update(&self.registry, |o| {
+            o.storage_used_ratio = Some(usage.used_ratio())
+        });
 
         let now = self.clock.now();
         let sample = Sample {
@@ -170,13 +176,16 @@ impl Monitor {
                 m.growth_bytes_per_day
                     .with_label_values(&l)
                     .set(f.growth_bytes_per_day);
-                m.days_until_full
-                    .with_label_values(&l)
-                    .set(f.days_until_full.unwrap_or(f64::INFINITY));
+                let days = f.days_until_full.unwrap_or(f64::INFINITY);
+                m.days_until_full.with_label_values(&l).set(days);
+                self.observed
+                    .update(&self.registry, |o| o.storage_days_until_full = Some(days));
             }
             None => {
                 let _ = m.growth_bytes_per_day.remove_label_values(&l);
                 let _ = m.days_until_full.remove_label_values(&l);
+                self.observed
+                    .update(&self.registry, |o| o.storage_days_until_full = None);
             }
         }
     }
@@ -239,6 +248,10 @@ impl Monitor {
     }
 
     fn clear(&self) {
+        self.observed.update(&self.registry, |o| {
+            o.storage_used_ratio = None;
+            o.storage_days_until_full = None;
+        });
         let l = [self.registry.as_str()];
         let m = &self.metrics;
         for g in [

@@ -3,24 +3,11 @@
 
 use crate::formats::classify::{Operation, Outcome, Route};
 use crate::formats::log::{self, LineKind, LogFormat};
+use crate::metrics::LogCounters;
 use crate::model::event::{Action, Event, Source};
 use crate::model::traffic::RegistryStats;
-use prometheus::IntCounter;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
-
-/// The counters one log feeds, resolved once (a label lookup per line would cost more than
-/// parsing it).
-#[derive(Clone)]
-pub struct Counters {
-    pub lines: IntCounter,
-    pub parse_errors: IntCounter,
-    pub pulls: IntCounter,
-    pub pull_failures: IntCounter,
-    pub pushes: IntCounter,
-    pub deletes: IntCounter,
-    pub auth_failures: IntCounter,
-}
 
 /// Turns lines of one log into counts and events.
 pub struct LineHandler {
@@ -34,7 +21,7 @@ pub struct LineHandler {
     /// notifications).
     pub audit_requests: bool,
     pub stats: Arc<Mutex<RegistryStats>>,
-    pub counters: Counters,
+    pub counters: LogCounters,
     /// Wakes the alert evaluator after a line changed a window it watches (a failed login,
     /// a pull), so those rules fire within moments of the line, not at the next tick.
     /// `try_send` on a channel of one: never blocks the tailer, a burst costs one wake.

@@ -5,8 +5,8 @@
 pub mod follower;
 pub mod lines;
 
-use crate::model::Checkpoint;
 use crate::model::clock::SharedClock;
+use crate::model::{Checkpoint, glob};
 use crate::store::Sink;
 use follower::{Follower, StartAt};
 use lines::LineHandler;
@@ -75,7 +75,7 @@ impl Glob {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if self.followers.contains_key(&name) || !wildcard_match(&self.pattern, &name) {
+            if self.followers.contains_key(&name) || !glob::matches(&self.pattern, &name) {
                 continue;
             }
             let key = format!("{log}:{name}");
@@ -91,29 +91,6 @@ impl Glob {
             );
         }
     }
-}
-
-/// `*` matches any run of characters, `?` one character; everything else itself.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 pub struct Tail {
@@ -227,28 +204,5 @@ fn watch_dir(path: &std::path::Path, wake: mpsc::Sender<()>) -> Option<notify::R
             tracing::debug!(dir = %dir.display(), error = %e, "no change events; polling");
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wildcard_match;
-
-    #[test]
-    fn wildcards_match_file_names() {
-        assert!(wildcard_match("*.access.log", "registry.access.log"));
-        assert!(wildcard_match("*.access.log", ".access.log"));
-        assert!(!wildcard_match("*.access.log", "registry.access.log.1"));
-        assert!(wildcard_match(
-            "access-????-??-??.log",
-            "access-2026-11-28.log"
-        ));
-        assert!(!wildcard_match(
-            "access-????-??-??.log",
-            "access-2026-11-8.log"
-        ));
-        assert!(wildcard_match("*", "anything"));
-        assert!(wildcard_match("a*b*c", "axxbyyc"));
-        assert!(!wildcard_match("a*b*c", "axxbyy"));
     }
 }
