@@ -168,7 +168,7 @@ fn table(db: &Reader, filter: &Filter, out: &mut dyn Write) -> Result<u64, Expor
     let n = db.events(filter, |r| -> Result<(), ExportError> {
         if !header_written {
             let header = html! { tr { @for h in HEADERS { th { (h) } } } };
-            write!(out, "<table class=\"events\">{}\n", header.into_string())?;
+            writeln!(out, "<table class=\"events\">{}", header.into_string())?;
             header_written = true;
         }
         writeln!(out, "{}", row(r).into_string())?;
