@@ -170,9 +170,27 @@ pub fn evaluate(
     for b in breaches {
         let key = b.key();
         seen.insert(key.clone());
-        let fire = |prev: Option<&AlertState>| AlertState {
+        changes.extend(breaching(rule, &key, b, states.get(&key), timing, now));
+    }
+    let mut gone: Vec<&AlertState> = states.values().filter(|s| !seen.contains(&s.key)).collect();
+    gone.sort_by(|a, b| a.key.cmp(&b.key));
+    changes.extend(gone.into_iter().filter_map(|s| not_breaching(s, timing, now)));
+    changes
+}
+
+/// The step of one alert whose group breaches now (`prev`: its state, if any).
+fn breaching(
+    rule: &str,
+    key: &str,
+    b: &Breach,
+    prev: Option<&AlertState>,
+    timing: Timing,
+    now: OffsetDateTime,
+) -> Option<Change> {
+    let fire = |prev: Option<&AlertState>| Change {
+        state: AlertState {
             rule: rule.to_string(),
-            key: key.clone(),
+            key: key.to_string(),
             labels: b.labels.clone(),
             phase: Phase::Firing,
             since: now,
@@ -182,98 +200,82 @@ pub fn evaluate(
             value: b.value,
             sequence: prev.map(|p| p.sequence).unwrap_or(0) + 1,
             held: false,
-        };
-        match states.get(&key) {
-            None
-            | Some(AlertState {
-                phase: Phase::Inactive | Phase::Resolved,
-                ..
-            }) => {
-                let prev = states.get(&key);
-                if timing.for_.is_zero() {
-                    changes.push(Change {
-                        state: fire(prev),
-                        notify: Some(Notify::Firing),
-                    });
-                } else {
-                    changes.push(Change {
-                        state: AlertState {
-                            rule: rule.to_string(),
-                            key: key.clone(),
-                            labels: b.labels.clone(),
-                            phase: Phase::Pending,
-                            since: now,
-                            fired_at: prev.and_then(|p| p.fired_at),
-                            notified_at: prev.and_then(|p| p.notified_at),
-                            refreshed_at: None,
-                            value: b.value,
-                            sequence: prev.map(|p| p.sequence).unwrap_or(0),
-                            held: false,
-                        },
-                        notify: None,
-                    });
-                }
+        },
+        notify: Some(Notify::Firing),
+    };
+    match prev {
+        None
+        | Some(AlertState {
+            phase: Phase::Inactive | Phase::Resolved,
+            ..
+        }) => Some(if timing.for_.is_zero() {
+            fire(prev)
+        } else {
+            Change {
+                state: AlertState {
+                    rule: rule.to_string(),
+                    key: key.to_string(),
+                    labels: b.labels.clone(),
+                    phase: Phase::Pending,
+                    since: now,
+                    fired_at: prev.and_then(|p| p.fired_at),
+                    notified_at: prev.and_then(|p| p.notified_at),
+                    refreshed_at: None,
+                    value: b.value,
+                    sequence: prev.map(|p| p.sequence).unwrap_or(0),
+                    held: false,
+                },
+                notify: None,
             }
-            Some(s) if s.phase == Phase::Pending => {
-                if elapsed(now, s.since) >= timing.for_ {
-                    changes.push(Change {
-                        state: fire(Some(s)),
-                        notify: Some(Notify::Firing),
-                    });
-                }
-            }
-            Some(s) => {
-                // Firing.
-                let last = s.notified_at.unwrap_or(s.since);
-                if elapsed(now, last) >= timing.repeat_interval {
-                    let mut next = s.clone();
-                    next.notified_at = Some(now);
-                    next.refreshed_at = Some(now);
-                    next.value = b.value;
-                    changes.push(Change {
-                        state: next,
-                        notify: Some(Notify::Repeat),
-                    });
-                } else if let Some(every) = timing.refresh
-                    && elapsed(now, s.refreshed_at.unwrap_or(s.since)) >= every
-                {
-                    let mut next = s.clone();
-                    next.refreshed_at = Some(now);
-                    next.value = b.value;
-                    changes.push(Change {
-                        state: next,
-                        notify: Some(Notify::Refresh),
-                    });
-                }
-            }
+        }),
+        Some(s) if s.phase == Phase::Pending => {
+            (elapsed(now, s.since) >= timing.for_).then(|| fire(Some(s)))
         }
+        Some(s) => still_firing(s, b, timing, now),
     }
-    let mut gone: Vec<&AlertState> = states.values().filter(|s| !seen.contains(&s.key)).collect();
-    gone.sort_by(|a, b| a.key.cmp(&b.key));
-    for s in gone {
-        match s.phase {
-            Phase::Pending => {
-                let mut next = s.clone();
-                next.phase = Phase::Inactive;
-                next.since = now;
-                changes.push(Change {
-                    state: next,
-                    notify: None,
-                });
-            }
-            Phase::Firing => {
-                let mut next = s.clone();
-                next.phase = Phase::Resolved;
-                next.since = now;
-                changes.push(Change {
-                    state: next,
-                    notify: timing.send_resolved.then_some(Notify::Resolved),
-                });
-            }
-            Phase::Inactive | Phase::Resolved => {}
+}
+
+/// A firing alert whose group still breaches: a repeat to every channel when
+/// `repeat_interval` has passed, else a refresh for Alertmanager when it is due.
+fn still_firing(s: &AlertState, b: &Breach, timing: Timing, now: OffsetDateTime) -> Option<Change> {
+    let last = s.notified_at.unwrap_or(s.since);
+    let mut next = s.clone();
+    next.value = b.value;
+    if elapsed(now, last) >= timing.repeat_interval {
+        next.notified_at = Some(now);
+        next.refreshed_at = Some(now);
+        return Some(Change {
+            state: next,
+            notify: Some(Notify::Repeat),
+        });
+    }
+    let every = timing.refresh?;
+    (elapsed(now, s.refreshed_at.unwrap_or(s.since)) >= every).then(|| {
+        next.refreshed_at = Some(now);
+        Change {
+            state: next,
+            notify: Some(Notify::Refresh),
         }
-    }
-    changes
+    })
+}
+
+/// The step of one alert whose group does not breach now.
+fn not_breaching(s: &AlertState, timing: Timing, now: OffsetDateTime) -> Option<Change> {
+    let (phase, notify) = match s.phase {
+        Phase::Pending => (Phase::Inactive, None),
+        Phase::Firing => (
+            Phase::Resolved,
+            timing.send_resolved.then_some(Notify::Resolved),
+        ),
+        Phase::Inactive | Phase::Resolved => return None,
+    };
+    let mut next = s.clone();
+    next.phase = phase;
+    next.since = now;
+    Some(Change {
+        state: next,
+        notify,
+    })
 }
 
 /// The groups of a log-driven rule over its threshold in `stats` at `now` (unix seconds).

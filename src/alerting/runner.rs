@@ -307,7 +307,8 @@ impl Evaluator {
                 .map(|m| m.values().filter(|s| s.phase == Phase::Firing).count())
                 .unwrap_or(0);
             self.metrics
-                .alerts_firing
+                .alerts
+                .firing
                 .with_label_values(&[&rule.name])
                 .set(n as i64);
         }
@@ -334,9 +335,11 @@ pub async fn deliver_channel(
         .build()
         .expect("a reqwest client builds");
     let sent = metrics
+        .alerts
         .notifications_total
         .with_label_values(&[&channel.name]);
     let failed = metrics
+        .alerts
         .notifications_failed_total
         .with_label_values(&[&channel.name]);
     let mut conn = None;
@@ -483,7 +486,7 @@ fn due_in_order(rows: Vec<OutboxEntry>, now_ms: i64, batch: usize) -> DueRows {
 
 fn update_pending(db: &Reader, metrics: &Metrics) {
     if let Ok(n) = db.outbox_pending() {
-        metrics.outbox_pending.set(n);
+        metrics.alerts.outbox_pending.set(n);
     }
 }
 

@@ -337,9 +337,10 @@ fn start_tails(
             files,
             handler,
             poll_interval: log.poll_interval,
-            lag: metrics.log_lag_bytes.with_label_values(&[&log.name]),
+            lag: metrics.logs.lag_bytes.with_label_values(&[&log.name]),
             truncated: metrics
-                .log_lines_truncated_total
+                .logs
+                .lines_truncated_total
                 .with_label_values(&[&log.name]),
         };
         let (sink, clock, stop) = (sink.clone(), clock.clone(), stop.clone());

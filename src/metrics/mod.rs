@@ -5,30 +5,184 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Every metric regwatch exports, registered once at start-up.
+/// Every metric regwatch exports, registered once at start-up, in groups by who writes
+/// them.
 pub struct Metrics {
     registry: Registry,
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
     pub audit_events_total: IntCounterVec,
+    pub traffic: TrafficMetrics,
+    pub logs: LogMetrics,
+    pub alerts: AlertMetrics,
+    pub registries: RegistryMetrics,
+    pub storage: StorageMetrics,
+    pub reports: ReportMetrics,
+}
+
+/// What the logs say about the traffic, labelled `registry`.
+#[derive(Clone)]
+pub struct TrafficMetrics {
     pub pulls_total: IntCounterVec,
     pub pull_failures_total: IntCounterVec,
     pub pushes_total: IntCounterVec,
     pub deletes_total: IntCounterVec,
     pub auth_failures_total: IntCounterVec,
+    /// Also labelled `window` (`1m`, `5m`).
     pub pull_failure_ratio: GaugeVec,
     pub auth_failure_burst_max: IntGaugeVec,
-    pub log_lines_total: IntCounterVec,
-    pub log_parse_errors_total: IntCounterVec,
-    pub log_lines_truncated_total: IntCounterVec,
-    pub log_lag_bytes: IntGaugeVec,
-    pub alerts_firing: IntGaugeVec,
+}
+
+impl TrafficMetrics {
+    fn new() -> Self {
+        TrafficMetrics {
+            pulls_total: counter(
+                "regwatch_pulls_total",
+                "Pull requests (manifest and blob GET/HEAD) seen in the logs.",
+                "registry",
+            ),
+            pull_failures_total: counter(
+                "regwatch_pull_failures_total",
+                "Pull requests that failed (404, 403, 5xx, ...; not the 401 challenge).",
+                "registry",
+            ),
+            pushes_total: counter(
+                "regwatch_pushes_total",
+                "Manifests pushed (one per image push), seen in the logs.",
+                "registry",
+            ),
+            deletes_total: counter(
+                "regwatch_deletes_total",
+                "Successful DELETE requests, seen in the logs.",
+                "registry",
+            ),
+            auth_failures_total: counter(
+                "regwatch_auth_failures_total",
+                "Failed logins: 401 with a user name, or a failed-login log line.",
+                "registry",
+            ),
+            pull_failure_ratio: GaugeVec::new(
+                Opts::new(
+                    "regwatch_pull_failure_ratio",
+                    "Failed pulls / pulls over the window (absent without pulls).",
+                ),
+                &["registry", "window"],
+            )
+            .expect("valid metric"),
+            auth_failure_burst_max: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_auth_failure_burst_max",
+                    "Most failed logins by one user or one address in the last minute.",
+                ),
+                &["registry"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.pulls_total.clone()),
+            Box::new(self.pull_failures_total.clone()),
+            Box::new(self.pushes_total.clone()),
+            Box::new(self.deletes_total.clone()),
+            Box::new(self.auth_failures_total.clone()),
+            Box::new(self.pull_failure_ratio.clone()),
+            Box::new(self.auth_failure_burst_max.clone()),
+        ]
+    }
+}
+
+/// The tailers' own figures, labelled `log`.
+#[derive(Clone)]
+pub struct LogMetrics {
+    pub lines_total: IntCounterVec,
+    pub parse_errors_total: IntCounterVec,
+    pub lines_truncated_total: IntCounterVec,
+    pub lag_bytes: IntGaugeVec,
+}
+
+impl LogMetrics {
+    fn new() -> Self {
+        LogMetrics {
+            lines_total: counter("regwatch_log_lines_total", "Lines read from the log.", "log"),
+            parse_errors_total: counter(
+                "regwatch_log_parse_errors_total",
+                "Lines the log's format could not parse.",
+                "log",
+            ),
+            lines_truncated_total: counter(
+                "regwatch_log_lines_truncated_total",
+                "Lines longer than max_line_bytes, cut there.",
+                "log",
+            ),
+            lag_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_log_lag_bytes",
+                    "Bytes written to the log but not yet read.",
+                ),
+                &["log"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.lines_total.clone()),
+            Box::new(self.parse_errors_total.clone()),
+            Box::new(self.lines_truncated_total.clone()),
+            Box::new(self.lag_bytes.clone()),
+        ]
+    }
+}
+
+/// Alerting: firing alerts by `rule`, deliveries by `channel`, the outbox.
+#[derive(Clone)]
+pub struct AlertMetrics {
+    pub firing: IntGaugeVec,
     pub notifications_total: IntCounterVec,
     pub notifications_failed_total: IntCounterVec,
     pub outbox_pending: IntGauge,
-    pub registries: RegistryMetrics,
-    pub storage: StorageMetrics,
-    pub reports: ReportMetrics,
+}
+
+impl AlertMetrics {
+    fn new() -> Self {
+        AlertMetrics {
+            firing: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_alerts_firing",
+                    "Alerts of the rule firing now (one per group, e.g. per address).",
+                ),
+                &["rule"],
+            )
+            .expect("valid metric"),
+            notifications_total: counter(
+                "regwatch_notifications_total",
+                "Notifications the channel accepted.",
+                "channel",
+            ),
+            notifications_failed_total: counter(
+                "regwatch_notifications_failed_total",
+                "Delivery attempts that failed (each is retried from the outbox).",
+                "channel",
+            ),
+            outbox_pending: IntGauge::new(
+                "regwatch_outbox_pending",
+                "Notifications waiting in the outbox for their channel to accept them.",
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.firing.clone()),
+            Box::new(self.notifications_total.clone()),
+            Box::new(self.notifications_failed_total.clone()),
+            Box::new(self.outbox_pending.clone()),
+        ]
+    }
 }
 
 /// The counters one log feeds, resolved once (a label lookup per line would cost more than
@@ -300,27 +454,8 @@ pub use crate::model::build::{REVISION, VERSION};
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "regwatch_build_info",
-                "A metric with a constant '1' value labeled by the version and git revision regwatch was built from.",
-            ),
-            &["version", "revision"],
-        )
-        .expect("valid metric");
-        build_info.with_label_values(&[VERSION, REVISION]).set(1);
-        let config_last_reload_successful = IntGauge::new(
-            "regwatch_config_last_reload_successful",
-            "Whether the last configuration reload attempt was successful (1) or not (0).",
-        )
-        .expect("valid metric");
-        config_last_reload_successful.set(1);
-        let config_last_reload_success_timestamp_seconds = Gauge::new(
-            "regwatch_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load.",
-        )
-        .expect("valid metric");
-        config_last_reload_success_timestamp_seconds.set(unix_now());
+        let (config_last_reload_successful, config_last_reload_success_timestamp_seconds) =
+            reload_gauges();
         let audit_events_total = IntCounterVec::new(
             Opts::new(
                 "regwatch_audit_events_total",
@@ -329,169 +464,64 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
-        let pulls_total = counter(
-            "regwatch_pulls_total",
-            "Pull requests (manifest and blob GET/HEAD) seen in the logs.",
-            "registry",
-        );
-        let pull_failures_total = counter(
-            "regwatch_pull_failures_total",
-            "Pull requests that failed (404, 403, 5xx, ...; not the 401 challenge).",
-            "registry",
-        );
-        let pushes_total = counter(
-            "regwatch_pushes_total",
-            "Manifests pushed (one per image push), seen in the logs.",
-            "registry",
-        );
-        let deletes_total = counter(
-            "regwatch_deletes_total",
-            "Successful DELETE requests, seen in the logs.",
-            "registry",
-        );
-        let auth_failures_total = counter(
-            "regwatch_auth_failures_total",
-            "Failed logins: 401 with a user name, or a failed-login log line.",
-            "registry",
-        );
-        let pull_failure_ratio = GaugeVec::new(
-            Opts::new(
-                "regwatch_pull_failure_ratio",
-                "Failed pulls / pulls over the window (absent without pulls).",
-            ),
-            &["registry", "window"],
-        )
-        .expect("valid metric");
-        let auth_failure_burst_max = IntGaugeVec::new(
-            Opts::new(
-                "regwatch_auth_failure_burst_max",
-                "Most failed logins by one user or one address in the last minute.",
-            ),
-            &["registry"],
-        )
-        .expect("valid metric");
-        let log_lines_total = counter(
-            "regwatch_log_lines_total",
-            "Lines read from the log.",
-            "log",
-        );
-        let log_parse_errors_total = counter(
-            "regwatch_log_parse_errors_total",
-            "Lines the log's format could not parse.",
-            "log",
-        );
-        let log_lines_truncated_total = counter(
-            "regwatch_log_lines_truncated_total",
-            "Lines longer than max_line_bytes, cut there.",
-            "log",
-        );
-        let log_lag_bytes = IntGaugeVec::new(
-            Opts::new(
-                "regwatch_log_lag_bytes",
-                "Bytes written to the log but not yet read.",
-            ),
-            &["log"],
-        )
-        .expect("valid metric");
-        let alerts_firing = IntGaugeVec::new(
-            Opts::new(
-                "regwatch_alerts_firing",
-                "Alerts of the rule firing now (one per group, e.g. per address).",
-            ),
-            &["rule"],
-        )
-        .expect("valid metric");
-        let notifications_total = counter(
-            "regwatch_notifications_total",
-            "Notifications the channel accepted.",
-            "channel",
-        );
-        let notifications_failed_total = counter(
-            "regwatch_notifications_failed_total",
-            "Delivery attempts that failed (each is retried from the outbox).",
-            "channel",
-        );
-        let outbox_pending = IntGauge::new(
-            "regwatch_outbox_pending",
-            "Notifications waiting in the outbox for their channel to accept them.",
-        )
-        .expect("valid metric");
-        let registry_metrics = RegistryMetrics::new();
-        let storage = StorageMetrics::new();
-        let reports = ReportMetrics::new();
-        for c in [
-            Box::new(build_info) as Box<dyn prometheus::core::Collector>,
-            Box::new(config_last_reload_successful.clone()),
-            Box::new(config_last_reload_success_timestamp_seconds.clone()),
-            Box::new(audit_events_total.clone()),
-            Box::new(pulls_total.clone()),
-            Box::new(pull_failures_total.clone()),
-            Box::new(pushes_total.clone()),
-            Box::new(deletes_total.clone()),
-            Box::new(auth_failures_total.clone()),
-            Box::new(pull_failure_ratio.clone()),
-            Box::new(auth_failure_burst_max.clone()),
-            Box::new(log_lines_total.clone()),
-            Box::new(log_parse_errors_total.clone()),
-            Box::new(log_lines_truncated_total.clone()),
-            Box::new(log_lag_bytes.clone()),
-            Box::new(alerts_firing.clone()),
-            Box::new(notifications_total.clone()),
-            Box::new(notifications_failed_total.clone()),
-            Box::new(outbox_pending.clone()),
-        ]
-        .into_iter()
-        .chain(registry_metrics.collectors())
-        .chain(storage.collectors())
-        .chain(reports.collectors())
-        {
-            registry.register(c).expect("metric names are unique");
-        }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registers once");
-        Metrics {
+        let metrics = Metrics {
             registry,
             config_last_reload_successful,
             config_last_reload_success_timestamp_seconds,
             audit_events_total,
-            pulls_total,
-            pull_failures_total,
-            pushes_total,
-            deletes_total,
-            auth_failures_total,
-            pull_failure_ratio,
-            auth_failure_burst_max,
-            log_lines_total,
-            log_parse_errors_total,
-            log_lines_truncated_total,
-            log_lag_bytes,
-            alerts_firing,
-            notifications_total,
-            notifications_failed_total,
-            outbox_pending,
-            registries: registry_metrics,
-            storage,
-            reports,
+            traffic: TrafficMetrics::new(),
+            logs: LogMetrics::new(),
+            alerts: AlertMetrics::new(),
+            registries: RegistryMetrics::new(),
+            storage: StorageMetrics::new(),
+            reports: ReportMetrics::new(),
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let own: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(build_info()),
+            Box::new(self.config_last_reload_successful.clone()),
+            Box::new(self.config_last_reload_success_timestamp_seconds.clone()),
+            Box::new(self.audit_events_total.clone()),
+        ];
+        for c in own
+            .into_iter()
+            .chain(self.traffic.collectors())
+            .chain(self.logs.collectors())
+            .chain(self.alerts.collectors())
+            .chain(self.registries.collectors())
+            .chain(self.storage.collectors())
+            .chain(self.reports.collectors())
+        {
+            self.registry
+                .register(c)
+                .expect("metric names are unique");
         }
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
     }
 
     /// Creates the per-registry series at zero, so dashboards and rates see them before the
     /// first event.
     pub fn init_registry(&self, registry: &str) {
+        let t = &self.traffic;
         for c in [
-            &self.pulls_total,
-            &self.pull_failures_total,
-            &self.pushes_total,
-            &self.deletes_total,
-            &self.auth_failures_total,
+            &t.pulls_total,
+            &t.pull_failures_total,
+            &t.pushes_total,
+            &t.deletes_total,
+            &t.auth_failures_total,
         ] {
             c.with_label_values(&[registry]);
         }
-        self.auth_failure_burst_max
+        t.auth_failure_burst_max
             .with_label_values(&[registry])
             .set(0);
     }
@@ -499,13 +529,13 @@ impl Metrics {
     /// The counters one log feeds.
     pub fn log_counters(&self, log: &str, registry: &str) -> LogCounters {
         LogCounters {
-            lines: self.log_lines_total.with_label_values(&[log]),
-            parse_errors: self.log_parse_errors_total.with_label_values(&[log]),
-            pulls: self.pulls_total.with_label_values(&[registry]),
-            pull_failures: self.pull_failures_total.with_label_values(&[registry]),
-            pushes: self.pushes_total.with_label_values(&[registry]),
-            deletes: self.deletes_total.with_label_values(&[registry]),
-            auth_failures: self.auth_failures_total.with_label_values(&[registry]),
+            lines: self.logs.lines_total.with_label_values(&[log]),
+            parse_errors: self.logs.parse_errors_total.with_label_values(&[log]),
+            pulls: self.traffic.pulls_total.with_label_values(&[registry]),
+            pull_failures: self.traffic.pull_failures_total.with_label_values(&[registry]),
+            pushes: self.traffic.pushes_total.with_label_values(&[registry]),
+            deletes: self.traffic.deletes_total.with_label_values(&[registry]),
+            auth_failures: self.traffic.auth_failures_total.with_label_values(&[registry]),
         }
     }
 
@@ -526,17 +556,20 @@ impl Metrics {
             for (window, secs) in [("1m", 60), ("5m", 300)] {
                 match stats.pull_failure_ratio(now, secs) {
                     Some(r) => self
+                        .traffic
                         .pull_failure_ratio
                         .with_label_values(&[registry, window])
                         .set(r),
                     None => {
                         let _ = self
+                            .traffic
                             .pull_failure_ratio
                             .remove_label_values(&[registry, window]);
                     }
                 }
             }
-            self.auth_failure_burst_max
+            self.traffic
+                .auth_failure_burst_max
                 .with_label_values(&[registry])
                 .set(stats.auth_burst_max(now).min(i64::MAX as u64) as i64);
         }
@@ -557,6 +590,38 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `regwatch_build_info{version,revision} 1`.
+fn build_info() -> IntGaugeVec {
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "regwatch_build_info",
+            "A metric with a constant '1' value labeled by the version and git revision regwatch was built from.",
+        ),
+        &["version", "revision"],
+    )
+    .expect("valid metric");
+    g.with_label_values(&[VERSION, REVISION]).set(1);
+    g
+}
+
+/// Whether the last reload worked (1 from the start: the first load did) and when the last
+/// good one was.
+fn reload_gauges() -> (IntGauge, Gauge) {
+    let ok = IntGauge::new(
+        "regwatch_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful (1) or not (0).",
+    )
+    .expect("valid metric");
+    ok.set(1);
+    let at = Gauge::new(
+        "regwatch_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+    )
+    .expect("valid metric");
+    at.set(unix_now());
+    (ok, at)
 }
 
 fn unix_now() -> f64 {
