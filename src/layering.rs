@@ -23,7 +23,10 @@ fn map(lib_rs: &str) -> BTreeMap<String, Row> {
         let Ok(layer) = cells[0].trim().parse::<u32>() else {
             continue;
         };
-        let module = cells[1].trim().trim_matches(|c| "[]`".contains(c)).to_string();
+        let module = cells[1]
+            .trim()
+            .trim_matches(|c| "[]`".contains(c))
+            .to_string();
         let may_import = cells
             .last()
             .expect("a row has cells")
@@ -160,7 +163,10 @@ fn violations(src: &Path) -> Vec<String> {
             continue;
         };
         let Some(row) = rows.get(&module) else {
-            bad.push(format!("{}: module {module} is not in the crate doc's map", file.display()));
+            bad.push(format!(
+                "{}: module {module} is not in the crate doc's map",
+                file.display()
+            ));
             continue;
         };
         let code = production_code(&std::fs::read_to_string(&file).expect("readable"));
@@ -182,7 +188,10 @@ fn the_map_points_down_only() {
     let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
         .expect("lib.rs");
     let rows = map(&lib);
-    assert!(rows.len() >= 10, "the map has a row per top-level module: {rows:?}");
+    assert!(
+        rows.len() >= 10,
+        "the map has a row per top-level module: {rows:?}"
+    );
     for (module, row) in &rows {
         for other in &row.may_import {
             let target = rows
@@ -204,7 +213,11 @@ fn the_map_points_down_only() {
 fn every_import_is_allowed_by_the_map() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let bad = violations(&src);
-    assert!(bad.is_empty(), "imports against the layer map:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "imports against the layer map:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -219,7 +232,8 @@ fn the_checker_sees_imports_and_skips_tests_and_comments() {
         .map(String::from)
         .collect();
     assert_eq!(found, want);
-    let rows = map("//! | 1 | [`config`] | data | `model`, `formats` |\n//! | 0 | [`model`] | x | — |");
+    let rows =
+        map("//! | 1 | [`config`] | data | `model`, `formats` |\n//! | 0 | [`model`] | x | — |");
     assert_eq!(rows["config"].layer, 1);
     assert!(rows["config"].may_import.contains("formats"));
     assert!(rows["model"].may_import.is_empty());

@@ -174,7 +174,10 @@ pub fn evaluate(
     }
     let mut gone: Vec<&AlertState> = states.values().filter(|s| !seen.contains(&s.key)).collect();
     gone.sort_by(|a, b| a.key.cmp(&b.key));
-    changes.extend(gone.into_iter().filter_map(|s| not_breaching(s, timing, now)));
+    changes.extend(
+        gone.into_iter()
+            .filter_map(|s| not_breaching(s, timing, now)),
+    );
     changes
 }
 

@@ -246,17 +246,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     Ok(())
 }
 
-/// The tailer threads and their stop flag.
+/// The tailer threads and their stop signal.
 #[derive(Default)]
 struct Tails {
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Tails {
     /// Stops every tailer after its current batch is committed.
     async fn stop(self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.cancel();
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -276,7 +276,7 @@ fn start_tails(
     clock: &SharedClock,
     alert_wake: &tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Tails> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let mut threads = Vec::new();
     if config.logs.is_empty() {
         return Ok(Tails { stop, threads });

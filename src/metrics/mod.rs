@@ -105,7 +105,11 @@ pub struct LogMetrics {
 impl LogMetrics {
     fn new() -> Self {
         LogMetrics {
-            lines_total: counter("regwatch_log_lines_total", "Lines read from the log.", "log"),
+            lines_total: counter(
+                "regwatch_log_lines_total",
+                "Lines read from the log.",
+                "log",
+            ),
             parse_errors_total: counter(
                 "regwatch_log_parse_errors_total",
                 "Lines the log's format could not parse.",
@@ -496,9 +500,7 @@ impl Metrics {
             .chain(self.storage.collectors())
             .chain(self.reports.collectors())
         {
-            self.registry
-                .register(c)
-                .expect("metric names are unique");
+            self.registry.register(c).expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
         self.registry
@@ -532,10 +534,16 @@ impl Metrics {
             lines: self.logs.lines_total.with_label_values(&[log]),
             parse_errors: self.logs.parse_errors_total.with_label_values(&[log]),
             pulls: self.traffic.pulls_total.with_label_values(&[registry]),
-            pull_failures: self.traffic.pull_failures_total.with_label_values(&[registry]),
+            pull_failures: self
+                .traffic
+                .pull_failures_total
+                .with_label_values(&[registry]),
             pushes: self.traffic.pushes_total.with_label_values(&[registry]),
             deletes: self.traffic.deletes_total.with_label_values(&[registry]),
-            auth_failures: self.traffic.auth_failures_total.with_label_values(&[registry]),
+            auth_failures: self
+                .traffic
+                .auth_failures_total
+                .with_label_values(&[registry]),
         }
     }
 

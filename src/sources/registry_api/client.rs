@@ -5,6 +5,7 @@ use super::auth::{self, Challenge};
 use super::inventory::{self, ACCEPT, Manifest};
 use crate::config::RegistryConfig;
 use crate::config::secret::Secret;
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 use sha2::{Digest, Sha256};
@@ -291,7 +292,8 @@ impl Client {
     }
 
     /// [`send`](Self::send) with retries: transport errors, 5xx and 429 are retried with
-    /// capped exponential backoff; anything else is the answer.
+    /// capped exponential backoff; anything else is the answer (after the last retry, the
+    /// last answer, 5xx included).
     async fn send_retrying(
         &self,
         method: Method,
@@ -299,26 +301,39 @@ impl Client {
         accept: Option<&str>,
         scope: &str,
     ) -> Result<reqwest::Response, ApiError> {
-        let mut backoff = BACKOFF_FIRST;
-        let mut attempt = 0;
-        loop {
-            let result = self
+        /// An attempt's outcome that is worth another try.
+        enum Again {
+            Answer(reqwest::Response),
+            Error(ApiError),
+        }
+        let attempt = || async {
+            match self
                 .send(method.clone(), url.clone(), accept, scope, 0)
-                .await;
-            let retry = match &result {
-                Err(ApiError::Transport { .. }) => true,
-                Ok(r) => {
-                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
+                .await
+            {
+                Ok(r)
+                    if r.status().is_server_error()
+                        || r.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    Err(Again::Answer(r))
                 }
-                Err(_) => false,
-            };
-            if !retry || attempt >= RETRIES {
-                return result;
+                Ok(r) => Ok(Ok(r)),
+                Err(e @ ApiError::Transport { .. }) => Err(Again::Error(e)),
+                Err(e) => Ok(Err(e)),
             }
-            attempt += 1;
-            tracing::debug!(%url, attempt, "retrying registry request");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_CAP);
+        };
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_FIRST)
+            .with_max_delay(BACKOFF_CAP)
+            .with_max_times(RETRIES as usize);
+        let outcome = attempt
+            .retry(policy)
+            .notify(|_, wait| tracing::debug!(%url, ?wait, "retrying registry request"))
+            .await;
+        match outcome {
+            Ok(answer) => answer,
+            Err(Again::Answer(r)) => Ok(r),
+            Err(Again::Error(e)) => Err(e),
         }
     }
 

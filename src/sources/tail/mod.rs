@@ -6,16 +6,17 @@ pub mod follower;
 pub mod lines;
 
 use crate::model::clock::SharedClock;
-use crate::model::{Checkpoint, glob};
-use crate::store::Sink;
+use crate::model::{Checkpoint, Event, glob};
+use crate::store::{Sink, StoreError};
+use backon::{BlockingRetryable, ConstantBuilder};
 use follower::{Follower, StartAt};
 use lines::LineHandler;
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Bytes read between commits: bounds the events held in memory and the work a crash
 /// repeats... none of which is visible, since the checkpoint commits with the events.
@@ -109,77 +110,15 @@ impl Tail {
         }
     }
 
-    /// Runs until `stop` is set; the last position is committed before it returns.
-    pub fn run(mut self, sink: Sink, clock: SharedClock, stop: Arc<AtomicBool>) {
+    /// Runs until `stop` is cancelled; the last position is committed before it returns.
+    pub fn run(mut self, sink: Sink, clock: SharedClock, stop: CancellationToken) {
         let (wake_tx, wake) = mpsc::channel::<()>();
         let _watcher = watch_dir(&self.watched_path(), wake_tx);
-        let mut committed: HashMap<String, Checkpoint> = HashMap::new();
-        let mut failures = 0u32;
-        while !stop.load(Ordering::Acquire) {
-            let log = self.handler.log.clone();
-            let followers: Vec<&mut Follower> = match &mut self.files {
-                Files::One(f) => vec![f],
-                Files::Glob(g) => {
-                    if g.scanned.is_none_or(|t| t.elapsed() >= RESCAN) {
-                        g.scan(&log);
-                    }
-                    g.followers.values_mut().collect()
-                }
+        let mut state = State::default();
+        while !stop.is_cancelled() {
+            let Some(more) = self.round(&sink, &clock, &stop, &mut state) else {
+                return;
             };
-            let mut more = false;
-            let mut lag = 0u64;
-            for follower in followers {
-                let mut events = Vec::new();
-                let now = clock.now();
-                let truncated_before = follower.truncated_lines;
-                let handler = &self.handler;
-                let progress =
-                    follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut events));
-                self.truncated
-                    .inc_by(follower.truncated_lines - truncated_before);
-                match progress {
-                    Ok(p) => {
-                        failures = 0;
-                        more |= p.more;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        if failures == 1 || failures % 100 == 0 {
-                            tracing::warn!(log = %log, path = %follower.path().display(), error = %e, "cannot read log");
-                        }
-                        continue;
-                    }
-                }
-                if let Some(cp) = follower
-                    .checkpoint()
-                    .filter(|cp| committed.get(&cp.log) != Some(cp) || !events.is_empty())
-                {
-                    // Retry the same batch until it is stored: re-reading the bytes instead
-                    // would count them twice in the in-memory metrics.
-                    loop {
-                        match sink.commit_tail_blocking(std::mem::take(&mut events), cp.clone()) {
-                            Ok(_) => break,
-                            Err(crate::store::StoreError::Closed) => return,
-                            Err(e) => {
-                                tracing::error!(log = %log, error = %e, "cannot commit log position; retrying");
-                                std::thread::sleep(Duration::from_secs(1));
-                                if stop.load(Ordering::Acquire) {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    committed.insert(cp.log.clone(), cp);
-                }
-                lag += follower.lag_bytes();
-            }
-            if let Files::Glob(g) = &mut self.files {
-                // A matched file that is gone and fully read is let go (dated file names would
-                // otherwise keep every old file open).
-                g.followers
-                    .retain(|_, f| f.path().exists() || f.lag_bytes() > 0);
-            }
-            self.lag.set(lag.min(i64::MAX as u64) as i64);
             if !more {
                 let _ = wake.recv_timeout(self.poll_interval);
                 // Several change events for one write: read once.
@@ -187,6 +126,106 @@ impl Tail {
             }
         }
     }
+
+    /// Reads every file once (up to [`BUDGET`] each) and commits what it read. Returns
+    /// whether there may be more to read at once, or `None` when the store is closed.
+    fn round(
+        &mut self,
+        sink: &Sink,
+        clock: &SharedClock,
+        stop: &CancellationToken,
+        state: &mut State,
+    ) -> Option<bool> {
+        let log = self.handler.log.clone();
+        let followers: Vec<&mut Follower> = match &mut self.files {
+            Files::One(f) => vec![f],
+            Files::Glob(g) => {
+                if g.scanned.is_none_or(|t| t.elapsed() >= RESCAN) {
+                    g.scan(&log);
+                }
+                g.followers.values_mut().collect()
+            }
+        };
+        let mut more = false;
+        let mut lag = 0u64;
+        for follower in followers {
+            let mut events = Vec::new();
+            let now = clock.now();
+            let truncated_before = follower.truncated_lines;
+            let handler = &self.handler;
+            let progress =
+                follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut events));
+            self.truncated
+                .inc_by(follower.truncated_lines - truncated_before);
+            match progress {
+                Ok(p) => {
+                    state.failures = 0;
+                    more |= p.more;
+                }
+                Err(e) => {
+                    state.failures += 1;
+                    if state.failures == 1 || state.failures % 100 == 0 {
+                        tracing::warn!(log = %log, path = %follower.path().display(), error = %e, "cannot read log");
+                    }
+                    continue;
+                }
+            }
+            if let Some(cp) = follower
+                .checkpoint()
+                .filter(|cp| state.committed.get(&cp.log) != Some(cp) || !events.is_empty())
+            {
+                commit(sink, &log, events, &cp, stop)?;
+                state.committed.insert(cp.log.clone(), cp);
+            }
+            lag += follower.lag_bytes();
+        }
+        if let Files::Glob(g) = &mut self.files {
+            // A matched file that is gone and fully read is let go (dated file names would
+            // otherwise keep every old file open).
+            g.followers
+                .retain(|_, f| f.path().exists() || f.lag_bytes() > 0);
+        }
+        self.lag.set(lag.min(i64::MAX as u64) as i64);
+        Some(more)
+    }
+}
+
+/// What a tailer remembers between rounds.
+#[derive(Default)]
+struct State {
+    /// The last checkpoint committed per file (an unchanged one is not committed again).
+    committed: HashMap<String, Checkpoint>,
+    /// Read failures in a row (logged once, then every hundredth).
+    failures: u32,
+}
+
+/// How long a tailer waits before committing a batch again after the store refused it.
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
+
+/// Commits `events` with the checkpoint after them, retrying the same batch until it is
+/// stored: the tailer waits meanwhile (back-pressure), and re-reading the bytes instead
+/// would count them twice in the in-memory metrics. `None` when the store is closed or
+/// the tailer is stopping.
+fn commit(
+    sink: &Sink,
+    log: &str,
+    events: Vec<Event>,
+    cp: &Checkpoint,
+    stop: &CancellationToken,
+) -> Option<()> {
+    let attempt = || sink.commit_tail_blocking(events.clone(), cp.clone());
+    let stored = attempt
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(COMMIT_RETRY)
+                .without_max_times(),
+        )
+        .when(|e| !matches!(e, StoreError::Closed) && !stop.is_cancelled())
+        .notify(|e, _| {
+            tracing::error!(log = %log, error = %e, "cannot commit log position; retrying");
+        })
+        .call();
+    stored.ok().map(|_| ())
 }
 
 /// Wakes the tailer when the log's directory changes; polling covers filesystems that send
