@@ -3,12 +3,10 @@
 //! scraping a real regwatch (watching a real registry behind nginx) evaluates every
 //! dashboard query and loads every rule.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -2,11 +2,9 @@
 //! `regwatch report run NAME` at once, from a real audit trail (failed logins read from a
 //! log), private to their owner, and checked by `regwatch check`.
 
-mod support;
-
+use crate::support::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-use support::*;
 
 const COLUMNS: &str = "id,time,registry,action,repository,tag,digest,media_type,size,actor,remote_addr,user_agent,request_id,method,source,status,event_id,detail,prev_hash,hash";
 

@@ -2,14 +2,12 @@
 //! by the real skopeo: inventory and byte accounting, catalog pagination, change events,
 //! outage and recovery, bearer-token auth against a real token server.
 
-mod support;
-
+use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const TOKEN: &str = "inventory-test-api-token";
 

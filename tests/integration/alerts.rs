@@ -2,12 +2,10 @@
 //! a real Alertmanager and a recording webhook receiver; then the faults: receivers down and
 //! back, kill -9 with notifications pending, restart while firing.
 
-mod support;
-
+use crate::support::*;
 use hmac::{Hmac, Mac};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::*;
 
 const TOKEN: &str = "alert-test-token";
 const SECRET: &str = "webhook-signing-secret";

@@ -1,13 +1,11 @@
 //! The storage monitor against a real registry's storage after real pushes and deletes, with
 //! `docker-registry garbage-collect` as the oracle for what is reclaimable.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -151,7 +149,10 @@ fn storage_json(config: &Path) -> serde_json::Value {
 
 #[test]
 fn the_gc_output_parser_reads_the_real_sample() {
-    let set = gc_eligible(include_str!("fixtures/gc-dry-run.txt"));
+    let set = gc_eligible(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gc-dry-run.txt"
+    )));
     assert_eq!(set.len(), 6);
     assert!(
         set.contains("sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4")

@@ -1,13 +1,11 @@
 //! The foundation as a user meets it: config errors, `check`, the daemon against a real
 //! registry, metrics, health, the database file, SIGHUP and SIGTERM.
 
-mod support;
-
+use crate::support::*;
 use rusqlite::Connection;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 fn regwatch(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_regwatch"))

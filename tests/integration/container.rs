@@ -4,12 +4,10 @@
 //! machines, so the image is unpacked with umoci and run under chroot, which tests what the
 //! image holds (the binary finds its libraries, certificates and user) though not a runtime.
 
-mod support;
-
+use crate::support::*;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn the_container_image_runs_the_daemon_as_its_non_root_user() {

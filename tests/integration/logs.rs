@@ -1,13 +1,11 @@
 //! Log tailing end to end: real traffic through the real nginx in front of the real
 //! registry, counted exactly; rotation under continuous writes; kill -9 and restart.
 
-mod support;
-
+use crate::support::*;
 use rusqlite::Connection;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 fn count(db: &std::path::Path, sql: &str) -> i64 {
     Connection::open(db)
