@@ -4,20 +4,10 @@
 
 use crate::support::*;
 use hmac::{Hmac, Mac};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "alert-test-token";
 const SECRET: &str = "webhook-signing-secret";
-
-fn curl_status(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What a receiver does to check the signature: HMAC-SHA256 of the raw body.
 fn signature_ok(r: &Received) -> bool {

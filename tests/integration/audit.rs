@@ -41,13 +41,6 @@ fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
     .collect()
 }
 
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
-
 fn s(v: &str) -> Option<String> {
     Some(v.to_string())
 }

@@ -6,19 +6,9 @@ use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const TOKEN: &str = "inventory-test-api-token";
-
-fn skopeo(args: &[&str]) -> std::process::Output {
-    require("skopeo", "skopeo");
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
     fs::read(

@@ -2,26 +2,9 @@
 //! registry, counted exactly; rotation under continuous writes; kill -9 and restart.
 
 use crate::support::*;
-use rusqlite::Connection;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
-
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
-
-fn curl_status(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The registry's own count of requests by handler, method and status class, from its
 /// Prometheus endpoint: an oracle independent of the logs regwatch parses.
