@@ -11,22 +11,11 @@ const API_TOKEN: &str = "api-token-0c9e41";
 const NOTIFY_TOKEN: &str = "notify-token-7f3a2b";
 
 fn config(registry_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{API_TOKEN}"
-max_body_bytes = 65536
-
-[database]
-path = "{{dir}}/regwatch.db"
-
-[[registry]]
-name = "main"
-url = "{registry_url}"
-notifications_token = "{NOTIFY_TOKEN}"
-"#
-    )
+    ConfigBuilder::new(registry_url)
+        .api_token(API_TOKEN)
+        .server("max_body_bytes", 65536)
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .build()
 }
 
 fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {

@@ -48,16 +48,11 @@ fn real_traffic_through_nginx_is_counted_exactly() {
         "push",
     );
     // Count from here on: the push above is history.
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-[[log]]
+    // The poller talks to the registry directly: its requests must not show in the
+    // nginx log whose lines this test counts.
+    let config = ConfigBuilder::new(&registry.url())
+        .extra(&format!(
+            r#"[[log]]
 name = "nginx-access"
 registry = "main"
 path = "{}"
@@ -69,12 +64,10 @@ path = "{}"
 format = "nginx_error"
 counts = false
 "#,
-        // The poller talks to the registry directly: its requests must not show in the
-        // nginx log whose lines this test counts.
-        registry.url(),
-        nginx.access_log().display(),
-        nginx.error_log().display()
-    );
+            nginx.access_log().display(),
+            nginx.error_log().display()
+        ))
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-logs-")
         .tempdir()
@@ -278,17 +271,10 @@ fn writer(
 }
 
 fn tail_config(log: &std::path::Path) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-audit_from_logs = true
-[[log]]
+    ConfigBuilder::new("http://127.0.0.1:9")
+        .registry("audit_from_logs", true)
+        .extra(&format!(
+            r#"[[log]]
 name = "load"
 registry = "main"
 path = "{}"
@@ -296,8 +282,9 @@ format = "nginx_combined"
 start_at = "beginning"
 poll_interval = "100ms"
 "#,
-        log.display()
-    )
+            log.display()
+        ))
+        .build()
 }
 
 fn assert_exactly_once(db: &std::path::Path, n: usize) {

@@ -123,11 +123,13 @@ fn storage_config(dir: &Path, storage: &Path, url: &str, extra: &str) -> std::pa
     let path = dir.join("regwatch.toml");
     std::fs::write(
         &path,
-        format!(
-            "[database]\npath = \"{}/regwatch.db\"\n\n[[registry]]\nname = \"local\"\nurl = \"{url}\"\nstorage_root = \"{}\"\n{extra}",
-            dir.display(),
-            storage.display()
-        ),
+        ConfigBuilder::new(url)
+            .no_server()
+            .database(dir.join("regwatch.db"))
+            .name("local")
+            .registry("storage_root", storage)
+            .extra(extra)
+            .build(),
     )
     .unwrap();
     path
@@ -404,13 +406,13 @@ fn the_daemon_exports_storage_metrics_and_keeps_usage_samples() {
         &skopeo_push(&images.reference("base-1.0"), &host, "team/base:1.0", ALICE),
         "push",
     );
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{{port}}\"\n\n[database]\npath = \"{{dir}}/regwatch.db\"\n\n\
-         [[registry]]\nname = \"local\"\nurl = \"{}\"\nstorage_root = \"{}\"\n\
-         storage_usage_interval = \"1s\"\nstorage_interval = \"1s\"\nforecast_window = \"1m\"\n",
-        registry.url(),
-        registry.storage().display()
-    );
+    let config = ConfigBuilder::new(&registry.url())
+        .name("local")
+        .registry("storage_root", registry.storage())
+        .registry("storage_usage_interval", "1s")
+        .registry("storage_interval", "1s")
+        .registry("forecast_window", "1m")
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-daemon-")
         .tempdir()

@@ -26,6 +26,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod images;
@@ -39,6 +40,7 @@ pub mod token_server;
 pub mod webhook;
 
 pub use alertmanager::*;
+pub use config::*;
 pub use daemon::*;
 pub use http::*;
 pub use images::*;
