@@ -566,6 +566,17 @@ fn sighup_adds_and_changes_logs_under_writes_without_loss() {
     )
     .unwrap();
     daemon.proc.signal("HUP");
+    // Signals do not queue: a SIGHUP sent before the daemon took the previous one merges
+    // with it. So the next one waits until this reload is on record.
+    let reloaded = || {
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'config_reload' AND detail = 'reloaded'",
+        )
+    };
+    wait_until(Duration::from_secs(20), "the second reload", || {
+        reloaded() == 2
+    });
     // A reload that changes no log leaves the tailers alone.
     daemon.proc.signal("HUP");
     w.join().unwrap();
