@@ -82,7 +82,7 @@ fn gc_eligible(output: &str) -> BTreeSet<String> {
 fn garbage_collect(config: &Path, dry_run: bool) -> String {
     require("docker-registry", "docker-registry");
     let mut cmd = Command::new("docker-registry");
-    cmd.arg("garbage-collect");
+    scrub_env(&mut cmd).arg("garbage-collect");
     if dry_run {
         cmd.arg("--dry-run");
     }

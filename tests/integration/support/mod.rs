@@ -15,6 +15,8 @@
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
 //!   fail or close on demand.
 //! - [`daemon`]: [`Daemon`], the regwatch binary under test, and [`regwatch`] for one CLI run.
+//! - [`config`]: [`ConfigBuilder`], the `[server]`/`[database]`/`[[registry]]` preamble of
+//!   a test's regwatch config.
 //! - [`http`], [`metrics`]: HTTP clients and the Prometheus text format.
 //! - [`oracles`]: sqlite3, df and curl, the independent readers results are checked against.
 //!

@@ -1,11 +1,12 @@
 //! Processes and waiting, the building blocks of every server in this harness. [`Proc`] owns
 //! a child process and kills and reaps it when dropped, so a failing assertion never leaves a
 //! registry or a daemon running behind the test; its stdout and stderr go to files in the
-//! server's own directory, and a server that dies during start-up fails the test with its
-//! stderr. [`require`] turns a missing program into the `apt-get install` line that provides
-//! it; [`free_port`] and [`shared_tempdir`] give every server its own port and directory,
-//! because the tests run in parallel in one process and must share nothing; [`wait_until`] is
-//! the one polling loop tests use instead of fixed sleeps.
+//! server's own directory, a server that dies during start-up fails the test with its
+//! stderr, and every server starts without the variables in [`SCRUBBED_ENV`]. [`require`]
+//! turns a missing program into the `apt-get install` line that provides it; [`free_port`]
+//! and [`shared_tempdir`] give every server its own port and directory, because the tests run
+//! in parallel in one process and must share nothing; [`wait_until`] is the one polling loop
+//! tests use instead of fixed sleeps.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -50,6 +51,20 @@ pub fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Variables every server the harness starts runs without. The test machines set
+/// `AWS_CA_BUNDLE`, and Debian's docker-registry panics at start with it when it uses the S3
+/// storage driver; the servers here are all local, and none of them needs it.
+pub const SCRUBBED_ENV: &[&str] = &["AWS_CA_BUNDLE"];
+
+/// Removes [`SCRUBBED_ENV`] from `cmd`'s environment. [`Proc::spawn`] does it for every
+/// server; a one-off run of a server's program (`docker-registry garbage-collect`) calls it.
+pub fn scrub_env(cmd: &mut Command) -> &mut Command {
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     pub name: String,
@@ -61,7 +76,7 @@ impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, stdout: &Path, stderr: &Path) -> Proc {
         let out = fs::File::create(stdout).unwrap();
         let err = fs::File::create(stderr).unwrap();
-        let child = cmd
+        let child = scrub_env(cmd)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -5,7 +5,9 @@
 //! write, and [`BOB`], who only reads through nginx, and a debug port with Prometheus
 //! metrics; optionally it sends notifications to regwatch or uses bearer-token auth against a
 //! [`TokenServer`](super::TokenServer). [`Registry::stop`] and [`Registry::restart`] keep the
-//! storage and the ports, so a test can take the registry away and bring it back.
+//! storage and the ports, so a test can take the registry away and bring it back. Like every
+//! server here it starts without `AWS_CA_BUNDLE` ([`SCRUBBED_ENV`](super::SCRUBBED_ENV)), with
+//! which it panics when configured for S3.
 
 use super::proc::{Proc, free_port, require, shared_tempdir};
 use std::fs;
