@@ -2,11 +2,9 @@
 //! `regwatch report run NAME` at once, from a real audit trail (failed logins read from a
 //! log), private to their owner, and checked by `regwatch check`.
 
-mod support;
-
+use crate::support::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-use support::*;
 
 const COLUMNS: &str = "id,time,registry,action,repository,tag,digest,media_type,size,actor,remote_addr,user_agent,request_id,method,source,status,event_id,detail,prev_hash,hash";
 
@@ -62,16 +60,9 @@ fn reports_are_written_on_schedule_and_on_demand() {
     let line =
         format!("10.0.0.5 - eve [{stamp}] \"GET /v2/ HTTP/1.1\" 401 179 \"-\" \"docker/27.0\"\n");
     std::fs::write(&log, line.repeat(3)).unwrap();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[log]]
+    let config = ConfigBuilder::new("http://127.0.0.1:9")
+        .extra(&format!(
+            r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -110,9 +101,10 @@ tls = "none"
 from = "regwatch@example.test"
 to = ["auditor@example.test"]
 "#,
-        log.display(),
-        smtp.port
-    );
+            log.display(),
+            smtp.port
+        ))
+        .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
     let db = daemon.db_path();
     wait_until(Duration::from_secs(10), "three failed logins", || {

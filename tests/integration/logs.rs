@@ -1,29 +1,10 @@
 //! Log tailing end to end: real traffic through the real nginx in front of the real
 //! registry, counted exactly; rotation under continuous writes; kill -9 and restart.
 
-mod support;
-
-use rusqlite::Connection;
+use crate::support::*;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
-
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
-
-fn curl_status(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The registry's own count of requests by handler, method and status class, from its
 /// Prometheus endpoint: an oracle independent of the logs regwatch parses.
@@ -67,16 +48,11 @@ fn real_traffic_through_nginx_is_counted_exactly() {
         "push",
     );
     // Count from here on: the push above is history.
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-[[log]]
+    // The poller talks to the registry directly: its requests must not show in the
+    // nginx log whose lines this test counts.
+    let config = ConfigBuilder::new(&registry.url())
+        .extra(&format!(
+            r#"[[log]]
 name = "nginx-access"
 registry = "main"
 path = "{}"
@@ -88,12 +64,10 @@ path = "{}"
 format = "nginx_error"
 counts = false
 "#,
-        // The poller talks to the registry directly: its requests must not show in the
-        // nginx log whose lines this test counts.
-        registry.url(),
-        nginx.access_log().display(),
-        nginx.error_log().display()
-    );
+            nginx.access_log().display(),
+            nginx.error_log().display()
+        ))
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-logs-")
         .tempdir()
@@ -297,17 +271,10 @@ fn writer(
 }
 
 fn tail_config(log: &std::path::Path) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-audit_from_logs = true
-[[log]]
+    ConfigBuilder::new("http://127.0.0.1:9")
+        .registry("audit_from_logs", true)
+        .extra(&format!(
+            r#"[[log]]
 name = "load"
 registry = "main"
 path = "{}"
@@ -315,8 +282,9 @@ format = "nginx_combined"
 start_at = "beginning"
 poll_interval = "100ms"
 "#,
-        log.display()
-    )
+            log.display()
+        ))
+        .build()
 }
 
 fn assert_exactly_once(db: &std::path::Path, n: usize) {
@@ -598,6 +566,17 @@ fn sighup_adds_and_changes_logs_under_writes_without_loss() {
     )
     .unwrap();
     daemon.proc.signal("HUP");
+    // Signals do not queue: a SIGHUP sent before the daemon took the previous one merges
+    // with it. So the next one waits until this reload is on record.
+    let reloaded = || {
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'config_reload' AND detail = 'reloaded'",
+        )
+    };
+    wait_until(Duration::from_secs(20), "the second reload", || {
+        reloaded() == 2
+    });
     // A reload that changes no log leaves the tailers alone.
     daemon.proc.signal("HUP");
     w.join().unwrap();

@@ -3,12 +3,10 @@
 //! scraping a real regwatch (watching a real registry behind nginx) evaluates every
 //! dashboard query and loads every rule.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -57,23 +55,15 @@ fn metrics_dashboard_and_rules_work_against_a_real_prometheus() {
     let registry = Registry::start(RegistryOptions::default());
     let nginx = Nginx::start(&registry);
     let images = Images::build();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-username = "alice"
-password = "alice-pass"
-poll_interval = "2s"
-probe_interval = "1s"
-storage_root = "{}"
-storage_interval = "2s"
-storage_usage_interval = "1s"
-[[log]]
+    let config = ConfigBuilder::new(&registry.url())
+        .login(ALICE)
+        .registry("poll_interval", "2s")
+        .registry("probe_interval", "1s")
+        .registry("storage_root", registry.storage())
+        .registry("storage_interval", "2s")
+        .registry("storage_usage_interval", "1s")
+        .extra(&format!(
+            r#"[[log]]
 name = "nginx-access"
 registry = "main"
 path = "{}"
@@ -84,10 +74,9 @@ schedule = "0 6 * * MON"
 format = "html"
 output = "{{dir}}/audit-{{date}}.html"
 "#,
-        registry.url(),
-        registry.storage().display(),
-        nginx.access_log().display()
-    );
+            nginx.access_log().display()
+        ))
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-rules-")
         .tempdir()

@@ -2,25 +2,13 @@
 //! by the real skopeo: inventory and byte accounting, catalog pagination, change events,
 //! outage and recovery, bearer-token auth against a real token server.
 
-mod support;
-
+use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const TOKEN: &str = "inventory-test-api-token";
-
-fn skopeo(args: &[&str]) -> std::process::Output {
-    require("skopeo", "skopeo");
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
     fs::read(
@@ -264,29 +252,16 @@ fn inventory_accounting_pagination_changes_and_outage() {
     }
     let (want, want_unique) = expected(&holds);
 
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{TOKEN}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{url}"
-username = "{user}"
-password = "{pass}"
-poll_interval = "2s"
-probe_interval = "1s"
-timeout = "2s"
-catalog_page_size = 25
-concurrency = 4
-tag_pattern = '^[0-9]+\.[0-9]+$'
-"#,
-        url = reg.url(),
-        user = ALICE.0,
-        pass = ALICE.1
-    );
+    let config = ConfigBuilder::new(&reg.url())
+        .api_token(TOKEN)
+        .login(ALICE)
+        .registry("poll_interval", "2s")
+        .registry("probe_interval", "1s")
+        .registry("timeout", "2s")
+        .registry("catalog_page_size", 25)
+        .registry("concurrency", 4)
+        .registry("tag_pattern", r"^[0-9]+\.[0-9]+$")
+        .build();
     let d = Daemon::start(&config);
     wait_until(Duration::from_secs(60), "the first inventory", || {
         last_poll(&d) > 0.0
@@ -544,24 +519,11 @@ fn bearer_token_auth_with_a_real_token_server() {
     };
     let before = tokens.requests().len();
 
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{url}"
-username = "{user}"
-password = "{pass}"
-poll_interval = "1s"
-probe_interval = "1s"
-"#,
-        url = reg.url(),
-        user = BOB.0,
-        pass = BOB.1
-    );
+    let config = ConfigBuilder::new(&reg.url())
+        .login(BOB)
+        .registry("poll_interval", "1s")
+        .registry("probe_interval", "1s")
+        .build();
     let d = Daemon::start(&config);
     wait_until(Duration::from_secs(30), "two inventory polls", || {
         let m = metrics(&d);
@@ -675,9 +637,12 @@ fn hostile_registry(mode: std::sync::Arc<std::sync::atomic::AtomicU8>) -> u16 {
 fn a_registry_answering_garbage_or_hanging_never_stalls_the_daemon() {
     let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let port = hostile_registry(mode.clone());
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{{port}}\"\n[database]\npath = \"{{dir}}/regwatch.db\"\n[[registry]]\nname = \"bad\"\nurl = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\nprobe_interval = \"1s\"\npoll_interval = \"1s\"\n"
-    );
+    let config = ConfigBuilder::new(&format!("http://127.0.0.1:{port}"))
+        .name("bad")
+        .registry("timeout", "1s")
+        .registry("probe_interval", "1s")
+        .registry("poll_interval", "1s")
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-hostile-")
         .tempdir()

@@ -1,13 +1,11 @@
 //! The foundation as a user meets it: config errors, `check`, the daemon against a real
 //! registry, metrics, health, the database file, SIGHUP and SIGTERM.
 
-mod support;
-
+use crate::support::*;
 use rusqlite::Connection;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 fn regwatch(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_regwatch"))
@@ -191,23 +189,6 @@ fn version_names_the_revision() {
     );
 }
 
-const DAEMON_CONFIG: &str = r#"
-[server]
-listen = "127.0.0.1:{port}"
-api_token_file = "{dir}/token"
-
-[database]
-path = "{dir}/regwatch.db"
-
-[[registry]]
-name = "REGNAME"
-url = "REGURL"
-username = "alice"
-password = "alice-pass"
-poll_interval = "10s"
-storage_root = "STORAGE"
-"#;
-
 fn audit_actions(db: &std::path::Path) -> Vec<(String, Option<String>)> {
     let conn = Connection::open(db).unwrap();
     let mut stmt = conn
@@ -228,10 +209,12 @@ fn daemon_serves_metrics_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
         .tempdir()
         .unwrap();
     std::fs::write(dir.path().join("token"), "api-token-5b2d\n").unwrap();
-    let config = DAEMON_CONFIG
-        .replace("REGNAME", "main")
-        .replace("REGURL", &nginx.url())
-        .replace("STORAGE", &registry.storage().display().to_string());
+    let config = ConfigBuilder::new(&nginx.url())
+        .server("api_token_file", "{dir}/token")
+        .login(ALICE)
+        .registry("poll_interval", "10s")
+        .registry("storage_root", registry.storage())
+        .build();
     let mut daemon = Daemon::start_in(dir, &config, &[("RUST_LOG", "trace")]);
 
     // /metrics parses and carries the build info and process metrics.
@@ -400,11 +383,11 @@ fn run_refuses_a_database_from_a_newer_version_or_a_corrupt_file() {
         let cfg = dir.path().join("c.toml");
         std::fs::write(
             &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{}\"\n[database]\npath = \"{}\"\n[[registry]]\nname = \"a\"\nurl = \"http://127.0.0.1:5000\"\n",
-                free_port(),
-                db.display()
-            ),
+            ConfigBuilder::new("http://127.0.0.1:5000")
+                .name("a")
+                .listen(&format!("127.0.0.1:{}", free_port()))
+                .database(db)
+                .build(),
         )
         .unwrap();
         let out = regwatch(&["run", "--config", cfg.to_str().unwrap()]);
@@ -425,7 +408,10 @@ fn sigint_also_stops_cleanly_and_a_busy_port_is_reported() {
         .unwrap();
     let mut daemon = Daemon::start_in(
         dir,
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\npath = \"{dir}/r.db\"\n[[registry]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n",
+        &ConfigBuilder::new("http://127.0.0.1:9")
+            .name("a")
+            .database("{dir}/r.db")
+            .build(),
         &[],
     );
     // A second daemon on the same port fails with a message naming the address and key.
@@ -433,7 +419,11 @@ fn sigint_also_stops_cleanly_and_a_busy_port_is_reported() {
     let cfg = other.path().join("c.toml");
     std::fs::write(
         &cfg,
-        format!("[server]\nlisten = \"127.0.0.1:{}\"\n[database]\npath = \"{}/r.db\"\n[[registry]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n", daemon.port, other.path().display()),
+        ConfigBuilder::new("http://127.0.0.1:9")
+            .name("a")
+            .listen(&format!("127.0.0.1:{}", daemon.port))
+            .database(other.path().join("r.db"))
+            .build(),
     )
     .unwrap();
     let out = regwatch(&["run", "--config", cfg.to_str().unwrap()]);

@@ -2,33 +2,20 @@
 //! across a regwatch restart, the API's refusals, tampering found by `audit verify`,
 //! retention, and exports.
 
-mod support;
-
+use crate::support::*;
 use rusqlite::Connection;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const API_TOKEN: &str = "api-token-0c9e41";
 const NOTIFY_TOKEN: &str = "notify-token-7f3a2b";
 
 fn config(registry_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{API_TOKEN}"
-max_body_bytes = 65536
-
-[database]
-path = "{{dir}}/regwatch.db"
-
-[[registry]]
-name = "main"
-url = "{registry_url}"
-notifications_token = "{NOTIFY_TOKEN}"
-"#
-    )
+    ConfigBuilder::new(registry_url)
+        .api_token(API_TOKEN)
+        .server("max_body_bytes", 65536)
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .build()
 }
 
 fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -41,13 +28,6 @@ fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
     .unwrap()
     .map(Result::unwrap)
     .collect()
-}
-
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
 }
 
 fn s(v: &str) -> Option<String> {
@@ -364,7 +344,10 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
 
 /// Posts every sample envelope; returns the number of events stored.
 fn post_samples(port: u16) -> usize {
-    let samples = include_str!("fixtures/notifications.ndjson");
+    let samples = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/notifications.ndjson"
+    ));
     let mut n = 0;
     for line in samples.lines() {
         let (status, body) = http(
@@ -392,12 +375,15 @@ fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
         .unwrap();
     let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
     let db = daemon.db_path();
-    let envelope = include_str!("fixtures/notifications.ndjson")
-        .lines()
-        .next()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
+    let envelope = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/notifications.ndjson"
+    ))
+    .lines()
+    .next()
+    .unwrap()
+    .as_bytes()
+    .to_vec();
     let before = count(&db, "SELECT count(*) FROM audit_events");
 
     let (status, body) = http(

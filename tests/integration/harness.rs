@@ -1,9 +1,7 @@
 //! The harness itself works against the real servers: later issues rely on it.
 
-mod support;
-
+use crate::support::*;
 use std::process::Command;
-use support::*;
 
 #[test]
 fn registry_behind_nginx_accepts_skopeo_push_and_pull_and_logs_them() {

@@ -1,13 +1,11 @@
 //! The storage monitor against a real registry's storage after real pushes and deletes, with
 //! `docker-registry garbage-collect` as the oracle for what is reclaimable.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -84,7 +82,7 @@ fn gc_eligible(output: &str) -> BTreeSet<String> {
 fn garbage_collect(config: &Path, dry_run: bool) -> String {
     require("docker-registry", "docker-registry");
     let mut cmd = Command::new("docker-registry");
-    cmd.arg("garbage-collect");
+    scrub_env(&mut cmd).arg("garbage-collect");
     if dry_run {
         cmd.arg("--dry-run");
     }
@@ -125,11 +123,13 @@ fn storage_config(dir: &Path, storage: &Path, url: &str, extra: &str) -> std::pa
     let path = dir.join("regwatch.toml");
     std::fs::write(
         &path,
-        format!(
-            "[database]\npath = \"{}/regwatch.db\"\n\n[[registry]]\nname = \"local\"\nurl = \"{url}\"\nstorage_root = \"{}\"\n{extra}",
-            dir.display(),
-            storage.display()
-        ),
+        ConfigBuilder::new(url)
+            .no_server()
+            .database(dir.join("regwatch.db"))
+            .name("local")
+            .registry("storage_root", storage)
+            .extra(extra)
+            .build(),
     )
     .unwrap();
     path
@@ -151,7 +151,10 @@ fn storage_json(config: &Path) -> serde_json::Value {
 
 #[test]
 fn the_gc_output_parser_reads_the_real_sample() {
-    let set = gc_eligible(include_str!("fixtures/gc-dry-run.txt"));
+    let set = gc_eligible(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gc-dry-run.txt"
+    )));
     assert_eq!(set.len(), 6);
     assert!(
         set.contains("sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4")
@@ -403,13 +406,13 @@ fn the_daemon_exports_storage_metrics_and_keeps_usage_samples() {
         &skopeo_push(&images.reference("base-1.0"), &host, "team/base:1.0", ALICE),
         "push",
     );
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{{port}}\"\n\n[database]\npath = \"{{dir}}/regwatch.db\"\n\n\
-         [[registry]]\nname = \"local\"\nurl = \"{}\"\nstorage_root = \"{}\"\n\
-         storage_usage_interval = \"1s\"\nstorage_interval = \"1s\"\nforecast_window = \"1m\"\n",
-        registry.url(),
-        registry.storage().display()
-    );
+    let config = ConfigBuilder::new(&registry.url())
+        .name("local")
+        .registry("storage_root", registry.storage())
+        .registry("storage_usage_interval", "1s")
+        .registry("storage_interval", "1s")
+        .registry("forecast_window", "1m")
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-daemon-")
         .tempdir()

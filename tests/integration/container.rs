@@ -4,12 +4,10 @@
 //! machines, so the image is unpacked with umoci and run under chroot, which tests what the
 //! image holds (the binary finds its libraries, certificates and user) though not a runtime.
 
-mod support;
-
+use crate::support::*;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn the_container_image_runs_the_daemon_as_its_non_root_user() {
@@ -91,23 +89,12 @@ fn the_container_image_runs_the_daemon_as_its_non_root_user() {
     let port = free_port();
     std::fs::write(
         rootfs.join("etc/regwatch/regwatch.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[database]
-path = "/var/lib/regwatch/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-username = "{}"
-password = "{}"
-probe_interval = "1s"
-"#,
-            registry.url(),
-            ALICE.0,
-            ALICE.1
-        ),
+        ConfigBuilder::new(&registry.url())
+            .listen(&format!("127.0.0.1:{port}"))
+            .database("/var/lib/regwatch/regwatch.db")
+            .login(ALICE)
+            .registry("probe_interval", "1s")
+            .build(),
     )
     .unwrap();
     let mut daemon = Proc::spawn(

@@ -2,24 +2,12 @@
 //! a real Alertmanager and a recording webhook receiver; then the faults: receivers down and
 //! back, kill -9 with notifications pending, restart while firing.
 
-mod support;
-
+use crate::support::*;
 use hmac::{Hmac, Mac};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::*;
 
 const TOKEN: &str = "alert-test-token";
 const SECRET: &str = "webhook-signing-secret";
-
-fn curl_status(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What a receiver does to check the signature: HMAC-SHA256 of the raw body.
 fn signature_ok(r: &Received) -> bool {
@@ -88,17 +76,8 @@ fn eleven_wrong_passwords_fire_by_email_webhook_and_alertmanager_then_resolve() 
     let smtp = SmtpSink::start();
     let hook = WebhookSink::start();
     let am = Alertmanager::start();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{TOKEN}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-[[log]]
+    let rules = format!(
+        r#"[[log]]
 name = "nginx-access"
 registry = "main"
 path = "{}"
@@ -117,10 +96,13 @@ description = "More than {{{{ threshold }}}} wrong passwords: someone may be gue
 channels = ["ops-mail", "ops-hook", "am"]
 {}
 "#,
-        registry.url(),
         nginx.access_log().display(),
         channels(&smtp, &hook, Some(&am)),
     );
+    let config = ConfigBuilder::new(&registry.url())
+        .api_token(TOKEN)
+        .extra(&rules)
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-alerts-")
         .tempdir()
@@ -263,16 +245,9 @@ fn pulls_of_missing_tags_fire_the_pull_failure_alert_and_healthy_pulls_resolve_i
     );
     let smtp = SmtpSink::start();
     let hook = WebhookSink::start();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-[[log]]
+    let config = ConfigBuilder::new(&registry.url())
+        .extra(&format!(
+            r#"[[log]]
 name = "nginx-access"
 registry = "main"
 path = "{}"
@@ -288,10 +263,10 @@ summary = "{{{{ value_percent }}}} of pulls failed on {{{{ registry }}}}"
 channels = ["ops-mail", "ops-hook"]
 {}
 "#,
-        registry.url(),
-        nginx.access_log().display(),
-        channels(&smtp, &hook, None),
-    );
+            nginx.access_log().display(),
+            channels(&smtp, &hook, None)
+        ))
+        .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-alerts-")
         .tempdir()
@@ -361,17 +336,10 @@ fn failed_logins(log: &std::path::Path, addr: &str, user: &str, n: usize) {
 }
 
 fn fault_config(log: &std::path::Path, window: &str, smtp_port: u16, hook_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{TOKEN}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[log]]
+    ConfigBuilder::new("http://127.0.0.1:9")
+        .api_token(TOKEN)
+        .extra(&format!(
+            r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -403,8 +371,9 @@ url = "{hook_url}"
 secret_env = "REGWATCH_TEST_WEBHOOK_SECRET"
 timeout = "2s"
 "#,
-        log.display()
-    )
+            log.display()
+        ))
+        .build()
 }
 
 fn subjects(smtp: &SmtpSink) -> Vec<String> {
@@ -572,17 +541,10 @@ fn silences_maintenance_windows_slack_teams_and_alerts_test() {
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
     let base = format!("http://127.0.0.1:{}", sink.port);
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-api_token = "{TOKEN}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[log]]
+    let config = ConfigBuilder::new("http://127.0.0.1:9")
+        .api_token(TOKEN)
+        .extra(&format!(
+            r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -632,8 +594,9 @@ kind = "webhook"
 url = "http://127.0.0.1:9/hook"
 timeout = "1s"
 "#,
-        log.display()
-    );
+            log.display()
+        ))
+        .build();
     std::fs::write(
         dir.path().join("check.toml"),
         config
@@ -777,17 +740,10 @@ fn audit_match_fires_on_a_committed_delete_in_prod() {
         .unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-audit_from_logs = true
-[[log]]
+    let config = ConfigBuilder::new("http://127.0.0.1:9")
+        .registry("audit_from_logs", true)
+        .extra(&format!(
+            r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -806,9 +762,10 @@ name = "hook"
 kind = "webhook"
 url = "{}"
 "#,
-        log.display(),
-        hook.url()
-    );
+            log.display(),
+            hook.url()
+        ))
+        .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
@@ -852,19 +809,11 @@ url = "{}"
 fn registry_down_fires_after_for_and_resolves_when_it_is_back() {
     let mut registry = Registry::start(RegistryOptions::default());
     let hook = WebhookSink::start();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-username = "alice"
-password = "alice-pass"
-probe_interval = "1s"
-
+    let config = ConfigBuilder::new(&registry.url())
+        .login(ALICE)
+        .registry("probe_interval", "1s")
+        .extra(&format!(
+            r#"
 [[rule]]
 name = "registry-down"
 kind = "registry_down"
@@ -878,9 +827,9 @@ name = "hook"
 kind = "webhook"
 url = "{}"
 "#,
-        registry.url(),
-        hook.url()
-    );
+            hook.url()
+        ))
+        .build();
     let daemon = Daemon::start(&config);
     std::thread::sleep(Duration::from_secs(3));
     assert!(hook.received().is_empty(), "up: nothing sent");
@@ -908,12 +857,9 @@ fn email_over_starttls_and_implicit_tls_with_auth() {
         let smtp = SmtpSink::start_secure(mode, ("regwatch", "mail-pass"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("smtp-password"), "mail-pass\n").unwrap();
-        let config = format!(
-            r#"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[channel]]
+        let config = ConfigBuilder::registry_only("http://127.0.0.1:9")
+            .extra(&format!(
+                r#"[[channel]]
 name = "mail"
 kind = "email"
 smtp_host = "127.0.0.1"
@@ -926,9 +872,10 @@ from = "regwatch@example.test"
 to = ["oncall@example.test"]
 timeout = "5s"
 "#,
-            smtp.port,
-            smtp.ca().display()
-        );
+                smtp.port,
+                smtp.ca().display()
+            ))
+            .build();
         let path = dir.path().join("regwatch.toml");
         std::fs::write(&path, &config).unwrap();
         let (code, out, err) = regwatch(&[
@@ -994,16 +941,9 @@ fn alertmanager_keeps_a_firing_alert_because_regwatch_re_sends_it() {
         .unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[log]]
+    let config = ConfigBuilder::new("http://127.0.0.1:9")
+        .extra(&format!(
+            r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -1020,9 +960,10 @@ kind = "alertmanager"
 url = "{}"
 resend_interval = "1s"
 "#,
-        log.display(),
-        am.url()
-    );
+            log.display(),
+            am.url()
+        ))
+        .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
     failed_logins(&log, "10.0.0.6", "eve", 11);
     wait_until(Duration::from_secs(10), "the alert in Alertmanager", || {
@@ -1051,16 +992,9 @@ fn sighup_applies_new_rules() {
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
     let config = |threshold: u32| {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "http://127.0.0.1:9"
-[[log]]
+        ConfigBuilder::new("http://127.0.0.1:9")
+            .extra(&format!(
+                r#"[[log]]
 name = "access"
 registry = "main"
 path = "{}"
@@ -1076,9 +1010,10 @@ name = "hook"
 kind = "webhook"
 url = "{}"
 "#,
-            log.display(),
-            hook.url()
-        )
+                log.display(),
+                hook.url()
+            ))
+            .build()
     };
     let daemon = Daemon::start_in(dir, &config(100), &[]);
     failed_logins(&log, "10.0.0.4", "eve", 11);
@@ -1102,21 +1037,13 @@ fn storage_usage_fires_from_the_storage_monitor_and_resolves_when_the_threshold_
     // The test machine's disk is somewhere between 0.1 % and 99.9 % full: a threshold of
     // 0.001 is crossed, 0.999 is not.
     let config = |threshold: &str| {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-username = "alice"
-password = "alice-pass"
-storage_root = "{}"
-storage_usage_interval = "1s"
-storage_interval = "1s"
-
+        ConfigBuilder::new(&registry.url())
+            .login(ALICE)
+            .registry("storage_root", registry.storage())
+            .registry("storage_usage_interval", "1s")
+            .registry("storage_interval", "1s")
+            .extra(&format!(
+                r#"
 [[rule]]
 name = "storage-high"
 kind = "storage_usage"
@@ -1130,10 +1057,9 @@ name = "hook"
 kind = "webhook"
 url = "{}"
 "#,
-            registry.url(),
-            registry.storage().display(),
-            hook.url()
-        )
+                hook.url()
+            ))
+            .build()
     };
     let daemon = Daemon::start(&config("0.001"));
     let got = hook.wait_for(1, Duration::from_secs(15));
@@ -1240,20 +1166,12 @@ fn a_silence_that_ends_while_firing_sends_the_held_notification() {
 fn storage_forecast_fires_from_the_stored_growth_history() {
     let registry = Registry::start(RegistryOptions::default());
     let hook = WebhookSink::start();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-[database]
-path = "{{dir}}/regwatch.db"
-[[registry]]
-name = "main"
-url = "{}"
-username = "alice"
-password = "alice-pass"
-storage_root = "{}"
-storage_usage_interval = "1s"
-
+    let config = ConfigBuilder::new(&registry.url())
+        .login(ALICE)
+        .registry("storage_root", registry.storage())
+        .registry("storage_usage_interval", "1s")
+        .extra(&format!(
+            r#"
 [[rule]]
 name = "disk-full-soon"
 kind = "storage_forecast"
@@ -1267,10 +1185,9 @@ name = "hook"
 kind = "webhook"
 url = "{}"
 "#,
-        registry.url(),
-        registry.storage().display(),
-        hook.url()
-    );
+            hook.url()
+        ))
+        .build();
     // Without history there is no forecast, so nothing to judge.
     let daemon = Daemon::start(&config);
     wait_until(Duration::from_secs(10), "a usage sample", || {

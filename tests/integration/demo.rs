@@ -2,8 +2,6 @@
 //! build of regwatch instead of a release build, and free ports): everything starts, the traffic it sends shows up
 //! in the views it prints, the chain verifies, and `scripts/demo.sh down` stops it all.
 
-mod support;
-
 use std::process::Command;
 
 fn listening(port: u16) -> bool {
@@ -13,7 +11,7 @@ fn listening(port: u16) -> bool {
 #[test]
 fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
     // Its own free ports, so a demo someone left running (or anything on 5000) is no matter.
-    let ports = [(); 4].map(|_| support::free_port());
+    let ports = [(); 4].map(|_| crate::support::free_port());
     let dir = tempfile::Builder::new()
         .prefix("regwatch-demo-")
         .tempdir()

@@ -1,0 +1,56 @@
+//! The test harness: real servers from Debian packages, each on free loopback ports and in
+//! its own temporary directory, stopped when dropped. One module per server or concern, all
+//! re-exported here, so a test says `use crate::support::*;` and then `Registry::start(…)`.
+//!
+//! - [`proc`]: [`Proc`] (a child killed on drop), [`require`], [`free_port`], [`wait_until`].
+//! - [`registry`]: [`Registry`], `docker-registry` (distribution 2.8) with htpasswd or token
+//!   auth, the debug server with Prometheus metrics, optionally notifications to regwatch.
+//! - [`nginx`]: [`Nginx`] in front of it with its own basic auth (same htpasswd), combined
+//!   and JSON access logs, an error log; `bob` is read-only through it.
+//! - [`token_server`]: [`TokenServer`], a registry token server for bearer-token auth.
+//! - [`images`]: [`Images`], small OCI images built with `umoci`, pushed and pulled with
+//!   `skopeo`.
+//! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
+//! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
+//! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
+//!   fail or close on demand.
+//! - [`daemon`]: [`Daemon`], the regwatch binary under test, and [`regwatch`] for one CLI run.
+//! - [`config`]: [`ConfigBuilder`], the `[server]`/`[database]`/`[[registry]]` preamble of
+//!   a test's regwatch config.
+//! - [`http`], [`metrics`]: HTTP clients and the Prometheus text format.
+//! - [`oracles`]: sqlite3, df and curl, the independent readers results are checked against.
+//!
+//! A missing program fails the test with the `apt-get install` line that provides it.
+//!
+//! The benches mount this harness too (through tests/support/mod.rs) and use a few pieces of
+//! it, hence `dead_code` is allowed here rather than item by item.
+
+#![allow(dead_code)]
+
+pub mod alertmanager;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod images;
+pub mod metrics;
+pub mod nginx;
+pub mod oracles;
+pub mod proc;
+pub mod registry;
+pub mod smtp;
+pub mod token_server;
+pub mod webhook;
+
+pub use alertmanager::*;
+pub use config::*;
+pub use daemon::*;
+pub use http::*;
+pub use images::*;
+pub use metrics::*;
+pub use nginx::*;
+pub use oracles::*;
+pub use proc::*;
+pub use registry::*;
+pub use smtp::*;
+pub use token_server::*;
+pub use webhook::*;
