@@ -17,7 +17,7 @@
 //! Under `cargo test --all-targets` (no `--bench`) it runs 5 regwatch trials and no
 //! baseline (a baseline trial takes a minute or more).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 

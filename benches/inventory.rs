@@ -12,7 +12,7 @@
 //! requests are counted twice: by regwatch's client and in the registry's access log.
 //! Needs docker-registry and skopeo (apt-get install -y docker-registry skopeo).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
