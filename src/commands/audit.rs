@@ -1,6 +1,7 @@
 //! `regwatch audit query | export | verify`.
 
-use crate::report::export::{self, Format};
+use crate::config::report::Format;
+use crate::report::export;
 use crate::report::grouped::{self, Grouper};
 use crate::store::open_read_only;
 use crate::store::query::{AuditRow, Filter, parse_time};

@@ -1,18 +1,11 @@
 //! Exports of the audit trail: CSV, JSON, NDJSON and a self-contained HTML report. All stream
 //! rows from SQLite to the writer, so memory stays flat on millions of rows.
 
+use crate::config::report::Format;
 use crate::store::query::{AuditRow, COLUMNS, Filter};
 use crate::store::verify::{self, Verdict};
 use rusqlite::Connection;
 use std::io::{self, Write};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Csv,
-    Json,
-    Ndjson,
-    Html,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

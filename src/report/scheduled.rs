@@ -2,7 +2,8 @@
 //! schedule fires (`[[report]]`), or at once by `regwatch report run NAME`.
 
 use super::export;
-use crate::config::report::ReportConfig;
+use crate::config::channel::{ChannelConfig, ChannelKind};
+use crate::config::report::{Format, ReportConfig};
 use crate::config::{Config, schedule};
 use crate::metrics::ReportMetrics;
 use crate::model::clock::SharedClock;
@@ -68,7 +69,7 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
         until: Some(now),
         actor: r.actor.clone(),
         repository: r.repository.clone(),
-        action: r.action.clone(),
+        action: r.action.map(|a| a.as_str().to_string()),
         address: r.address.clone(),
         registry: r.registry.clone(),
         source: r.source.clone(),
@@ -80,7 +81,6 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
 /// Writes `r` as of `now`. The export goes to a temporary file beside the output (mode
 /// 0600: reports name people) and is renamed into place, so nobody reads half a report.
 pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
-    let format = r.parsed_format.expect("validated: the format parsed");
     let conn = store::open_read_only(db)?;
     // One read snapshot for the export and the head, so the head printed and mailed with the
     // report is the chain the report was read from, however busy the writer is.
@@ -102,7 +102,7 @@ pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written
         .open(&tmp)
         .map_err(io(&tmp))?;
     let mut out = std::io::BufWriter::new(file);
-    let result = export::export(&snapshot, &filter(r, now), format, &mut out)
+    let result = export::export(&snapshot, &filter(r, now), r.format, &mut out)
         .map_err(ReportError::from)
         .and_then(|rows| {
             out.flush().map_err(io(&tmp))?;
@@ -122,12 +122,12 @@ pub fn write(db: &Path, r: &ReportConfig, now: OffsetDateTime) -> Result<Written
     }
 }
 
-fn content_type(format: export::Format) -> &'static str {
+fn content_type(format: Format) -> &'static str {
     match format {
-        export::Format::Csv => "text/csv; charset=utf-8",
-        export::Format::Json => "application/json",
-        export::Format::Ndjson => "application/x-ndjson",
-        export::Format::Html => "text/html; charset=utf-8",
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Json => "application/json",
+        Format::Ndjson => "application/x-ndjson",
+        Format::Html => "text/html; charset=utf-8",
     }
 }
 
@@ -138,7 +138,7 @@ pub async fn mail(
     r: &ReportConfig,
     w: &Written,
     now: OffsetDateTime,
-    channels: &[crate::config::alerting::ChannelConfig],
+    channels: &[ChannelConfig],
 ) -> Vec<(String, Result<(), crate::channels::DeliveryError>)> {
     let since = store::format_time(now - r.period);
     let until = store::format_time(now);
@@ -158,14 +158,21 @@ pub async fn mail(
             r.max_attachment_bytes
         ));
     }
-    let ct = content_type(r.parsed_format.expect("validated: the format parsed"));
+    let ct = content_type(r.format);
     let mut out = Vec::new();
     for name in &r.channels {
-        let Some(c) = channels.iter().find(|c| &c.name == name) else {
+        // Validated: every channel of a report is an email channel.
+        let Some(ChannelConfig {
+            kind: ChannelKind::Email(email),
+            timeout,
+            ..
+        }) = channels.iter().find(|c| &c.name == name)
+        else {
             continue;
         };
         let file = attach.then_some((w.path.as_path(), ct));
-        let result = crate::channels::email_file(c, &subject, text.clone(), file).await;
+        let result =
+            crate::channels::email_file(email, *timeout, &subject, text.clone(), file).await;
         out.push((name.clone(), result));
     }
     out
@@ -176,12 +183,7 @@ pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) 
     reports
         .iter()
         .enumerate()
-        .filter(|(_, r)| {
-            r.parsed_schedule
-                .as_ref()
-                .and_then(|s| schedule::next_after(s, last))
-                .is_some_and(|t| t <= now)
-        })
+        .filter(|(_, r)| schedule::next_after(&r.schedule, last).is_some_and(|t| t <= now))
         .map(|(i, _)| i)
         .collect()
 }
@@ -210,7 +212,7 @@ pub async fn run(
         let next = cfg
             .reports
             .iter()
-            .filter_map(|r| schedule::next_after(r.parsed_schedule.as_ref()?, last))
+            .filter_map(|r| schedule::next_after(&r.schedule, last))
             .min();
         // Wake at least every minute, so a wall-clock step is noticed.
         let wait = next
@@ -282,8 +284,8 @@ mod tests {
     fn report(schedule: &str) -> ReportConfig {
         ReportConfig {
             name: "weekly".into(),
-            schedule: schedule.into(),
-            format: "csv".into(),
+            schedule: schedule::parse(schedule).unwrap(),
+            format: Format::Csv,
             period: Duration::from_secs(7 * 86_400),
             output: "/var/lib/regwatch/reports/{name}-{date}.csv".into(),
             actor: None,
@@ -294,8 +296,6 @@ mod tests {
             source: None,
             channels: Vec::new(),
             max_attachment_bytes: 10_000_000,
-            parsed_schedule: Some(schedule::parse(schedule).unwrap()),
-            parsed_format: Some(export::Format::Csv),
         }
     }
 

@@ -5,9 +5,10 @@
 pub mod follower;
 pub mod lines;
 
+use crate::config::log::StartAt;
 use crate::model::clock::SharedClock;
 use crate::store::{AuditSink, Checkpoint};
-use follower::{Follower, StartAt};
+use follower::Follower;
 use lines::LineHandler;
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{BTreeMap, HashMap};
