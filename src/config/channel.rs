@@ -14,9 +14,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The channel kinds, as `kind` names them.
-pub const CHANNEL_KINDS: &[&str] = &["email", "webhook", "alertmanager", "slack", "teams"];
-
 /// `[[channel]]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +170,40 @@ impl fmt::Display for SmtpTls {
     }
 }
 
+/// A channel's `kind`, before the settings of that kind are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Email,
+    Webhook,
+    Alertmanager,
+    Slack,
+    Teams,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Email,
+        Kind::Webhook,
+        Kind::Alertmanager,
+        Kind::Slack,
+        Kind::Teams,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Webhook => "webhook",
+            Kind::Alertmanager => "alertmanager",
+            Kind::Slack => "slack",
+            Kind::Teams => "teams",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 fn default_resend() -> Duration {
     Duration::from_secs(60)
 }
@@ -214,18 +245,19 @@ fn channel(
     if let Err(msg) = unique_name("channel", &c.name, names) {
         errs.at_key(at, "name", msg);
     }
-    if !CHANNEL_KINDS.contains(&c.kind.as_str()) {
+    let Some(kind) = Kind::parse(&c.kind) else {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         errs.at_key(
             at,
             "kind",
             format!(
                 "unknown channel kind {:?}: expected one of {}",
                 c.kind,
-                CHANNEL_KINDS.join(", ")
+                names.join(", ")
             ),
         );
         return None;
-    }
+    };
     let secrets = read_secrets(&c, at, base, errs);
     if c.timeout.is_zero() {
         errs.at_key(at, "timeout", "must be greater than 0");
@@ -235,24 +267,26 @@ fn channel(
     {
         errs.at_key(at, "resend_interval", "must be at least 1s");
     }
-    let kind = match c.kind.as_str() {
-        "email" => email(&c, secrets.password, at, base, errs).map(ChannelKind::Email),
-        _ => posted(&c, at, errs),
+    let signed = secrets.secret.is_set();
+    let settings = match kind {
+        Kind::Email => email(&c, secrets.password, at, base, errs).map(ChannelKind::Email),
+        Kind::Webhook => url(&c, kind, at, errs)
+            .zip(secrets.secret.checked())
+            .map(|(url, secret)| ChannelKind::Webhook { url, secret }),
+        Kind::Alertmanager => url(&c, kind, at, errs).map(|url| ChannelKind::Alertmanager {
+            url,
+            resend_interval: c.resend_interval.unwrap_or_else(default_resend),
+        }),
+        Kind::Slack => url(&c, kind, at, errs).map(|url| ChannelKind::Slack { url }),
+        Kind::Teams => url(&c, kind, at, errs).map(|url| ChannelKind::Teams { url }),
     };
-    if secrets.secret.is_set() && c.kind != "webhook" {
+    if signed && kind != Kind::Webhook {
         errs.at_key(at, "secret", "only webhook channels sign their requests");
     }
-    check_other_kinds_keys(&c, at, errs);
-    let kind = match kind? {
-        ChannelKind::Webhook { url, .. } => ChannelKind::Webhook {
-            url,
-            secret: secrets.secret.checked()?,
-        },
-        other => other,
-    };
+    check_other_kinds_keys(&c, kind, at, errs);
     Some(ChannelConfig {
         name: c.name,
-        kind,
+        kind: settings?,
         timeout: c.timeout,
     })
 }
@@ -362,39 +396,29 @@ fn check_ca_file(path: &Path, at: &KeyPath, errs: &mut Errors<'_>) {
     }
 }
 
-/// A channel that posts to `url` (every kind but email). A webhook's secret is filled in
-/// by the caller.
-fn posted(c: &RawChannel, at: &KeyPath, errs: &mut Errors<'_>) -> Option<ChannelKind> {
-    let url = match c.url.as_deref().map(|u| (u, reqwest::Url::parse(u))) {
-        Some((u, Ok(parsed))) if matches!(parsed.scheme(), "http" | "https") => u.to_string(),
-        Some((u, _)) => {
+/// The `url` of a channel that posts (every kind but email).
+fn url(c: &RawChannel, kind: Kind, at: &KeyPath, errs: &mut Errors<'_>) -> Option<String> {
+    let Some(url) = &c.url else {
+        errs.at_key(at, "url", format!("a {} channel needs url", kind.as_str()));
+        return None;
+    };
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(url.clone()),
+        _ => {
             errs.at_key(
                 at,
                 "url",
-                format!("expected an http:// or https:// URL, not {u:?}"),
+                format!("expected an http:// or https:// URL, not {url:?}"),
             );
-            return None;
+            None
         }
-        None => {
-            errs.at_key(at, "url", format!("a {} channel needs url", c.kind));
-            return None;
-        }
-    };
-    Some(match c.kind.as_str() {
-        "webhook" => ChannelKind::Webhook { url, secret: None },
-        "alertmanager" => ChannelKind::Alertmanager {
-            url,
-            resend_interval: c.resend_interval.unwrap_or_else(default_resend),
-        },
-        "slack" => ChannelKind::Slack { url },
-        _ => ChannelKind::Teams { url },
-    })
+    }
 }
 
 /// Keys of another kind's channel: an error each (they used to be ignored). `secret` on
 /// a non-webhook channel has its own message (see [`channel`]).
-fn check_other_kinds_keys(c: &RawChannel, at: &KeyPath, errs: &mut Errors<'_>) {
-    if c.kind == "email" {
+fn check_other_kinds_keys(c: &RawChannel, kind: Kind, at: &KeyPath, errs: &mut Errors<'_>) {
+    if kind == Kind::Email {
         if c.url.is_some() {
             errs.at_key(at, "url", "url is not used by email channels");
         }
@@ -417,7 +441,7 @@ fn check_other_kinds_keys(c: &RawChannel, at: &KeyPath, errs: &mut Errors<'_>) {
             errs.at_key(at, key, format!("{key} is only used by email channels"));
         }
     }
-    if c.kind != "alertmanager" && c.resend_interval.is_some() {
+    if kind != Kind::Alertmanager && c.resend_interval.is_some() {
         errs.at_key(
             at,
             "resend_interval",
