@@ -30,12 +30,9 @@ pub fn test(config: &Config, channel: &str) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "channel {channel} ({}) did not accept the test notification",
-                c.kind.as_str()
+                c.kind
             )
         })?;
-    println!(
-        "channel {channel} ({}): test notification accepted",
-        c.kind.as_str()
-    );
+    println!("channel {channel} ({}): test notification accepted", c.kind);
     Ok(())
 }

@@ -295,7 +295,6 @@ fn start_tails(
             counters: metrics.log_counters(&log.name, &log.registry),
             alert_wake: Some(alert_wake.clone()),
         };
-        let start_at = log.start_at;
         let glob = log
             .path
             .file_name()
@@ -306,14 +305,19 @@ fn start_tails(
                 .into_iter()
                 .map(|c| (c.log.clone(), c))
                 .collect();
-            Files::Glob(Glob::new(&log.path, start_at, log.max_line_bytes, resume))
+            Files::Glob(Glob::new(
+                &log.path,
+                log.start_at,
+                log.max_line_bytes,
+                resume,
+            ))
         } else {
             let resume = crate::store::load_checkpoint(&conn, &log.name)
                 .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
             Files::One(Follower::new(
                 &log.name,
                 &log.path,
-                start_at,
+                log.start_at,
                 log.max_line_bytes,
                 resume,
             ))
