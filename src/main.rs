@@ -4,9 +4,9 @@ use regwatch::commands::inventory::{
     self as inventory_cmd, OutputFormat as InventoryFormat, Sort as InventorySort,
 };
 use regwatch::commands::storage::{self as storage_cmd, StorageArgs};
+use regwatch::config::report::Format;
 use regwatch::config::{self, ConfigError};
 use regwatch::logging::{self, LogFormat};
-use regwatch::report::export::Format;
 use regwatch::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,7 +157,7 @@ enum AuditCommand {
         #[command(flatten)]
         filter: FilterArgs,
         #[arg(long, value_enum)]
-        format: Format,
+        format: ExportFormat,
         /// Write here (mode 0600) instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -171,6 +171,27 @@ enum AuditCommand {
         #[arg(long)]
         expect_head: Option<String>,
     },
+}
+
+/// `audit export --format`: the export formats of `[[report]]` (config knows nothing of
+/// the command line).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+    Ndjson,
+    Html,
+}
+
+impl From<ExportFormat> for Format {
+    fn from(f: ExportFormat) -> Format {
+        match f {
+            ExportFormat::Csv => Format::Csv,
+            ExportFormat::Json => Format::Json,
+            ExportFormat::Ndjson => Format::Ndjson,
+            ExportFormat::Html => Format::Html,
+        }
+    }
 }
 
 fn version_line() -> &'static str {
@@ -365,7 +386,7 @@ fn run_audit(cmd: AuditCommand) -> ExitCode {
             format,
             output,
             ..
-        } => audit_cmd::export_to(&db, &filter, format, output.as_ref()).map(|n| {
+        } => audit_cmd::export_to(&db, &filter, format.into(), output.as_ref()).map(|n| {
             if let Some(p) = output {
                 eprintln!("{n} events written to {}", p.display());
             }

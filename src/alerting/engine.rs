@@ -4,7 +4,7 @@
 //! inactive → pending (condition holds, `for` not yet over) → firing → resolved; a pending
 //! alert whose condition stops holding goes back to inactive without a notification.
 
-use crate::config::alerting::RuleConfig;
+use crate::config::rule::{GroupBy, RuleConfig, RuleKind};
 use crate::model::traffic::RegistryStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -294,8 +294,8 @@ pub fn observe_traffic(
         l.insert("registry".to_string(), registry.to_string());
         l
     };
-    match rule.kind.as_str() {
-        "auth_failures" => {
+    match rule.kind {
+        RuleKind::AuthFailures => {
             let over = |w: &crate::model::traffic::KeyedWindow, label: &str| {
                 w.over(now, secs, rule.threshold)
                     .into_iter()
@@ -309,10 +309,10 @@ pub fn observe_traffic(
                     })
                     .collect::<Vec<_>>()
             };
-            match rule.group_by.as_str() {
-                "user" => over(&stats.auth_by_user, "user"),
-                "address" => over(&stats.auth_by_address, "address"),
-                _ => {
+            match rule.group_by {
+                GroupBy::User => over(&stats.auth_by_user, "user"),
+                GroupBy::Address => over(&stats.auth_by_address, "address"),
+                GroupBy::None => {
                     let n = stats.auth_total(now, secs);
                     if n as f64 > rule.threshold {
                         vec![Breach {
@@ -325,7 +325,7 @@ pub fn observe_traffic(
                 }
             }
         }
-        "pull_failure_rate" => {
+        RuleKind::PullFailureRate => {
             let (failed, total) = stats.pull_counts(now, secs);
             if total == 0 || total < rule.min_pulls {
                 return vec![];
@@ -430,7 +430,7 @@ pub fn observe_gauge(rule: &RuleConfig, registry: &str, value: Option<f64>) -> V
     let Some(v) = value.filter(|v| v.is_finite()) else {
         return vec![];
     };
-    let breach = if rule.kind == "storage_forecast" {
+    let breach = if rule.kind == RuleKind::StorageForecast {
         v < rule.threshold
     } else {
         v > rule.threshold
@@ -576,9 +576,16 @@ mod tests {
 
     fn rule(kind: &str, threshold: f64, window: u64) -> RuleConfig {
         let text = format!(
-            "name = \"r\"\nkind = \"{kind}\"\nthreshold = {threshold}\nwindow = \"{window}s\"\nmin_pulls = 20\n"
+            "[[registry]]\nname = \"main\"\nurl = \"http://x\"\n[[rule]]\nname = \"r\"\nkind = \"{kind}\"\nthreshold = {threshold}\nwindow = \"{window}s\"\nmin_pulls = 20\n"
         );
-        toml::from_str(&text).unwrap()
+        crate::config::parse(
+            &text,
+            crate::config::Origin::Embedded,
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+        .rules
+        .remove(0)
     }
 
     #[test]
@@ -601,13 +608,13 @@ mod tests {
         assert!(observe_traffic(&r, "main", &stats, 1060).is_empty());
 
         let mut by_user = rule("auth_failures", 10.0, 60);
-        by_user.group_by = "user".into();
+        by_user.group_by = GroupBy::User;
         assert!(
             observe_traffic(&by_user, "main", &stats, 1011).is_empty(),
             "bob 10, alice 1"
         );
         let mut all = rule("auth_failures", 10.0, 60);
-        all.group_by = "none".into();
+        all.group_by = GroupBy::None;
         assert_eq!(observe_traffic(&all, "main", &stats, 1011)[0].value, 11.0);
     }
 

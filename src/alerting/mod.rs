@@ -14,7 +14,7 @@ pub mod runner;
 pub mod silence;
 
 use crate::channels::notification::{Notification, rfc3339, sha2_256};
-use crate::config::alerting::RuleConfig;
+use crate::config::rule::RuleConfig;
 use crate::model::template;
 use engine::{AlertState, Notify};
 use std::collections::BTreeMap;
@@ -29,13 +29,13 @@ pub fn notification_for(
     let mut labels = rule.labels.clone();
     labels.extend(state.labels.clone());
     labels.insert("alertname".into(), rule.name.clone());
-    labels.insert("severity".into(), rule.severity.clone());
+    labels.insert("severity".into(), rule.severity.as_str().into());
     let resolved = notify == Notify::Resolved;
     let status = if resolved { "resolved" } else { "firing" };
     let vars = template::Vars {
         rule: &rule.name,
         status,
-        severity: &rule.severity,
+        severity: rule.severity.as_str(),
         value: state.value,
         threshold: rule.threshold,
         window: &crate::config::duration::humane(rule.window),
@@ -66,7 +66,7 @@ pub fn notification_for(
         rule: rule.name.clone(),
         status: status.into(),
         reason: notify.as_str().into(),
-        severity: rule.severity.clone(),
+        severity: rule.severity.as_str().into(),
         labels,
         annotations,
         value: state.value,

@@ -4,7 +4,9 @@
 
 use super::engine::{self, AlertState, Breach, Notify, Phase, Timing};
 use crate::channels::Notification;
-use crate::config::alerting::{ChannelConfig, RuleConfig};
+use crate::config::channel::{ChannelConfig, ChannelKind};
+use crate::config::maintenance::MaintenanceConfig;
+use crate::config::rule::{RuleConfig, RuleKind};
 use crate::metrics::Metrics;
 use crate::model::clock::SharedClock;
 use crate::model::observed::Observations;
@@ -70,15 +72,15 @@ pub struct Evaluator {
     /// Woken after each commit that added outbox rows.
     pub workers: HashMap<String, Arc<Wake>>,
     pub silences: super::silence::Silences,
-    pub windows: Vec<super::silence::Window>,
+    pub windows: Vec<MaintenanceConfig>,
 }
 
 impl Evaluator {
     /// Rules evaluated as events arrive (log lines, committed audit events).
     fn is_log_driven(rule: &RuleConfig) -> bool {
         matches!(
-            rule.kind.as_str(),
-            "auth_failures" | "pull_failure_rate" | "audit_match"
+            rule.kind,
+            RuleKind::AuthFailures | RuleKind::PullFailureRate | RuleKind::AuditMatch
         )
     }
 
@@ -105,7 +107,7 @@ impl Evaluator {
                     while let Ok(e) = events.try_recv() {
                         batch.push(e);
                     }
-                    for rule in self.rules.iter().filter(|r| r.kind == "audit_match") {
+                    for rule in self.rules.iter().filter(|r| r.kind == RuleKind::AuditMatch) {
                         for e in &batch {
                             if let Some(labels) = engine::audit_match(rule, e) {
                                 engine::remember(
@@ -138,33 +140,32 @@ impl Evaluator {
                     if rule.registry.as_ref().is_some_and(|r| r != reg) {
                         continue;
                     }
-                    match rule.kind.as_str() {
-                        "auth_failures" | "pull_failure_rate" => {
+                    match rule.kind {
+                        RuleKind::AuthFailures | RuleKind::PullFailureRate => {
                             if let Some(stats) = self.traffic.get(reg) {
                                 let stats = stats.lock().expect("stats lock");
                                 breaches.extend(engine::observe_traffic(rule, reg, &stats, unix));
                             }
                         }
-                        "audit_match" => {}
+                        RuleKind::AuditMatch => {}
                         // The storage monitor's latest measurement; absent (no storage_root,
                         // no sample yet, no forecast yet) means nothing to judge.
-                        "storage_usage" => {
+                        RuleKind::StorageUsage => {
                             let v = self.observed.get(reg).storage_used_ratio;
                             breaches.extend(engine::observe_gauge(rule, reg, v));
                         }
-                        "storage_forecast" => {
+                        RuleKind::StorageForecast => {
                             let v = self.observed.get(reg).storage_days_until_full;
                             breaches.extend(engine::observe_gauge(rule, reg, v));
                         }
                         // Not probed yet counts as down, as the gauge's initial 0 did.
-                        "registry_down" => {
+                        RuleKind::RegistryDown => {
                             let up = self.observed.get(reg).up.unwrap_or(false);
                             breaches.extend(engine::observe_up(reg, up));
                         }
-                        _ => {}
                     }
                 }
-                if rule.kind == "audit_match" {
+                if rule.kind == RuleKind::AuditMatch {
                     breaches = engine::observe_recent(
                         rule,
                         recent.entry(rule.name.clone()).or_default(),
@@ -174,8 +175,8 @@ impl Evaluator {
                 let resend = self
                     .channels
                     .iter()
-                    .filter(|ch| ch.kind == "alertmanager" && rule.channels.contains(&ch.name))
-                    .map(|ch| ch.resend_interval)
+                    .filter(|ch| rule.channels.contains(&ch.name))
+                    .filter_map(|ch| ch.kind.resend_interval())
                     .min();
                 let empty = HashMap::new();
                 let states = self.states.get(&rule.name).unwrap_or(&empty);
@@ -250,10 +251,9 @@ impl Evaluator {
                         }
                         let payload = serde_json::to_string(&n).expect("notification serialises");
                         for ch in &rule.channels {
-                            let is_am = self
-                                .channels
-                                .iter()
-                                .any(|x| &x.name == ch && x.kind == "alertmanager");
+                            let is_am = self.channels.iter().any(|x| {
+                                &x.name == ch && matches!(x.kind, ChannelKind::Alertmanager { .. })
+                            });
                             if notify == Notify::Refresh && !is_am {
                                 continue;
                             }

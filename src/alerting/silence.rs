@@ -3,12 +3,13 @@
 //! changes state (and shows in `/api/v1/alerts`), only its notifications are not sent.
 //!
 //! Maintenance schedules are 5-field crontab expressions in UTC (see
-//! [`crate::config::schedule`]).
+//! [`crate::config::schedule`]); when a window is open is decided by
+//! [`MaintenanceConfig::active`].
 
+use crate::config::maintenance::MaintenanceConfig;
 use crate::model::glob;
 pub use crate::store::Silence;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Every matcher names a label (`alertname` is the rule) and a value or glob; an alert
@@ -19,30 +20,12 @@ pub fn matches(matchers: &BTreeMap<String, String>, labels: &BTreeMap<String, St
         .all(|(k, v)| labels.get(k).is_some_and(|l| glob::matches(v, l)))
 }
 
-/// A recurring maintenance window (`[[maintenance]]`).
-#[derive(Debug, Clone)]
-pub struct Window {
-    pub name: String,
-    pub schedule: croner::Cron,
-    pub duration: Duration,
-    pub matchers: BTreeMap<String, String>,
-}
-
-impl Window {
-    /// True while a window that started at one of the schedule's times has not ended:
-    /// some start lies in `(now - duration, now]`.
-    pub fn active(&self, now: OffsetDateTime) -> bool {
-        crate::config::schedule::next_after(&self.schedule, now - self.duration)
-            .is_some_and(|start| start <= now)
-    }
-}
-
 /// Why notifications for `labels` are held back at `now`, if they are.
 pub fn suppressed(
     labels: &BTreeMap<String, String>,
     now: OffsetDateTime,
     silences: &[Silence],
-    windows: &[Window],
+    windows: &[MaintenanceConfig],
 ) -> Option<String> {
     if let Some(s) = silences
         .iter()
@@ -62,6 +45,7 @@ pub type Silences = std::sync::Arc<std::sync::RwLock<Vec<Silence>>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use time::macros::datetime;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -82,7 +66,7 @@ mod tests {
     #[test]
     fn sunday_night_window_is_active_for_its_duration_only() {
         // Sundays 02:00 UTC for 2 hours. 2026-11-29 is a Sunday.
-        let w = Window {
+        let w = MaintenanceConfig {
             name: "patching".into(),
             schedule: crate::config::schedule::parse("0 2 * * SUN").unwrap(),
             duration: Duration::from_secs(7200),

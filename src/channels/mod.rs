@@ -3,9 +3,10 @@
 
 pub mod notification;
 
-use crate::config::alerting::ChannelConfig;
+use crate::config::channel::{ChannelConfig, ChannelKind, EmailChannel, SmtpTls};
+use crate::config::secret::Resolved;
 use hmac::{Hmac, Mac};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::MultiPart;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -41,87 +42,94 @@ pub async fn deliver(
     client: &reqwest::Client,
     n: &Notification,
 ) -> Result<(), DeliveryError> {
-    match c.kind.as_str() {
-        "email" => email(c, n).await,
-        "webhook" => {
-            let body = serde_json::to_vec(n).map_err(|e| DeliveryError::Build(e.to_string()))?;
-            // Signed over exactly the bytes sent.
-            let mut req = client
-                .post(c.url.as_deref().unwrap_or_default())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
-            if let Some(secret) = &c.secret {
-                req = req.header(SIGNATURE_HEADER, sign(secret.expose().as_bytes(), &body));
-            }
-            send(req.body(body), c).await
-        }
-        "alertmanager" => {
-            let base = c.url.as_deref().unwrap_or_default().trim_end_matches('/');
-            let mut alert = json!({
-                "labels": n.labels,
-                "annotations": n.annotations,
-                "startsAt": n.starts_at,
-                "generatorURL": "regwatch://rules/".to_string() + &n.rule,
-            });
-            // Without endsAt Alertmanager keeps a firing alert for its resolve_timeout;
-            // regwatch re-sends it every minute while it fires. endsAt resolves it.
-            if let Some(end) = &n.ends_at {
-                alert["endsAt"] = json!(end);
-            }
-            let req = client
-                .post(format!("{base}/api/v2/alerts"))
-                .json(&json!([alert]));
-            send(req, c).await
-        }
-        "slack" => {
-            let text = format!(
-                "{} *{}* [{}] {}",
-                if n.status == "resolved" {
-                    ":white_check_mark:"
-                } else {
-                    ":rotating_light:"
-                },
-                n.rule,
-                n.status.to_uppercase(),
-                n.summary()
-            );
-            let req = client
-                .post(c.url.as_deref().unwrap_or_default())
-                .json(&json!({ "text": text }));
-            send(req, c).await
-        }
-        "teams" => {
-            let facts: Vec<_> = n
-                .labels
-                .iter()
-                .map(|(k, v)| json!({ "title": k, "value": v }))
-                .collect();
-            let card = json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [
-                            { "type": "TextBlock", "size": "Medium", "weight": "Bolder",
-                              "text": format!("[{}] {}", n.status.to_uppercase(), n.rule) },
-                            { "type": "TextBlock", "wrap": true, "text": n.summary() },
-                            { "type": "FactSet", "facts": facts }
-                        ]
-                    }
-                }]
-            });
-            let req = client
-                .post(c.url.as_deref().unwrap_or_default())
-                .json(&card);
-            send(req, c).await
-        }
-        other => Err(DeliveryError::Build(format!(
-            "unknown channel kind {other}"
-        ))),
+    let req = match &c.kind {
+        ChannelKind::Email(email) => return self::email(email, c.timeout, n).await,
+        ChannelKind::Webhook { url, secret } => webhook(client, url, secret.as_ref(), n)?,
+        ChannelKind::Alertmanager { url, .. } => alertmanager(client, url, n),
+        ChannelKind::Slack { url } => slack(client, url, n),
+        ChannelKind::Teams { url } => teams(client, url, n),
+    };
+    send(req, c).await
+}
+
+/// The notification as JSON, signed over exactly the bytes sent when there is a secret.
+fn webhook(
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&Resolved>,
+    n: &Notification,
+) -> Result<reqwest::RequestBuilder, DeliveryError> {
+    let body = serde_json::to_vec(n).map_err(|e| DeliveryError::Build(e.to_string()))?;
+    let mut req = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
+    if let Some(secret) = secret {
+        req = req.header(
+            SIGNATURE_HEADER,
+            sign(secret.value.expose().as_bytes(), &body),
+        );
     }
+    Ok(req.body(body))
+}
+
+fn alertmanager(client: &reqwest::Client, url: &str, n: &Notification) -> reqwest::RequestBuilder {
+    let base = url.trim_end_matches('/');
+    let mut alert = json!({
+        "labels": n.labels,
+        "annotations": n.annotations,
+        "startsAt": n.starts_at,
+        "generatorURL": "regwatch://rules/".to_string() + &n.rule,
+    });
+    // Without endsAt Alertmanager keeps a firing alert for its resolve_timeout;
+    // regwatch re-sends it every minute while it fires. endsAt resolves it.
+    if let Some(end) = &n.ends_at {
+        alert["endsAt"] = json!(end);
+    }
+    client
+        .post(format!("{base}/api/v2/alerts"))
+        .json(&json!([alert]))
+}
+
+fn slack(client: &reqwest::Client, url: &str, n: &Notification) -> reqwest::RequestBuilder {
+    let text = format!(
+        "{} *{}* [{}] {}",
+        if n.status == "resolved" {
+            ":white_check_mark:"
+        } else {
+            ":rotating_light:"
+        },
+        n.rule,
+        n.status.to_uppercase(),
+        n.summary()
+    );
+    client.post(url).json(&json!({ "text": text }))
+}
+
+fn teams(client: &reqwest::Client, url: &str, n: &Notification) -> reqwest::RequestBuilder {
+    let facts: Vec<_> = n
+        .labels
+        .iter()
+        .map(|(k, v)| json!({ "title": k, "value": v }))
+        .collect();
+    let card = json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    { "type": "TextBlock", "size": "Medium", "weight": "Bolder",
+                      "text": format!("[{}] {}", n.status.to_uppercase(), n.rule) },
+                    { "type": "TextBlock", "wrap": true, "text": n.summary() },
+                    { "type": "FactSet", "facts": facts }
+                ]
+            }
+        }]
+    });
+    client.post(url).json(&card)
 }
 
 async fn send(req: reqwest::RequestBuilder, c: &ChannelConfig) -> Result<(), DeliveryError> {
@@ -145,7 +153,11 @@ async fn send(req: reqwest::RequestBuilder, c: &ChannelConfig) -> Result<(), Del
 
 const DEFAULT_SUBJECT: &str = "[regwatch] [{{ status }}] {{ rule }} on {{ registry }}";
 
-async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError> {
+async fn email(
+    c: &EmailChannel,
+    timeout: std::time::Duration,
+    n: &Notification,
+) -> Result<(), DeliveryError> {
     let build = |e: &dyn std::fmt::Display| DeliveryError::Build(e.to_string());
     let vars = crate::model::template::Vars {
         rule: &n.rule,
@@ -189,14 +201,8 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
         }
     }
     .into_string();
-    let from: Mailbox = c
-        .from
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| build(&e))?;
     let mut msg = Message::builder()
-        .from(from)
+        .from(c.from.clone())
         .subject(subject)
         // The idempotency key as Message-ID: a mail re-sent after a crash between the
         // server's 250 and the outbox update is recognisable as the same message.
@@ -207,26 +213,22 @@ async fn email(c: &ChannelConfig, n: &Notification) -> Result<(), DeliveryError>
     let msg = msg
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| build(&e))?;
-    smtp_send(c, msg).await
+    smtp_send(c, timeout, msg).await
 }
 
 /// Mails `text`, with a file attached (path, content type) if given, through the email
-/// channel `c` to its recipients: how scheduled reports reach people.
+/// channel `c` (deliveries taking at most `timeout`) to its recipients: how scheduled
+/// reports reach people.
 pub async fn email_file(
-    c: &ChannelConfig,
+    c: &EmailChannel,
+    timeout: std::time::Duration,
     subject: &str,
     text: String,
     attachment: Option<(&std::path::Path, &str)>,
 ) -> Result<(), DeliveryError> {
     use lettre::message::{Attachment, SinglePart, header::ContentType};
     let build = |e: &dyn std::fmt::Display| DeliveryError::Build(e.to_string());
-    let from: Mailbox = c
-        .from
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| build(&e))?;
-    let mut msg = Message::builder().from(from).subject(subject);
+    let mut msg = Message::builder().from(c.from.clone()).subject(subject);
     for t in &c.to {
         msg = msg.to(t.parse().map_err(|e| build(&e))?);
     }
@@ -244,12 +246,16 @@ pub async fn email_file(
         ));
     }
     let msg = msg.multipart(parts).map_err(|e| build(&e))?;
-    smtp_send(c, msg).await
+    smtp_send(c, timeout, msg).await
 }
 
 /// Sends `msg` through the email channel `c`: its server, TLS mode and credentials.
-async fn smtp_send(c: &ChannelConfig, msg: Message) -> Result<(), DeliveryError> {
-    let host = c.smtp_host.as_deref().unwrap_or_default();
+async fn smtp_send(
+    c: &EmailChannel,
+    timeout: std::time::Duration,
+    msg: Message,
+) -> Result<(), DeliveryError> {
+    let host = c.smtp_host.as_str();
     let tls = |wrap: bool| -> Result<Tls, DeliveryError> {
         let mut params = TlsParameters::builder(host.to_string());
         if let Some(ca) = &c.tls_ca_file {
@@ -266,17 +272,18 @@ async fn smtp_send(c: &ChannelConfig, msg: Message) -> Result<(), DeliveryError>
     };
     // STARTTLS is required, never opportunistic: a server (or someone in between) that
     // drops the STARTTLS offer must not get the password in clear.
-    let (tls, port) = match c.tls.as_str() {
-        "tls" => (tls(true)?, 465),
-        "none" => (Tls::None, 25),
-        _ => (tls(false)?, 587),
+    let (tls, port) = match c.tls {
+        SmtpTls::Tls => (tls(true)?, 465),
+        SmtpTls::None => (Tls::None, 25),
+        SmtpTls::Starttls => (tls(false)?, 587),
     };
     let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(c.smtp_port.unwrap_or(port))
         .tls(tls)
-        .timeout(Some(c.timeout));
+        .timeout(Some(timeout));
     if let (Some(u), Some(p)) = (&c.username, &c.password) {
-        transport = transport.credentials(Credentials::new(u.clone(), p.expose().to_string()));
+        transport =
+            transport.credentials(Credentials::new(u.clone(), p.value.expose().to_string()));
     }
     transport.build().send(msg).await?;
     Ok(())

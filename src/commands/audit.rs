@@ -1,7 +1,8 @@
 //! `regwatch audit query | export | verify`.
 
+use crate::config::report::Format;
 use crate::model::text::parse_time;
-use crate::report::export::{self, Format};
+use crate::report::export;
 use crate::report::grouped::{self, Grouper};
 use crate::store::{AuditRow, Filter, Reader, Store, Verdict};
 use anyhow::Context;

@@ -73,10 +73,7 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
             let r = config.registry(name).with_context(|| {
                 format!(
                     "no registry named {name:?} in {} (configured: {})",
-                    config
-                        .origin
-                        .clone()
-                        .unwrap_or(crate::config::Origin::Embedded),
+                    config.origin,
                     config
                         .registries
                         .iter()

@@ -103,6 +103,35 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// Collects the mistakes the semantic checks find (after serde's), each placed at its key.
+pub struct Errors<'a> {
+    locator: &'a Locator<'a>,
+    found: Vec<Diagnostic>,
+}
+
+impl<'a> Errors<'a> {
+    pub fn new(locator: &'a Locator<'a>) -> Self {
+        Errors {
+            locator,
+            found: Vec::new(),
+        }
+    }
+
+    /// Records `message` at `path` (see [`Locator::at_path`]).
+    pub fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.found.push(self.locator.at_path(path, message));
+    }
+
+    /// Records `message` at `path.key`.
+    pub fn at_key(&mut self, path: &KeyPath, key: &str, message: impl Into<String>) {
+        self.at(&path.clone().key(key), message);
+    }
+
+    pub fn into_vec(self) -> Vec<Diagnostic> {
+        self.found
+    }
+}
+
 /// Deserializes `text` into `T`, collecting every error. Returns the value when the document
 /// (after removing the faulty entries) still deserializes, so semantic checks can run on it.
 pub fn deserialize_all<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Diagnostic>) {

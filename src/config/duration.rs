@@ -17,6 +17,12 @@ pub fn required<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> 
     parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// Like [`required`], for an `Option<Duration>` field that is `None` only when the key is
+/// absent (with `#[serde(default)]`).
+pub fn given<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    required(de).map(Some)
+}
+
 /// Like [`required`], for `Option<Duration>` fields; `"0"`/`"off"` mean none.
 pub fn optional<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)

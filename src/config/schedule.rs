@@ -4,24 +4,51 @@
 //! crontab line users copy would need rewriting, and getting that rewrite wrong shifts a
 //! window silently.
 
+use std::fmt;
 use time::OffsetDateTime;
 
+/// A parsed schedule and the expression as the user wrote it (croner keeps only its own
+/// normalised copy: upper case, weekday names replaced), which `regwatch check` prints.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    /// The expression as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// Parses a 5-field crontab expression.
-pub fn parse(expr: &str) -> Result<croner::Cron, String> {
+pub fn parse(expr: &str) -> Result<Schedule, String> {
     let fields = expr.split_whitespace().count();
     if fields != 5 {
         return Err(format!(
             "expected a 5-field crontab expression (minute hour day-of-month month day-of-week), e.g. \"0 2 * * SUN\"; {expr:?} has {fields} fields"
         ));
     }
-    expr.parse::<croner::Cron>()
-        .map_err(|e| format!("invalid crontab expression {expr:?}: {e}"))
+    let cron = expr
+        .parse::<croner::Cron>()
+        .map_err(|e| format!("invalid crontab expression {expr:?}: {e}"))?;
+    Ok(Schedule {
+        text: expr.to_string(),
+        cron,
+    })
 }
 
 /// The first time the schedule fires strictly after `after`, if any.
-pub fn next_after(schedule: &croner::Cron, after: OffsetDateTime) -> Option<OffsetDateTime> {
+pub fn next_after(schedule: &Schedule, after: OffsetDateTime) -> Option<OffsetDateTime> {
     let from = chrono::DateTime::<chrono::Utc>::from_timestamp(after.unix_timestamp(), 0)?;
-    let next = schedule.find_next_occurrence(&from, false).ok()?;
+    let next = schedule.cron.find_next_occurrence(&from, false).ok()?;
     OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
 }
 

@@ -1,5 +1,6 @@
 //! Secrets (passwords, tokens): given inline, as `*_file`, or as `*_env`, never printed.
 
+use super::diagnose::{Errors, KeyPath};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -129,26 +130,63 @@ pub fn resolve(
     Ok(None)
 }
 
-/// [`resolve`] for a config struct: the resolved value replaces the inline one in `value`,
-/// and `source` records where it came from.
-pub fn resolve_into(
-    value: &mut Option<Secret>,
-    source: &mut Option<SecretSource>,
-    file: Option<&Path>,
-    env: Option<&str>,
+/// A secret read from the config, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub value: Secret,
+    pub source: SecretSource,
+}
+
+/// One secret after [`read`]: absent, read, or a mistake that was reported.
+pub(crate) enum Read {
+    Absent,
+    Found(Resolved),
+    /// The mistake is reported; `inline` says whether the inline key was given.
+    Failed {
+        inline: bool,
+    },
+}
+
+impl Read {
+    /// Whether a secret counts as given for the checks that depend on one ("a password is
+    /// set but no username", "only webhook channels sign their requests"): an inline value
+    /// counts even when another key of the same secret is wrong, as it always has.
+    pub(crate) fn is_set(&self) -> bool {
+        match self {
+            Read::Absent => false,
+            Read::Found(_) => true,
+            Read::Failed { inline } => *inline,
+        }
+    }
+
+    /// The typed value; `None` when a mistake was reported.
+    pub(crate) fn checked(self) -> Option<Option<Resolved>> {
+        match self {
+            Read::Absent => Some(None),
+            Read::Found(r) => Some(Some(r)),
+            Read::Failed { .. } => None,
+        }
+    }
+}
+
+/// Reads the secret `key` (given as `key`, `key_file` or `key_env`) of the entry at `at`;
+/// a mistake is reported at the key it concerns.
+pub(crate) fn read(
+    errs: &mut Errors<'_>,
+    at: &KeyPath,
+    key: &str,
+    fields: SecretFields<'_>,
     base_dir: &Path,
-) -> Result<(), (&'static str, String)> {
-    let found = resolve(
-        SecretFields {
-            inline: value.as_ref(),
-            file,
-            env,
-        },
-        base_dir,
-    )?;
-    *source = found.as_ref().map(|(_, s)| s.clone());
-    *value = found.map(|(s, _)| s);
-    Ok(())
+) -> Read {
+    let inline = fields.inline.is_some();
+    match resolve(fields, base_dir) {
+        Ok(None) => Read::Absent,
+        Ok(Some((value, source))) => Read::Found(Resolved { value, source }),
+        Err((suffix, msg)) => {
+            errs.at_key(at, &format!("{key}{suffix}"), msg);
+            Read::Failed { inline }
+        }
+    }
 }
 
 #[cfg(test)]

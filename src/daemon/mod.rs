@@ -10,7 +10,7 @@ use crate::model::observed::Observations;
 use crate::model::traffic::{RegistryStats, Traffic};
 use crate::sources::registry_api::Reports;
 use crate::sources::registry_api::poller::{self, PollerContext};
-use crate::sources::tail::follower::{Follower, StartAt};
+use crate::sources::tail::follower::Follower;
 use crate::sources::tail::lines::LineHandler;
 use crate::sources::tail::{Files, Glob, Tail};
 use crate::store::{Sink, Store};
@@ -294,20 +294,12 @@ fn start_tails(
         let handler = LineHandler {
             log: log.name.clone(),
             registry: log.registry.clone(),
-            format: log
-                .parsed_format
-                .clone()
-                .expect("validated: the format parsed"),
+            format: log.format.clone(),
             counts: log.counts,
             audit_requests: registry.audit_from_logs,
             stats: stats.clone(),
             counters: metrics.log_counters(&log.name, &log.registry),
             alert_wake: Some(alert_wake.clone()),
-        };
-        let start_at = if log.start_at == "beginning" {
-            StartAt::Beginning
-        } else {
-            StartAt::End
         };
         let glob = log
             .path
@@ -320,7 +312,12 @@ fn start_tails(
                 .into_iter()
                 .map(|c| (c.log.clone(), c))
                 .collect();
-            Files::Glob(Glob::new(&log.path, start_at, log.max_line_bytes, resume))
+            Files::Glob(Glob::new(
+                &log.path,
+                log.start_at,
+                log.max_line_bytes,
+                resume,
+            ))
         } else {
             let resume = db
                 .checkpoint(&log.name)
@@ -328,7 +325,7 @@ fn start_tails(
             Files::One(Follower::new(
                 &log.name,
                 &log.path,
-                start_at,
+                log.start_at,
                 log.max_line_bytes,
                 resume,
             ))
@@ -350,7 +347,7 @@ fn start_tails(
                 .spawn(move || tail.run(sink, clock, stop))
                 .context("starting a tailer thread")?,
         );
-        tracing::info!(log = %log.name, path = %log.path.display(), format = %log.format, "tailing");
+        tracing::info!(log = %log.name, path = %log.path.display(), format = %log.format_name, "tailing");
     }
     Ok(Tails { stop, threads })
 }
@@ -447,7 +444,7 @@ async fn supervise_alerting(
             states,
             workers,
             silences: ctx.silences.clone(),
-            windows: c.maintenance.iter().filter_map(|m| m.window()).collect(),
+            windows: c.maintenance.clone(),
         };
         let changed = {
             let run = evaluator.run(&mut wake, &mut events, generation.clone());

@@ -56,7 +56,13 @@ pub async fn require_api_token(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let token = state.config.borrow().server.api_token.clone();
+    let token = state
+        .config
+        .borrow()
+        .server
+        .api_token
+        .as_ref()
+        .map(|t| t.value.clone());
     match refuse(request.headers(), token.as_ref()) {
         Some(refused) => refused,
         None => next.run(request).await,

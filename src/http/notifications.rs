@@ -29,7 +29,7 @@ pub fn registry_for(
     if let Some(r) = config.registries.iter().find(|r| {
         r.notifications_token
             .as_ref()
-            .is_some_and(|t| t.matches(token))
+            .is_some_and(|t| t.value.matches(token))
     }) {
         return match named {
             Some(n) if n != r.name => Err((
@@ -43,7 +43,7 @@ pub fn registry_for(
         .server
         .api_token
         .as_ref()
-        .is_some_and(|t| t.matches(token))
+        .is_some_and(|t| t.value.matches(token))
     {
         let configured = config.server.api_token.is_some()
             || config

@@ -1,17 +1,10 @@
 //! Exports of the audit trail: CSV, JSON, NDJSON and the HTML report ([`super::html`]). All
 //! stream rows from the store to the writer, so memory stays flat on millions of rows.
 
+use crate::config::report::Format;
 use crate::model::csv;
 use crate::store::{AuditRow, COLUMNS, Filter, Reader, StoreError};
 use std::io::{self, Write};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Csv,
-    Json,
-    Ndjson,
-    Html,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -2,7 +2,8 @@
 //! schedule fires (`[[report]]`), or at once by `regwatch report run NAME`.
 
 use super::export;
-use crate::config::report::ReportConfig;
+use crate::config::channel::{ChannelConfig, ChannelKind};
+use crate::config::report::{Format, ReportConfig};
 use crate::config::{Config, schedule};
 use crate::metrics::ReportMetrics;
 use crate::model::clock::SharedClock;
@@ -66,7 +67,7 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
         until: Some(now),
         actor: r.actor.clone(),
         repository: r.repository.clone(),
-        action: r.action.clone(),
+        action: r.action.map(|a| a.as_str().to_string()),
         address: r.address.clone(),
         registry: r.registry.clone(),
         source: r.source.clone(),
@@ -78,7 +79,6 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
 /// Writes `r` as of `now`. The export goes to a temporary file beside the output (mode
 /// 0600: reports name people) and is renamed into place, so nobody reads half a report.
 pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
-    let format = r.parsed_format.expect("validated: the format parsed");
     let db = store.reader()?;
     let path = output_path(&r.output, &r.name, now);
     let tmp = path.with_file_name(format!(
@@ -101,7 +101,7 @@ pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Wri
     // report is the chain the report was read from, however busy the writer is.
     let result = db
         .snapshot(|db| {
-            let rows = export::export(db, &filter(r, now), format, &mut out)?;
+            let rows = export::export(db, &filter(r, now), r.format, &mut out)?;
             out.flush().map_err(io(&tmp))?;
             out.get_ref().sync_all().map_err(io(&tmp))?;
             Ok((rows, db.head_hash()?))
@@ -119,12 +119,12 @@ pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Wri
     }
 }
 
-fn content_type(format: export::Format) -> &'static str {
+fn content_type(format: Format) -> &'static str {
     match format {
-        export::Format::Csv => "text/csv; charset=utf-8",
-        export::Format::Json => "application/json",
-        export::Format::Ndjson => "application/x-ndjson",
-        export::Format::Html => "text/html; charset=utf-8",
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Json => "application/json",
+        Format::Ndjson => "application/x-ndjson",
+        Format::Html => "text/html; charset=utf-8",
     }
 }
 
@@ -135,7 +135,7 @@ pub async fn mail(
     r: &ReportConfig,
     w: &Written,
     now: OffsetDateTime,
-    channels: &[crate::config::alerting::ChannelConfig],
+    channels: &[ChannelConfig],
 ) -> Vec<(String, Result<(), crate::channels::DeliveryError>)> {
     let since = crate::model::text::format_time(now - r.period);
     let until = crate::model::text::format_time(now);
@@ -155,14 +155,21 @@ pub async fn mail(
             r.max_attachment_bytes
         ));
     }
-    let ct = content_type(r.parsed_format.expect("validated: the format parsed"));
+    let ct = content_type(r.format);
     let mut out = Vec::new();
     for name in &r.channels {
-        let Some(c) = channels.iter().find(|c| &c.name == name) else {
+        // Validated: every channel of a report is an email channel.
+        let Some(ChannelConfig {
+            kind: ChannelKind::Email(email),
+            timeout,
+            ..
+        }) = channels.iter().find(|c| &c.name == name)
+        else {
             continue;
         };
         let file = attach.then_some((w.path.as_path(), ct));
-        let result = crate::channels::email_file(c, &subject, text.clone(), file).await;
+        let result =
+            crate::channels::email_file(email, *timeout, &subject, text.clone(), file).await;
         out.push((name.clone(), result));
     }
     out
@@ -173,12 +180,7 @@ pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) 
     reports
         .iter()
         .enumerate()
-        .filter(|(_, r)| {
-            r.parsed_schedule
-                .as_ref()
-                .and_then(|s| schedule::next_after(s, last))
-                .is_some_and(|t| t <= now)
-        })
+        .filter(|(_, r)| schedule::next_after(&r.schedule, last).is_some_and(|t| t <= now))
         .map(|(i, _)| i)
         .collect()
 }
@@ -207,7 +209,7 @@ pub async fn run(
         let next = cfg
             .reports
             .iter()
-            .filter_map(|r| schedule::next_after(r.parsed_schedule.as_ref()?, last))
+            .filter_map(|r| schedule::next_after(&r.schedule, last))
             .min();
         // Wake at least every minute, so a wall-clock step is noticed.
         let wait = next
@@ -279,8 +281,8 @@ mod tests {
     fn report(schedule: &str) -> ReportConfig {
         ReportConfig {
             name: "weekly".into(),
-            schedule: schedule.into(),
-            format: "csv".into(),
+            schedule: schedule::parse(schedule).unwrap(),
+            format: Format::Csv,
             period: Duration::from_secs(7 * 86_400),
             output: "/var/lib/regwatch/reports/{name}-{date}.csv".into(),
             actor: None,
@@ -291,8 +293,6 @@ mod tests {
             source: None,
             channels: Vec::new(),
             max_attachment_bytes: 10_000_000,
-            parsed_schedule: Some(schedule::parse(schedule).unwrap()),
-            parsed_format: Some(export::Format::Csv),
         }
     }
 

@@ -193,8 +193,9 @@ impl ParseError {
     }
 }
 
-/// A configured log format.
-#[derive(Debug, Clone)]
+/// A configured log format. Equal when the settings are (a config reload restarts the
+/// tailers only when a log's format changes).
+#[derive(Debug, Clone, PartialEq)]
 pub enum LogFormat {
     NginxCombined,
     NginxJson(Box<NginxJsonFields>),

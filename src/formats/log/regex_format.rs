@@ -162,6 +162,16 @@ pub struct RegexFormat {
     utc_offset: UtcOffset,
 }
 
+/// Equal when pattern, time format and offset are: the group indexes follow from the
+/// pattern, and `Regex` itself has no equality.
+impl PartialEq for RegexFormat {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str()
+            && self.time_format == other.time_format
+            && self.utc_offset == other.utc_offset
+    }
+}
+
 impl RegexFormat {
     /// Compiles `pattern`; `time_format` as in [`TimeFormat::from_spec`]. Times without a
     /// zone are read as UTC unless [`RegexFormat::with_utc_offset`] says otherwise.

@@ -124,7 +124,7 @@ impl Client {
             http,
             base,
             username: cfg.username.clone(),
-            password: cfg.password.clone(),
+            password: cfg.password.as_ref().map(|p| p.value.clone()),
             permits: Semaphore::new(cfg.concurrency),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),

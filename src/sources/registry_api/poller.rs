@@ -202,7 +202,7 @@ async fn tag_digest(
 fn violations(cfg: &RegistryConfig, repos: &BTreeMap<String, RepoContent>) -> Vec<Violation> {
     let mut out = Vec::new();
     for (name, c) in repos {
-        if let Some(re) = &cfg.repository_regex {
+        if let Some(re) = &cfg.repository_pattern {
             if !re.is_match(name) {
                 out.push(Violation {
                     repository: name.clone(),
@@ -211,7 +211,7 @@ fn violations(cfg: &RegistryConfig, repos: &BTreeMap<String, RepoContent>) -> Ve
                 });
             }
         }
-        if let Some(re) = &cfg.tag_regex {
+        if let Some(re) = &cfg.tag_pattern {
             for tag in c.tags.keys().filter(|t| !re.is_match(t)) {
                 out.push(Violation {
                     repository: name.clone(),

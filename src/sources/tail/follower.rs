@@ -23,11 +23,8 @@ const FINGERPRINT_BYTES: u64 = 256;
 /// Read size.
 const CHUNK: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    Beginning,
-    End,
-}
+/// Where a file seen for the first time is read from (the config's `start_at`).
+pub use crate::config::log::StartAt;
 
 /// One open file and how far it has been read.
 struct Open {

@@ -5,11 +5,12 @@
 pub mod follower;
 pub mod lines;
 
+use crate::config::log::StartAt;
 use crate::model::clock::SharedClock;
 use crate::model::{Checkpoint, Event, glob};
 use crate::store::{Sink, StoreError};
 use backon::{BlockingRetryable, ConstantBuilder};
-use follower::{Follower, StartAt};
+use follower::Follower;
 use lines::LineHandler;
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,266 @@
+//! What `regwatch check` prints for a valid config: one screen, one section per table, where
+//! each secret came from but never its value, and of webhook URLs only scheme and host.
+
+use super::channel::{ChannelConfig, ChannelKind};
+use super::duration::humane;
+use super::registry::RegistryConfig;
+use super::{Config, Origin};
+use std::fmt::Write;
+
+impl Config {
+    /// What `regwatch check` prints: one screen, no secret values.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        self.server_lines(&mut s);
+        self.registry_lines(&mut s);
+        self.log_lines(&mut s);
+        self.rule_lines(&mut s);
+        self.channel_lines(&mut s);
+        self.maintenance_lines(&mut s);
+        self.report_lines(&mut s);
+        s
+    }
+
+    fn server_lines(&self, s: &mut String) {
+        let origin: &Origin = &self.origin;
+        let _ = writeln!(s, "config      {origin}: OK");
+        let token = match &self.server.api_token {
+            Some(t) => format!("API token {}", t.source),
+            None => "no API token (the audit API and /notifications will refuse requests)".into(),
+        };
+        let _ = writeln!(
+            s,
+            "listen      http://{} ({token}; request timeout {})",
+            self.server.listen,
+            humane(self.server.request_timeout)
+        );
+        let retention = self
+            .database
+            .retention
+            .map(humane)
+            .unwrap_or_else(|| "forever".into());
+        let _ = writeln!(
+            s,
+            "database    {} (retention {retention})",
+            self.database.path.display()
+        );
+    }
+
+    fn registry_lines(&self, s: &mut String) {
+        let _ = writeln!(s, "registries  {}", self.registries.len());
+        for r in &self.registries {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} ({}; probe every {}, inventory every {}, timeout {}, {} concurrent requests, catalog pages of {}{}{}{})",
+                r.name,
+                r.url,
+                registry_auth(r),
+                humane(r.probe_interval),
+                humane(r.poll_interval),
+                humane(r.timeout),
+                r.concurrency,
+                r.catalog_page_size,
+                naming_policy(r),
+                registry_storage(r),
+                r.notifications_token
+                    .as_ref()
+                    .map(|t| format!(", notifications token {}", t.source))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    fn log_lines(&self, s: &mut String) {
+        if self.logs.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "logs        {}", self.logs.len());
+        for l in &self.logs {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} ({} for {}{})",
+                l.name,
+                l.path.display(),
+                l.format_name,
+                l.registry,
+                if l.counts { "" } else { "; not counted" }
+            );
+        }
+    }
+
+    fn rule_lines(&self, s: &mut String) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "rules       {}", self.rules.len());
+        for r in &self.rules {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} > {} (window {}, for {}; {} → {})",
+                r.name,
+                r.kind,
+                r.threshold,
+                humane(r.window),
+                humane(r.for_),
+                r.severity,
+                if r.channels.is_empty() {
+                    "no channels".to_string()
+                } else {
+                    r.channels.join(", ")
+                }
+            );
+        }
+    }
+
+    fn channel_lines(&self, s: &mut String) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "channels    {}", self.channels.len());
+        for c in &self.channels {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} {}{}",
+                c.name,
+                c.kind,
+                channel_target(c),
+                channel_secret(c)
+            );
+        }
+    }
+
+    fn maintenance_lines(&self, s: &mut String) {
+        for m in &self.maintenance {
+            let _ = writeln!(
+                s,
+                "maintenance {} ({} UTC for {})",
+                m.name,
+                m.schedule,
+                humane(m.duration)
+            );
+        }
+    }
+
+    fn report_lines(&self, s: &mut String) {
+        if self.reports.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "reports     {}", self.reports.len());
+        for r in &self.reports {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} of the last {} at \"{}\" UTC to {}",
+                r.name,
+                r.format,
+                humane(r.period),
+                r.schedule,
+                r.output.display()
+            );
+        }
+    }
+}
+
+fn registry_auth(r: &RegistryConfig) -> String {
+    match (&r.username, &r.password) {
+        (Some(u), Some(p)) => format!("user {u}, password {}", p.source),
+        (Some(u), None) => format!("user {u}, no password"),
+        _ => "anonymous".into(),
+    }
+}
+
+fn naming_policy(r: &RegistryConfig) -> String {
+    match (&r.repository_pattern, &r.tag_pattern) {
+        (None, None) => String::new(),
+        (repo, tag) => format!(
+            ", naming policy{}{}",
+            repo.as_ref()
+                .map(|p| format!(" repositories {:?}", p.as_str()))
+                .unwrap_or_default(),
+            tag.as_ref()
+                .map(|p| format!(" tags {:?}", p.as_str()))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn registry_storage(r: &RegistryConfig) -> String {
+    r.storage_root
+        .as_ref()
+        .map(|p| {
+            format!(
+                ", storage {} (usage every {}, walk every {}, uploads stale after {}, forecast over {})",
+                p.display(),
+                humane(r.storage_usage_interval),
+                humane(r.storage_interval),
+                humane(r.upload_max_age),
+                humane(r.forecast_window)
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Where a channel delivers: the SMTP server and recipients, or of a URL only scheme and
+/// host (webhook URLs of Slack and Teams carry their token in the path, and check never
+/// prints secrets).
+fn channel_target(c: &ChannelConfig) -> String {
+    match &c.kind {
+        ChannelKind::Email(e) => format!(
+            "{}:{} ({}) to {}",
+            e.smtp_host,
+            e.smtp_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "default port".into()),
+            e.tls,
+            e.to.join(", ")
+        ),
+        other => other
+            .url()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
+            .unwrap_or_default(),
+    }
+}
+
+fn channel_secret(c: &ChannelConfig) -> String {
+    match &c.kind {
+        ChannelKind::Webhook {
+            secret: Some(secret),
+            ..
+        } => format!(", signed with a secret {}", secret.source),
+        ChannelKind::Email(e) => e
+            .password
+            .as_ref()
+            .map(|p| format!(", password {}", p.source))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Origin, parse};
+    use std::path::Path;
+
+    const BASE: &str = "[[registry]]\nname = \"main\"\nurl = \"http://x\"\n";
+
+    #[test]
+    fn check_never_prints_webhook_urls_or_secrets() {
+        let c = parse(
+            &format!(
+                "{BASE}[[channel]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/SECRETTOKEN\"\n\
+                 [[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://h.example/x\"\nsecret = \"hmac-key\"\n"
+            ),
+            Origin::Embedded,
+            Path::new("/"),
+        )
+        .unwrap();
+        let s = c.summary();
+        assert!(
+            s.contains("chat         slack https://hooks.slack.com/…"),
+            "{s}"
+        );
+        assert!(!s.contains("SECRETTOKEN"), "{s}");
+        assert!(!s.contains("hmac-key"), "{s}");
+        assert!(!format!("{c:?}").contains("hmac-key"));
+    }
+}
