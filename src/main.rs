@@ -1,3 +1,4 @@
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use regwatch::commands::audit::{self as audit_cmd, FilterArgs};
 use regwatch::commands::inventory::{
@@ -211,96 +212,20 @@ fn main() -> ExitCode {
             println!("regwatch {}", version_line());
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match config::load(config.as_deref()) {
-            Ok(c) => {
-                print!("{}", c.summary());
-                ExitCode::SUCCESS
-            }
-            Err(e) => config_failed(&e),
-        },
+        Command::Check { config } => with_config(config.as_deref(), |c| {
+            print!("{}", c.summary());
+            Ok(true)
+        }),
         Command::Audit(cmd) => run_audit(*cmd),
         Command::Alerts(AlertsCommand::Test { config, channel }) => {
-            let loaded = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_failed(&e),
-            };
-            match regwatch::commands::alerts::test(&loaded, &channel) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            with_config(config.as_deref(), |c| {
+                regwatch::commands::alerts::test(&c, &channel).map(|()| true)
+            })
         }
         Command::Report(ReportCommand::Run { config, name }) => {
-            let loaded = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_failed(&e),
-            };
-            let Some(report) = loaded.reports.iter().find(|r| r.name == name) else {
-                let known: Vec<&str> = loaded.reports.iter().map(|r| r.name.as_str()).collect();
-                eprintln!(
-                    "error: no [[report]] is named {name:?} (configured: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-                return ExitCode::FAILURE;
-            };
-            let now = time::OffsetDateTime::now_utc();
-            let w = match regwatch::report::scheduled::write(
-                &regwatch::store::Store::sqlite(&loaded.database.path),
-                report,
-                now,
-            ) {
-                Ok(w) => w,
-                Err(e) => {
-                    eprintln!("error: report {name}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!(
-                "wrote {} ({} events, chain head {})",
-                w.path.display(),
-                w.rows,
-                w.head
-            );
-            if report.channels.is_empty() {
-                return ExitCode::SUCCESS;
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: starting the mailer: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let sent = runtime.block_on(regwatch::report::scheduled::mail(
-                report,
-                &w,
-                now,
-                &loaded.channels,
-            ));
-            let mut ok = true;
-            for (channel, result) in sent {
-                match result {
-                    Ok(()) => println!("mailed through {channel}"),
-                    Err(e) => {
-                        ok = false;
-                        eprintln!("error: report {name} not mailed through {channel}: {e}");
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            with_config(config.as_deref(), |c| {
+                regwatch::commands::report::run(&c, &name)
+            })
         }
         Command::Inventory {
             config,
@@ -308,95 +233,52 @@ fn main() -> ExitCode {
             format,
             sort,
             violations,
-        } => {
-            let loaded = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_failed(&e),
-            };
-            match inventory_cmd::run(&loaded, registry.as_deref(), format, sort, violations) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Storage { config, args } => match config::load(config.as_deref()) {
-            Ok(c) => match storage_cmd::run(&c, &args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => config_failed(&e),
-        },
+        } => with_config(config.as_deref(), |c| {
+            inventory_cmd::run(&c, registry.as_deref(), format, sort, violations)
+        }),
+        Command::Storage { config, args } => with_config(config.as_deref(), |c| {
+            storage_cmd::run(&c, &args).map(|()| true)
+        }),
         Command::Run { config } => {
-            let loaded = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_failed(&e),
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("regwatch")
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(regwatch::daemon::run(config, loaded)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    match e.downcast_ref::<StoreError>() {
-                        Some(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
-                            ExitCode::from(EXIT_DATABASE)
-                        }
-                        _ => ExitCode::FAILURE,
-                    }
-                }
-            }
+            let path = config.clone();
+            with_config(config.as_deref(), |c| run_daemon(path, c).map(|()| true))
         }
     }
 }
 
-fn run_audit(cmd: AuditCommand) -> ExitCode {
-    let db = match &cmd {
-        AuditCommand::Query { db, .. }
-        | AuditCommand::Export { db, .. }
-        | AuditCommand::Verify { db, .. } => db.store(),
-    };
-    let db = match db {
-        Ok(p) => p,
-        Err(e) => return config_failed(&e),
-    };
-    let result = match cmd {
-        AuditCommand::Query {
-            filter,
-            limit,
-            grouped,
-            ..
-        } => audit_cmd::query(&db, &filter, limit, grouped).map(|_| true),
-        AuditCommand::Export {
-            filter,
-            format,
-            output,
-            ..
-        } => audit_cmd::export_to(&db, &filter, format.into(), output.as_ref()).map(|n| {
-            if let Some(p) = output {
-                eprintln!("{n} events written to {}", p.display());
-            }
-            true
-        }),
-        AuditCommand::Verify { expect_head, .. } => audit_cmd::verify(&db, expect_head.as_deref()),
-    };
+/// `regwatch run`: the daemon on a multi-threaded runtime until SIGTERM or SIGINT.
+fn run_daemon(config_path: Option<PathBuf>, config: config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("regwatch")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = regwatch::daemon::bind(&config).await?;
+        let shutdown = regwatch::daemon::shutdown_signals()?;
+        regwatch::daemon::run(listener, config_path, config, shutdown).await
+    })
+}
+
+/// Loads the config (exit 64 with every mistake when it is invalid) and runs `command`.
+fn with_config(
+    path: Option<&std::path::Path>,
+    command: impl FnOnce(config::Config) -> anyhow::Result<bool>,
+) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => finish(command(c)),
+        Err(e) => config_failed(&e),
+    }
+}
+
+/// A command's outcome as the exit status: `Ok(true)` 0, `Ok(false)` 1 (the command's own
+/// "no", e.g. a broken chain), an error 65 for a database regwatch refuses, 1 otherwise.
+/// A reader that went away (`regwatch audit export | head`) is not an error.
+fn finish(result: anyhow::Result<bool>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             match e.downcast_ref::<StoreError>() {
@@ -407,6 +289,48 @@ fn run_audit(cmd: AuditCommand) -> ExitCode {
             }
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run_audit(cmd: AuditCommand) -> ExitCode {
+    let store = match &cmd {
+        AuditCommand::Query { db, .. }
+        | AuditCommand::Export { db, .. }
+        | AuditCommand::Verify { db, .. } => db.store(),
+    };
+    let store = match store {
+        Ok(s) => s,
+        Err(e) => return config_failed(&e),
+    };
+    finish(match cmd {
+        AuditCommand::Query {
+            filter,
+            limit,
+            grouped,
+            ..
+        } => audit_cmd::query(&store, &filter, limit, grouped).map(|_| true),
+        AuditCommand::Export {
+            filter,
+            format,
+            output,
+            ..
+        } => audit_cmd::export_to(&store, &filter, format.into(), output.as_ref()).map(|n| {
+            if let Some(p) = output {
+                eprintln!("{n} events written to {}", p.display());
+            }
+            true
+        }),
+        AuditCommand::Verify { expect_head, .. } => {
+            audit_cmd::verify(&store, expect_head.as_deref())
+        }
+    })
 }
 
 fn config_failed(e: &ConfigError) -> ExitCode {

@@ -1,16 +1,21 @@
 //! Alerting: rules over the traffic windows and the registry probes, a persisted state
 //! machine per rule and group, and notifications delivered through a durable outbox.
 //!
-//! - [`engine`]: pure evaluation and state transitions (time passed in).
-//! - [`runner`]: the evaluator task (woken by the tailers as lines arrive, and every second)
-//!   and the delivery workers.
-//! - [`channels`]: email, webhook, Alertmanager, Slack, Teams.
+//! - [`engine`]: pure observation and state transitions (time passed in).
+//! - [`decide`]: the evaluator's decision step, pure: state rows and outbox rows per rule.
+//! - [`evaluator`]: the evaluator task (woken by the tailers as lines arrive, by committed
+//!   audit events, and every second).
+//! - [`delivery`]: one worker per channel draining its outbox through
+//!   [`crate::channels`].
+//! - [`silence`]: silences and maintenance windows holding notifications back.
 //! - State changes and the outbox rows they cause are committed in one transaction by the
-//!   audit writer (the only write connection), so a crash can neither lose a notification
-//!   nor send one for a state that was not stored.
+//!   database's single writer, so a crash can neither lose a notification nor send one for
+//!   a state that was not stored.
 
+pub mod decide;
+pub mod delivery;
 pub mod engine;
-pub mod runner;
+pub mod evaluator;
 pub mod silence;
 
 use crate::channels::notification::{Notification, rfc3339, sha2_256};

@@ -3,4 +3,5 @@
 pub mod alerts;
 pub mod audit;
 pub mod inventory;
+pub mod report;
 pub mod storage;

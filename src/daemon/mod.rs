@@ -1,37 +1,309 @@
-//! `regwatch run`: starts the store, the HTTP listener and the sources; handles SIGTERM,
-//! SIGINT (graceful stop, nothing accepted is lost) and SIGHUP (config reload).
+//! `regwatch run`: opens the store, serves HTTP, starts the sources, the evaluator and the
+//! report scheduler, and stops them all on one signal.
+//!
+//! Task structure (in the manner of mini-redis's `server::run`): the caller binds the
+//! listener and passes a shutdown future; [`run`] resolves when that future does and every
+//! accepted event is committed. One [`CancellationToken`] reaches every task and thread
+//! (the log tailers get a child token, so a reload can restart them alone); every task is
+//! spawned on one [`TaskTracker`]; stopping is: readiness off, cancel, wait for the tracker
+//! up to one drain deadline, let the tailers commit their last batch, record
+//! `monitor_stop`, close the writer. SIGHUP reloads the configuration in between.
 
-use crate::config::{self, Config};
+mod reload;
+mod tails;
+mod tasks;
+
+use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::model::clock::{Clock, SharedClock, SystemClock};
-use crate::model::event::{Action, Event, Source};
+use crate::model::build::{REVISION, VERSION};
+use crate::model::clock::{SharedClock, SystemClock};
 use crate::model::observed::Observations;
 use crate::model::traffic::{RegistryStats, Traffic};
-use crate::sources::registry_api::Reports;
-use crate::sources::registry_api::poller::{self, PollerContext};
-use crate::sources::tail::follower::Follower;
-use crate::sources::tail::lines::LineHandler;
-use crate::sources::tail::{Files, Glob, Tail};
-use crate::store::{Sink, Store};
+use crate::model::{Action, Event, Source};
+use crate::sources::registry_api::{Reports, poller};
+use crate::store::{Sink, Store, Writer};
 use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tails::Tails;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// How long in-flight HTTP requests get to finish after SIGTERM.
+/// How long the tasks get to finish (in-flight requests, a delivery, a report being written)
+/// after the shutdown signal; then the daemon stops without them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result<()> {
-    let clock: SharedClock = Arc::new(SystemClock);
-    let metrics = Arc::new(Metrics::new());
+/// Binds the configured `server.listen` address.
+pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    let listen = config.server.listen;
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT. The handlers are installed at
+/// once, so a signal that arrives while the daemon starts is not lost.
+pub fn shutdown_signals() -> anyhow::Result<impl Future<Output = &'static str>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Runs the daemon on `listener` until `shutdown` resolves (with the reason to record),
+/// then stops every task and commits everything accepted. `config_path` is re-read on
+/// SIGHUP (`None`: the built-in default).
+pub async fn run(
+    listener: TcpListener,
+    config_path: Option<PathBuf>,
+    config: Config,
+    shutdown: impl Future<Output = &'static str>,
+) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(listener, config_path, config).await?;
+    let reason = daemon.serve(shutdown).await?;
+    daemon.stop(reason).await;
+    Ok(())
+}
+
+/// The handles every task shares.
+#[derive(Clone)]
+struct Shared {
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    store: Store,
+    sink: Sink,
+    traffic: Arc<Traffic>,
+    observed: Observations,
+    reports: Reports,
+    silences: crate::alerting::silence::Silences,
+    config: watch::Receiver<Arc<Config>>,
+}
+
+struct Daemon {
+    shared: Shared,
+    writer: Writer,
+    config_path: Option<PathBuf>,
+    config_tx: watch::Sender<Arc<Config>>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    tails: Tails,
+    /// Given to each tailer, to wake the evaluator when a window changes.
+    alert_wake: mpsc::Sender<()>,
+}
+
+impl Daemon {
+    async fn start(
+        listener: TcpListener,
+        config_path: Option<PathBuf>,
+        config: Config,
+    ) -> anyhow::Result<Daemon> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::sqlite(&config.database.path);
+        let writer = start_writer(&store, &config, &clock, &metrics)?;
+        let traffic = Arc::new(traffic_windows(&config, &metrics));
+        let listen = listener.local_addr().ok();
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let shared = Shared {
+            clock,
+            metrics,
+            store,
+            sink: writer.sink(),
+            traffic,
+            observed: Observations::default(),
+            reports: Reports::default(),
+            silences: Default::default(),
+            config: config_rx,
+        };
+        restore(&shared)?;
+        let shutdown = CancellationToken::new();
+        let (alert_wake, alert_wake_rx) = crate::alerting::evaluator::wake_channel();
+        let tails = Tails::start(&shared, &alert_wake, shutdown.child_token())?;
+        let mut daemon = Daemon {
+            shared,
+            writer,
+            config_path,
+            config_tx,
+            ready: Arc::new(AtomicBool::new(false)),
+            shutdown,
+            tracker: TaskTracker::new(),
+            tails,
+            alert_wake,
+        };
+        daemon.serve_http(listener);
+        daemon
+            .record(
+                Event::new(daemon.now(), Action::MonitorStart, Source::Daemon)
+                    .with_detail(format!("regwatch {VERSION} ({REVISION})")),
+            )
+            .await;
+        daemon.ready.store(true, Ordering::Release);
+        daemon.spawn_tasks(alert_wake_rx);
+        daemon.log_started(listen);
+        Ok(daemon)
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        self.shared.clock.now()
+    }
+
+    fn serve_http(&mut self, listener: TcpListener) {
+        let c = self.shared.config.borrow().clone();
+        let state = AppState {
+            metrics: self.shared.metrics.clone(),
+            ready: self.ready.clone(),
+            config: self.shared.config.clone(),
+            sink: self.shared.sink.clone(),
+            store: self.shared.store.clone(),
+            traffic: self.shared.traffic.clone(),
+            reports: self.shared.reports.clone(),
+            silences: self.shared.silences.clone(),
+        };
+        let router = http::router(state, c.server.request_timeout, c.server.max_body_bytes);
+        let stop = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "HTTP server ended with an error");
+            }
+        });
+    }
+
+    /// The long-running tasks, each on the tracker with the shutdown token.
+    fn spawn_tasks(&mut self, alert_wake: mpsc::Receiver<()>) {
+        let (s, stop) = (&self.shared, &self.shutdown);
+        let c = s.config.borrow().clone();
+        if let Some(keep) = c.database.retention {
+            self.tracker.spawn(tasks::retain(
+                s.sink.clone(),
+                keep,
+                s.clock.clone(),
+                stop.clone(),
+            ));
+        }
+        self.tracker.spawn(tasks::supervise_alerting(
+            s.clone(),
+            alert_wake,
+            stop.clone(),
+        ));
+        self.tracker.spawn(crate::report::scheduled::run(
+            s.config.clone(),
+            s.store.clone(),
+            s.metrics.reports.clone(),
+            s.clock.clone(),
+            stop.clone(),
+        ));
+        self.tracker
+            .spawn(tasks::supervise_pollers(s.clone(), stop.clone()));
+        for monitor in tasks::storage_monitors(s, &self.config_tx, stop) {
+            self.tracker.spawn(monitor.run());
+        }
+    }
+
+    fn log_started(&self, listen: Option<SocketAddr>) {
+        let c = self.shared.config.borrow();
+        tracing::info!(
+            listen = %listen.map(|a| a.to_string()).unwrap_or_default(),
+            database = %c.database.path.display(),
+            registries = c.registries.len(),
+            "regwatch started"
+        );
+    }
+
+    /// Serves until `shutdown` resolves, reloading on SIGHUP; returns the stop reason.
+    async fn serve(
+        &mut self,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> anyhow::Result<&'static str> {
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                reason = &mut shutdown => return Ok(reason),
+                _ = hup.recv() => self.reload().await,
+            }
+        }
+    }
+
+    /// SIGHUP: the new config applies to every task that watches it; the tailers restart
+    /// (from their checkpoints) only when a `[[log]]` changed.
+    async fn reload(&mut self) {
+        let old = self.shared.config.borrow().clone();
+        let event = reload::reload(
+            self.config_path.as_deref(),
+            &self.config_tx,
+            &self.shared.metrics,
+            self.now(),
+        );
+        self.record(event).await;
+        let new = self.shared.config.borrow().clone();
+        if old.logs == new.logs {
+            return;
+        }
+        // Each tailer commits its batch and checkpoint before it stops, and the new ones
+        // resume from those checkpoints: nothing lost or doubled.
+        std::mem::take(&mut self.tails).stop().await;
+        let token = self.shutdown.child_token();
+        self.tails = Tails::start(&self.shared, &self.alert_wake, token).unwrap_or_else(|e| {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot restart the log tailers; no logs are tailed until the next reload"
+            );
+            Tails::default()
+        });
+    }
+
+    /// Stops every task, then commits everything accepted.
+    async fn stop(self, reason: &'static str) {
+        tracing::info!(signal = reason, "stopping");
+        self.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            // A report being written is finished by its blocking thread or abandoned with
+            // its temporary file; a storage walk thread ends on its own.
+            tracing::warn!("tasks still running after {DRAIN_TIMEOUT:?}; stopping without them");
+        }
+        self.tails.stop().await;
+        let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
+            .with_detail(format!("stopped by {reason}"));
+        record(&self.shared.sink, stopped).await;
+        self.writer.close().await;
+        tracing::info!("stopped; every accepted event is committed");
+    }
+
+    async fn record(&self, event: Event) {
+        record(&self.shared.sink, event).await;
+    }
+}
+
+/// The writer, counting committed rows by action for `regwatch_audit_events_total`.
+fn start_writer(
+    store: &Store,
+    config: &Config,
+    clock: &SharedClock,
+    metrics: &Metrics,
+) -> anyhow::Result<Writer> {
     let counter = metrics.audit_events_total.clone();
-    let store = Store::sqlite(&config.database.path);
-    let writer = store.start_writer(
+    Ok(store.start_writer(
         config.database.queue_capacity,
         clock.clone(),
         Box::new(move |actions| {
@@ -39,466 +311,39 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                 counter.with_label_values(&[a]).inc();
             }
         }),
-    )?;
-    let sink = writer.sink();
+    )?)
+}
 
-    let traffic: Arc<Traffic> = Arc::new(
-        config
-            .registries
-            .iter()
-            .map(|r| {
-                metrics.init_registry(&r.name);
-                (
-                    r.name.clone(),
-                    Arc::new(Mutex::new(RegistryStats::default())),
-                )
-            })
-            .collect(),
-    );
-    let (alert_wake, alert_wake_rx) = crate::alerting::runner::wake_channel();
-    let mut tails = start_tails(&config, &metrics, &traffic, &sink, &clock, &alert_wake)?;
-
-    let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-    let request_timeout = config.server.request_timeout;
-    let max_body = config.server.max_body_bytes;
-    let retention = config.database.retention;
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let ready = Arc::new(AtomicBool::new(false));
-    let reports = Reports::default();
-    let observed = Observations::default();
-    let silences: crate::alerting::silence::Silences = Default::default();
-    {
-        let db = store.reader()?;
-        *silences.write().expect("silences lock") = db
-            .silences(clock.now())
-            .context("reading the alert silences")?;
-        poller::restore_reports(
-            &db,
-            &config_rx.borrow().registries,
-            &metrics.registries,
-            &reports,
-        );
-    }
-    let state = AppState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        config: config_rx.clone(),
-        sink: sink.clone(),
-        store: store.clone(),
-        traffic: traffic.clone(),
-        reports: reports.clone(),
-        silences: silences.clone(),
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(state, request_timeout, max_body))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
-
-    record(
-        &sink,
-        Event::new(clock.now(), Action::MonitorStart, Source::Daemon).with_detail(format!(
-            "regwatch {} ({})",
-            crate::metrics::VERSION,
-            crate::metrics::REVISION
-        )),
-    )
-    .await;
-    ready.store(true, Ordering::Release);
-    let retention_task = retention
-        .map(|keep| tokio::spawn(retain(sink.clone(), keep, clock.clone(), shutdown.clone())));
-    let alerting = tokio::spawn(supervise_alerting(
-        config_rx.clone(),
-        AlertingContext {
-            store: store.clone(),
-            observed: observed.clone(),
-            traffic: traffic.clone(),
-            metrics: metrics.clone(),
-            sink: sink.clone(),
-            clock: clock.clone(),
-            silences,
-        },
-        alert_wake_rx,
-        shutdown.clone(),
-    ));
-    let report_task = tokio::spawn(crate::report::scheduled::run(
-        config_rx.clone(),
-        store.clone(),
-        metrics.reports.clone(),
-        clock.clone(),
-        shutdown.clone(),
-    ));
-    let pollers = tokio::spawn(supervise_pollers(
-        config_rx,
-        PollerContext {
-            metrics: metrics.registries.clone(),
-            sink: sink.clone(),
-            store: store.clone(),
-            observed: observed.clone(),
-            reports,
-            clock: clock.clone(),
-        },
-        shutdown.clone(),
-    ));
-    let monitored: Vec<String> = crate::sources::storage::monitored(&config_tx.borrow())
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    let storage_tasks: Vec<_> = monitored
-        .into_iter()
-        .map(|registry| {
-            tokio::spawn(
-                crate::sources::storage::Monitor {
-                    registry,
-                    config: config_tx.subscribe(),
-                    metrics: metrics.storage.clone(),
-                    sink: sink.clone(),
-                    clock: clock.clone(),
-                    store: store.clone(),
-                    observed: observed.clone(),
-                    stop: shutdown.clone(),
-                }
-                .run(),
+/// The traffic windows of every registry, made at start-up (a registry added by a reload
+/// gets its windows, and its logs tailed, after a restart).
+fn traffic_windows(config: &Config, metrics: &Metrics) -> Traffic {
+    config
+        .registries
+        .iter()
+        .map(|r| {
+            metrics.init_registry(&r.name);
+            (
+                r.name.clone(),
+                Arc::new(Mutex::new(RegistryStats::default())),
             )
         })
-        .collect();
-    {
-        let c = config_tx.borrow();
-        tracing::info!(
-            listen = %listen,
-            database = %c.database.path.display(),
-            registries = c.registries.len(),
-            "regwatch started"
-        );
-    }
+        .collect()
+}
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let reason = loop {
-        tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => {
-                let old = config_tx.borrow().clone();
-                reload(config_path.as_deref(), &config_tx, &metrics, &sink, &*clock).await;
-                let new = config_tx.borrow().clone();
-                if old.logs != new.logs {
-                    // Each tailer commits its batch and checkpoint before it stops, and
-                    // the new ones resume from those checkpoints: nothing lost or doubled.
-                    std::mem::take(&mut tails).stop().await;
-                    tails = start_tails(&new, &metrics, &traffic, &sink, &clock, &alert_wake)
-                        .unwrap_or_else(|e| {
-                            tracing::error!(error = format!("{e:#}"), "cannot restart the log tailers; no logs are tailed until the next reload");
-                            Tails::default()
-                        });
-                }
-            }
-        }
-    };
-
-    tracing::info!(signal = reason, "stopping");
-    if let Some(t) = retention_task {
-        t.abort();
-    }
-    ready.store(false, Ordering::Release);
-    shutdown.cancel();
-    if tokio::time::timeout(DRAIN_TIMEOUT, alerting).await.is_err() {
-        tracing::warn!("alerting still running after {DRAIN_TIMEOUT:?}");
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, report_task)
-        .await
-        .is_err()
-    {
-        // A report being written is finished by its blocking thread or abandoned with
-        // its temporary file; the output is never half-written.
-        tracing::warn!("a report was still being written after {DRAIN_TIMEOUT:?}");
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, pollers).await.is_err() {
-        tracing::warn!("registry pollers still running after {DRAIN_TIMEOUT:?}");
-    }
-    for t in storage_tasks {
-        // They stop at the next await on the token; a walk thread still running is left
-        // to finish on its own (its result is dropped).
-        let _ = t.await;
-    }
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Err(_) => {
-            tracing::warn!("HTTP requests still running after {DRAIN_TIMEOUT:?}; closing them")
-        }
-    }
-    tails.stop().await;
-    record(
-        &sink,
-        Event::new(clock.now(), Action::MonitorStop, Source::Daemon)
-            .with_detail(format!("stopped by {reason}")),
-    )
-    .await;
-    writer.close().await;
-    tracing::info!("stopped; every accepted event is committed");
+/// What the database remembers that the API must answer from the first request: the
+/// silences and each registry's last inventory (also while a registry is down).
+fn restore(s: &Shared) -> anyhow::Result<()> {
+    let db = s.store.reader()?;
+    *s.silences.write().expect("silences lock") = db
+        .silences(s.clock.now())
+        .context("reading the alert silences")?;
+    poller::restore_reports(
+        &db,
+        &s.config.borrow().registries,
+        &s.metrics.registries,
+        &s.reports,
+    );
     Ok(())
-}
-
-/// The tailer threads and their stop signal.
-#[derive(Default)]
-struct Tails {
-    stop: CancellationToken,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Tails {
-    /// Stops every tailer after its current batch is committed.
-    async fn stop(self) {
-        self.stop.cancel();
-        let threads = self.threads;
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await;
-    }
-}
-
-/// Starts a thread per `[[log]]`, resuming from its checkpoint.
-fn start_tails(
-    config: &Config,
-    metrics: &Metrics,
-    traffic: &Arc<Traffic>,
-    sink: &Sink,
-    clock: &SharedClock,
-    alert_wake: &tokio::sync::mpsc::Sender<()>,
-) -> anyhow::Result<Tails> {
-    let stop = CancellationToken::new();
-    let mut threads = Vec::new();
-    if config.logs.is_empty() {
-        return Ok(Tails { stop, threads });
-    }
-    let db = Store::sqlite(&config.database.path).reader()?;
-    for log in &config.logs {
-        let registry = config
-            .registry(&log.registry)
-            .expect("validated: the log's registry exists");
-        // The traffic windows are made per registry at start-up.
-        let Some(stats) = traffic.get(&log.registry) else {
-            tracing::warn!(log = %log.name, registry = %log.registry, "the log's registry was added by a reload; it is tailed after a restart");
-            continue;
-        };
-        let handler = LineHandler {
-            log: log.name.clone(),
-            registry: log.registry.clone(),
-            format: log.format.clone(),
-            counts: log.counts,
-            audit_requests: registry.audit_from_logs,
-            stats: stats.clone(),
-            counters: metrics.log_counters(&log.name, &log.registry),
-            alert_wake: Some(alert_wake.clone()),
-        };
-        let glob = log
-            .path
-            .file_name()
-            .is_some_and(|n| crate::model::glob::is_pattern(&n.to_string_lossy()));
-        let files = if glob {
-            let resume = db
-                .checkpoints_of(&log.name)
-                .with_context(|| format!("reading the checkpoints of log {}", log.name))?
-                .into_iter()
-                .map(|c| (c.log.clone(), c))
-                .collect();
-            Files::Glob(Glob::new(
-                &log.path,
-                log.start_at,
-                log.max_line_bytes,
-                resume,
-            ))
-        } else {
-            let resume = db
-                .checkpoint(&log.name)
-                .with_context(|| format!("reading the checkpoint of log {}", log.name))?;
-            Files::One(Follower::new(
-                &log.name,
-                &log.path,
-                log.start_at,
-                log.max_line_bytes,
-                resume,
-            ))
-        };
-        let tail = Tail {
-            files,
-            handler,
-            poll_interval: log.poll_interval,
-            lag: metrics.logs.lag_bytes.with_label_values(&[&log.name]),
-            truncated: metrics
-                .logs
-                .lines_truncated_total
-                .with_label_values(&[&log.name]),
-        };
-        let (sink, clock, stop) = (sink.clone(), clock.clone(), stop.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("tail-{}", log.name))
-                .spawn(move || tail.run(sink, clock, stop))
-                .context("starting a tailer thread")?,
-        );
-        tracing::info!(log = %log.name, path = %log.path.display(), format = %log.format_name, "tailing");
-    }
-    Ok(Tails { stop, threads })
-}
-
-/// One poller per configured registry; restarted with the new settings when a reload
-/// changes the registries (the previous inventory is in the database, so nothing is lost).
-async fn supervise_pollers(
-    mut config: watch::Receiver<Arc<Config>>,
-    ctx: PollerContext,
-    stop: CancellationToken,
-) {
-    loop {
-        let generation = stop.child_token();
-        let registries = config.borrow_and_update().registries.clone();
-        let mut tasks = tokio::task::JoinSet::new();
-        for r in registries {
-            tasks.spawn(poller::run(r, ctx.clone(), generation.clone()));
-        }
-        let changed = tokio::select! {
-            _ = stop.cancelled() => false,
-            r = config.changed() => r.is_ok(),
-        };
-        generation.cancel();
-        while tasks.join_next().await.is_some() {}
-        if !changed {
-            return;
-        }
-        ctx.reports
-            .write()
-            .expect("not poisoned")
-            .retain(|name, _| config.borrow().registry(name).is_some());
-    }
-}
-
-/// What the alerting tasks share across config reloads.
-struct AlertingContext {
-    store: Store,
-    observed: Observations,
-    traffic: Arc<Traffic>,
-    metrics: Arc<Metrics>,
-    sink: Sink,
-    clock: SharedClock,
-    silences: crate::alerting::silence::Silences,
-}
-
-/// The rule evaluator and one delivery worker per channel; restarted with the new rules and
-/// channels on a reload (states and the outbox are in the database, so nothing is lost).
-async fn supervise_alerting(
-    mut config: watch::Receiver<Arc<Config>>,
-    ctx: AlertingContext,
-    mut wake: tokio::sync::mpsc::Receiver<()>,
-    stop: CancellationToken,
-) {
-    use crate::alerting::runner;
-    // Committed audit events, for audit_match rules (the writer sends each new one).
-    let (tap, mut events) = tokio::sync::mpsc::unbounded_channel();
-    if let Err(e) = ctx.sink.set_event_tap(tap).await {
-        tracing::error!(error = %e, "audit_match rules will not see audit events");
-    }
-    loop {
-        let generation = stop.child_token();
-        let c = config.borrow_and_update().clone();
-        let states = match ctx.store.reader().and_then(|db| runner::load_states(&db)) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the alert states; alerting is off");
-                return;
-            }
-        };
-        warn_orphaned_outbox(&c, &ctx.store);
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut workers = std::collections::HashMap::new();
-        for ch in &c.channels {
-            let w = Arc::new(tokio::sync::Notify::new());
-            workers.insert(ch.name.clone(), w.clone());
-            tasks.spawn(runner::deliver_channel(
-                ch.clone(),
-                ctx.store.clone(),
-                ctx.sink.clone(),
-                ctx.metrics.clone(),
-                w,
-                generation.clone(),
-            ));
-        }
-        let evaluator = runner::Evaluator {
-            rules: c.rules.clone(),
-            channels: c.channels.clone(),
-            registries: c.registries.iter().map(|r| r.name.clone()).collect(),
-            traffic: ctx.traffic.clone(),
-            observed: ctx.observed.clone(),
-            metrics: ctx.metrics.clone(),
-            sink: ctx.sink.clone(),
-            clock: ctx.clock.clone(),
-            states,
-            workers,
-            silences: ctx.silences.clone(),
-            windows: c.maintenance.clone(),
-        };
-        let changed = {
-            let run = evaluator.run(&mut wake, &mut events, generation.clone());
-            tokio::pin!(run);
-            tokio::select! {
-                _ = stop.cancelled() => false,
-                r = config.changed() => r.is_ok(),
-                _ = &mut run => false,
-            }
-        };
-        generation.cancel();
-        while tasks.join_next().await.is_some() {}
-        if !changed {
-            return;
-        }
-    }
-}
-
-/// Notifications for a channel no longer configured stay in the outbox (they are not
-/// dropped silently): say so at start-up and on every reload.
-fn warn_orphaned_outbox(c: &Config, store: &Store) {
-    let Ok(waiting) = store.reader().and_then(|db| db.outbox_by_channel()) else {
-        return;
-    };
-    for (channel, n) in waiting {
-        if !c.channels.iter().any(|ch| ch.name == channel) {
-            tracing::warn!(
-                channel,
-                notifications = n,
-                "notifications wait in the outbox for a channel that is not configured; restore the [[channel]] to deliver them"
-            );
-        }
-    }
-}
-
-/// How often retention runs; rows become due at most this late.
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
-/// Deletes audit rows older than `keep`, at start-up and then hourly.
-async fn retain(sink: Sink, keep: Duration, clock: SharedClock, stop: CancellationToken) {
-    loop {
-        let cutoff = clock.now() - keep;
-        match sink.prune(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(rows = n, before = %crate::store::format_time(cutoff), "retention deleted old audit rows")
-            }
-            Err(e) => tracing::error!(error = %e, "retention failed"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(RETENTION_EVERY) => {}
-        }
-    }
 }
 
 async fn record(sink: &Sink, event: Event) {
@@ -507,61 +352,51 @@ async fn record(sink: &Sink, event: Event) {
     }
 }
 
-/// SIGHUP: validate the file first; keep the running config when it is invalid.
-async fn reload(
-    path: Option<&std::path::Path>,
-    config_tx: &watch::Sender<Arc<Config>>,
-    metrics: &Metrics,
-    sink: &Sink,
-    clock: &dyn Clock,
-) {
-    match config::load(path) {
-        Ok(new) => {
-            let old = config_tx.borrow().clone();
-            if new.server.listen != old.server.listen {
-                tracing::warn!(
-                    old = %old.server.listen, new = %new.server.listen,
-                    "server.listen changed; the new address takes effect after a restart"
-                );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Origin, parse};
+    use std::path::Path;
+
+    /// The daemon in-process on port 0, stopped through its shutdown future: healthy and
+    /// ready while it runs, its own start and stop in a verified chain afterwards.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn runs_in_process_and_stops_on_its_shutdown_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("d.db");
+        let text = format!(
+            "[database]\npath = {:?}\n[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:9\"\n",
+            db.display().to_string()
+        );
+        let config = parse(&text, Origin::Embedded, Path::new("/")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(listener, None, config, async move {
+            let _ = stopped.await;
+            "test"
+        }));
+        let get = |path: &str| format!("http://{addr}{path}");
+        let client = reqwest::Client::new();
+        let ready = loop {
+            match client.get(get("/readyz")).send().await {
+                Ok(r) if r.status().is_success() => break r.text().await.unwrap(),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            if new.database.path != old.database.path {
-                tracing::warn!(
-                    old = %old.database.path.display(), new = %new.database.path.display(),
-                    "database.path changed; the new database is used after a restart"
-                );
-            }
-            let before: Vec<_> = crate::sources::storage::monitored(&old)
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            for (name, _) in crate::sources::storage::monitored(&new) {
-                if !before.contains(&name) {
-                    tracing::warn!(
-                        registry = %name,
-                        "storage monitoring of a registry that had no storage_root starts after a restart"
-                    );
-                }
-            }
-            let registries = new.registries.len();
-            config_tx.send_replace(Arc::new(new));
-            metrics.reload_succeeded();
-            tracing::info!(registries, "configuration reloaded");
-            record(
-                sink,
-                Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
-                    .with_detail("reloaded"),
-            )
-            .await;
-        }
-        Err(e) => {
-            metrics.reload_failed();
-            tracing::error!("configuration reload failed, keeping the running configuration:\n{e}");
-            record(
-                sink,
-                Event::new(clock.now(), Action::ConfigReload, Source::Daemon)
-                    .with_detail(format!("rejected: {} error(s)", e.diagnostics.len())),
-            )
-            .await;
-        }
+        };
+        assert_eq!(ready, "ready\n");
+        let health = client.get(get("/healthz")).send().await.unwrap();
+        assert_eq!(health.text().await.unwrap(), "ok\n");
+        stop.send(()).unwrap();
+        daemon.await.unwrap().unwrap();
+        let reader = Store::sqlite(&db).reader().unwrap();
+        let rows = reader.event_rows(&crate::store::Filter::default()).unwrap();
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["monitor_start", "monitor_stop"]);
+        assert_eq!(rows[1].detail.as_deref(), Some("stopped by test"));
+        assert!(matches!(
+            reader.verify(None).unwrap(),
+            crate::store::Verdict::Ok { rows: 2, .. }
+        ));
     }
 }

@@ -221,7 +221,7 @@ pub async fn repositories(
 /// number of notifications waiting in the outbox.
 pub async fn alerts(State(state): State<AppState>) -> Response {
     read_db(state.store.clone(), |db| {
-        let states = crate::alerting::runner::load_states(db).map_err(|e| e.to_string())?;
+        let states = crate::alerting::evaluator::load_states(db).map_err(|e| e.to_string())?;
         let mut list: Vec<_> = states.into_values().flat_map(|m| m.into_values()).collect();
         list.sort_by(|a, b| (&a.rule, &a.key).cmp(&(&b.rule, &b.key)));
         let pending = db.outbox_pending().map_err(|e| e.to_string())?;
