@@ -792,3 +792,49 @@ fn exports_stream_every_row_in_each_format() {
     }
     assert!(!html.contains("<script"), "the report must be inert");
 }
+
+/// `regwatch audit export | head -1`: the reader goes away after one line; regwatch stops
+/// writing and exits 0, with nothing on stderr (a broken pipe is not an error).
+#[test]
+fn export_into_a_closed_pipe_exits_zero() {
+    use regwatch::model::{Action, Event, Source};
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let writer = regwatch::store::Store::sqlite(&db)
+        .start_writer(
+            1024,
+            std::sync::Arc::new(regwatch::model::clock::SystemClock),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+    let sink = writer.sink();
+    // Far more than a pipe buffer holds, so the export is still writing when head leaves.
+    for i in 0..20_000 {
+        let mut e = Event::new(time::OffsetDateTime::now_utc(), Action::Pull, Source::Log);
+        e.actor = Some(format!("user{i}"));
+        sink.enqueue_blocking(e).unwrap();
+    }
+    writer.close_blocking();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regwatch"))
+        .args(["audit", "export", "--format", "csv", "--database"])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("id,time,registry,action"), "{first}");
+    // The reader is dropped here: the pipe closes with most of the export unwritten.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
