@@ -56,7 +56,9 @@ enum Command {
     ///
     /// Reads the registry API live (no running daemon needed; always fresh). Exclusive bytes
     /// are what deleting the repository would free. With --violations, lists repositories and
-    /// tags outside the naming policy instead and exits 1 if there are any.
+    /// tags outside the naming policy instead and exits 1 if there are any. With --tags, one
+    /// row per image tag: its signature (verified / unverified / none against the registry's
+    /// signature_keys), signatures, attestations and whether an SBOM is attached.
     Inventory {
         #[arg(short, long, env = "REGWATCH_CONFIG")]
         config: Option<PathBuf>,
@@ -68,8 +70,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "size")]
         sort: InventorySort,
         /// List naming-policy violations (repository_pattern, tag_pattern) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tags")]
         violations: bool,
+        /// One row per image tag with its signature verdict, signatures, attestations and
+        /// SBOM (signature and attestation tags are folded into their image's row).
+        #[arg(long)]
+        tags: bool,
     },
     /// Storage of each registry with a storage_root: usage, growth trend, days until full,
     /// blobs, reclaimable bytes (what garbage-collect would delete), upload debris, and the
@@ -233,8 +239,14 @@ fn main() -> ExitCode {
             format,
             sort,
             violations,
+            tags,
         } => with_config(config.as_deref(), |c| {
-            inventory_cmd::run(&c, registry.as_deref(), format, sort, violations)
+            let view = match (violations, tags) {
+                (true, _) => inventory_cmd::View::Violations,
+                (_, true) => inventory_cmd::View::Tags,
+                _ => inventory_cmd::View::Repositories,
+            };
+            inventory_cmd::run(&c, registry.as_deref(), format, sort, view)
         }),
         Command::Storage { config, args } => with_config(config.as_deref(), |c| {
             storage_cmd::run(&c, &args).map(|()| true)

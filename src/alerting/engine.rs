@@ -5,6 +5,7 @@
 //! alert whose condition stops holding goes back to inactive without a notification.
 
 use crate::config::rule::{GroupBy, RuleConfig, RuleKind};
+use crate::model::signatures::{SignatureStatus, TagSignature};
 use crate::model::traffic::RegistryStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -443,6 +444,40 @@ pub fn observe_gauge(rule: &RuleConfig, registry: &str, value: Option<f64>) -> V
     vec![Breach { labels, value: v }]
 }
 
+/// `unsigned_image`: the tags of `registry` in the rule's `repositories` whose signature is not
+/// `verified` once `grace` has passed since the poll first saw them at their digest; one
+/// group per repository and tag, the value the number of (unverifying) signatures attached.
+pub fn observe_unsigned(
+    rule: &RuleConfig,
+    registry: &str,
+    tags: &[TagSignature],
+    now: OffsetDateTime,
+) -> Vec<Breach> {
+    use crate::model::glob;
+    let mut out: Vec<Breach> = tags
+        .iter()
+        .filter(|t| t.signature != SignatureStatus::Verified)
+        .filter(|t| elapsed(now, t.first_seen) >= rule.grace)
+        .filter(|t| {
+            rule.repositories
+                .iter()
+                .any(|p| glob::matches(p, &t.repository))
+        })
+        .map(|t| {
+            let mut labels = BTreeMap::new();
+            labels.insert("registry".to_string(), registry.to_string());
+            labels.insert("repository".to_string(), t.repository.clone());
+            labels.insert("tag".to_string(), t.tag.clone());
+            Breach {
+                labels,
+                value: t.signatures as f64,
+            }
+        })
+        .collect();
+    out.sort_by_key(|b| b.key());
+    out
+}
+
 /// `registry_down`: a registry whose probe fails is a breach (value 1); `for` says for how
 /// long it must fail before the alert fires.
 pub fn observe_up(registry: &str, up: bool) -> Vec<Breach> {
@@ -663,6 +698,44 @@ mod tests {
         assert_eq!(observe_gauge(&forecast, "main", Some(9.5))[0].value, 9.5);
         assert!(observe_gauge(&forecast, "main", Some(30.0)).is_empty());
         assert!(observe_gauge(&forecast, "main", Some(f64::INFINITY)).is_empty());
+    }
+
+    #[test]
+    fn unsigned_image_waits_out_the_grace_and_watches_only_its_repositories() {
+        let mut r = rule("unsigned_image", 0.0, 60);
+        r.repositories = vec!["prod/*".into()];
+        assert_eq!(r.grace, Duration::from_secs(600), "the default grace");
+        let tag = |repo: &str, tag: &str, signature, signatures, seen: i64| TagSignature {
+            repository: repo.into(),
+            tag: tag.into(),
+            digest: format!("sha256:{tag}"),
+            signature,
+            signatures,
+            first_seen: s(seen),
+        };
+        let tags = [
+            tag("prod/app", "1.0", SignatureStatus::None, 0, 0),
+            tag("prod/app", "1.1", SignatureStatus::Verified, 1, 0),
+            tag("prod/app", "2.0", SignatureStatus::Unverified, 2, 0),
+            tag("prod/app", "new", SignatureStatus::None, 0, 500),
+            tag("dev/app", "1.0", SignatureStatus::None, 0, 0),
+        ];
+        let b = observe_unsigned(&r, "main", &tags, s(599));
+        assert!(b.is_empty(), "inside the grace: {b:?}");
+        let b = observe_unsigned(&r, "main", &tags, s(600));
+        let keys: Vec<String> = b.iter().map(Breach::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "registry=main,repository=prod/app,tag=1.0",
+                "registry=main,repository=prod/app,tag=2.0"
+            ]
+        );
+        assert_eq!((b[0].value, b[1].value), (0.0, 2.0));
+        // The young tag's grace ends later; dev/* is not watched at all.
+        assert_eq!(observe_unsigned(&r, "main", &tags, s(1100)).len(), 3);
+        // A clock that went back does not fire early.
+        assert!(observe_unsigned(&r, "main", &tags, s(-100)).is_empty());
     }
 
     #[test]

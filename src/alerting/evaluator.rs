@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::model::Event;
 use crate::model::clock::SharedClock;
 use crate::model::observed::Observations;
+use crate::model::signatures::SignatureFacts;
 use crate::model::traffic::Traffic;
 use crate::store::{AlertUpdate, Reader, Sink, StoreError};
 use std::collections::{HashMap, HashSet};
@@ -54,6 +55,8 @@ pub struct Evaluator {
     pub traffic: Arc<Traffic>,
     /// The latest probe and storage measurements (for the gauge-driven rules).
     pub observed: Observations,
+    /// Each registry's image tags and signature verdicts at its last poll (`unsigned_image`).
+    pub signatures: SignatureFacts,
     pub metrics: Arc<Metrics>,
     pub sink: Sink,
     pub clock: SharedClock,
@@ -194,10 +197,32 @@ impl Evaluator {
                 RuleKind::RegistryDown => {
                     breaches.extend(engine::observe_up(reg, seen.up.unwrap_or(false)));
                 }
+                RuleKind::UnsignedImage => match self.signatures.get(reg) {
+                    Some(tags) => breaches.extend(engine::observe_unsigned(rule, reg, &tags, now)),
+                    // Never polled (nor restored): nothing is known, so what fires or waits
+                    // stays as it is instead of resolving for lack of data.
+                    None => breaches.extend(self.unchanged(rule, reg)),
+                },
                 RuleKind::AuditMatch => {}
             }
         }
         breaches
+    }
+
+    /// The breaches that keep `rule`'s pending and firing alerts on `registry` as they are.
+    fn unchanged(&self, rule: &RuleConfig, registry: &str) -> Vec<Breach> {
+        let Some(states) = self.states.get(&rule.name) else {
+            return Vec::new();
+        };
+        states
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Pending | Phase::Firing))
+            .filter(|s| s.labels.get("registry").map(String::as_str) == Some(registry))
+            .map(|s| Breach {
+                labels: s.labels.clone(),
+                value: s.value,
+            })
+            .collect()
     }
 
     /// Stores the decisions' rows; only once they are stored are the changes applied in

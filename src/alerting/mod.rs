@@ -19,10 +19,23 @@ pub mod evaluator;
 pub mod silence;
 
 use crate::channels::notification::{Notification, rfc3339, sha2_256};
-use crate::config::rule::RuleConfig;
+use crate::config::rule::{RuleConfig, RuleKind};
 use crate::model::template;
 use engine::{AlertState, Notify};
 use std::collections::BTreeMap;
+
+/// The summary of a rule that has none of its own.
+fn default_summary(kind: RuleKind) -> &'static str {
+    match kind {
+        // A tag is not a value over a threshold: name it.
+        RuleKind::UnsignedImage => {
+            "{{ rule }} {{ status }}: {{ labels.repository }}:{{ labels.tag }} on {{ labels.registry }} has no signature a trusted key verifies ({{ value }} attached)"
+        }
+        _ => {
+            "{{ rule }} {{ status }}: {{ value }} (threshold {{ threshold }}) on {{ labels.registry }}"
+        }
+    }
+}
 
 /// The notification for a state change of `rule`.
 pub fn notification_for(
@@ -47,9 +60,10 @@ pub fn notification_for(
         labels: &labels,
     };
     let mut annotations = BTreeMap::new();
-    let summary = rule.summary.clone().unwrap_or_else(|| {
-        "{{ rule }} {{ status }}: {{ value }} (threshold {{ threshold }}) on {{ labels.registry }}".into()
-    });
+    let summary = rule
+        .summary
+        .clone()
+        .unwrap_or_else(|| default_summary(rule.kind).into());
     annotations.insert("summary".to_string(), template::render(&summary, &vars));
     if let Some(d) = &rule.description {
         annotations.insert("description".to_string(), template::render(d, &vars));

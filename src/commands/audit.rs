@@ -26,7 +26,8 @@ pub struct FilterArgs {
     #[arg(long)]
     pub repository: Option<String>,
     /// push, pull, mount, delete, auth_failure, monitor_start, monitor_stop, config_reload,
-    /// tag_created, tag_moved, tag_deleted, repository_created, repository_deleted.
+    /// tag_created, tag_moved, tag_deleted, repository_created, repository_deleted,
+    /// signature_attached.
     #[arg(long)]
     pub action: Option<String>,
     /// Client address (10.0.0.5 also matches 10.0.0.5:port).

@@ -1,14 +1,26 @@
 //! `regwatch inventory`: polls the configured registries live (always fresh, needs no
-//! running daemon) and prints repositories with their total / exclusive / shared bytes, or
-//! the naming-policy violations.
+//! running daemon) and prints repositories with their total / exclusive / shared bytes, the
+//! naming-policy violations, or one row per image tag with its signatures.
 
 use crate::config::Config;
 use crate::model::csv;
 use crate::model::text::human_bytes;
 use crate::sources::registry_api::inventory;
+use crate::sources::registry_api::tags::TagRow;
 use crate::sources::registry_api::{Report, poll_once};
 use anyhow::Context;
 use std::io::Write;
+
+/// What `regwatch inventory` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Repositories with their bytes (the default).
+    Repositories,
+    /// Naming-policy violations (`--violations`).
+    Violations,
+    /// One row per image tag (`--tags`).
+    Tags,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -45,7 +57,7 @@ pub fn run(
     registry: Option<&str>,
     format: OutputFormat,
     sort: Sort,
-    show_violations: bool,
+    view: View,
 ) -> anyhow::Result<bool> {
     let selected: Vec<_> = match registry {
         Some(name) => vec![config.registry(name).with_context(|| {
@@ -75,9 +87,17 @@ pub fn run(
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if show_violations {
-        print_violations(&mut out, &reports, format)?;
-        return Ok(reports.iter().all(|r| r.violations.is_empty()));
+    match view {
+        View::Violations => {
+            print_violations(&mut out, &reports, format)?;
+            return Ok(reports.iter().all(|r| r.violations.is_empty()));
+        }
+        View::Tags => {
+            print_tags(&mut out, &reports, format)?;
+            out.flush()?;
+            return Ok(true);
+        }
+        View::Repositories => {}
     }
     match format {
         OutputFormat::Json => {
@@ -175,6 +195,160 @@ fn print_table(out: &mut impl Write, rep: &Report) -> std::io::Result<()> {
     writeln!(out, "{}", line(&header.map(String::from)))?;
     for row in &rows {
         writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}
+
+/// One tag row with its registry: the unit of `--tags` output in every format.
+#[derive(serde::Serialize)]
+struct TagLine<'a> {
+    registry: &'a str,
+    #[serde(flatten)]
+    row: &'a TagRow,
+}
+
+/// A column of the `--tags` table and CSV: its header, its CSV name and its cell. A field
+/// added to [`TagRow`] becomes visible by adding its column here.
+struct Column {
+    header: &'static str,
+    csv: &'static str,
+    /// Right-aligned (numbers).
+    right: bool,
+    cell: fn(&TagLine<'_>) -> String,
+}
+
+fn short_digest(d: &str) -> String {
+    // `sha256:` and 12 hex digits, as `docker images` shows an id.
+    d.chars().take(19).collect()
+}
+
+const TAG_COLUMNS: &[Column] = &[
+    Column {
+        header: "REGISTRY",
+        csv: "registry",
+        right: false,
+        cell: |l| l.registry.to_string(),
+    },
+    Column {
+        header: "REPOSITORY",
+        csv: "repository",
+        right: false,
+        cell: |l| l.row.repository.clone(),
+    },
+    Column {
+        header: "TAG",
+        csv: "tag",
+        right: false,
+        cell: |l| l.row.tag.clone(),
+    },
+    Column {
+        header: "DIGEST",
+        csv: "digest",
+        right: false,
+        cell: |l| l.row.digest.clone(),
+    },
+    Column {
+        header: "SIGNATURE",
+        csv: "signature",
+        right: false,
+        cell: |l| l.row.signature.as_str().to_string(),
+    },
+    Column {
+        header: "SIGS",
+        csv: "signatures",
+        right: true,
+        cell: |l| l.row.signatures.to_string(),
+    },
+    Column {
+        header: "ATTS",
+        csv: "attestations",
+        right: true,
+        cell: |l| l.row.attestations.to_string(),
+    },
+    Column {
+        header: "SBOM",
+        csv: "sbom",
+        right: false,
+        cell: |l| if l.row.sbom { "yes" } else { "no" }.to_string(),
+    },
+    Column {
+        header: "SIGNED BY",
+        csv: "signed_by",
+        right: false,
+        cell: |l| l.row.signed_by.join(" "),
+    },
+];
+
+fn print_tags(
+    out: &mut impl Write,
+    reports: &[Report],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let lines: Vec<TagLine<'_>> = reports
+        .iter()
+        .flat_map(|rep| {
+            rep.tags.iter().map(|row| TagLine {
+                registry: &rep.registry,
+                row,
+            })
+        })
+        .collect();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &lines)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Csv => {
+            csv::write_record(&mut *out, TAG_COLUMNS.iter().map(|c| c.csv))?;
+            for l in &lines {
+                let sbom = |c: &Column| match c.csv {
+                    // CSV is for machines: the booleans as JSON writes them.
+                    "sbom" => l.row.sbom.to_string(),
+                    _ => (c.cell)(l),
+                };
+                csv::write_record(&mut *out, TAG_COLUMNS.iter().map(sbom))?;
+            }
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = lines
+                .iter()
+                .map(|l| {
+                    TAG_COLUMNS
+                        .iter()
+                        .map(|c| match c.csv {
+                            "digest" => short_digest(&(c.cell)(l)),
+                            _ => (c.cell)(l),
+                        })
+                        .collect()
+                })
+                .collect();
+            let header: Vec<String> = TAG_COLUMNS.iter().map(|c| c.header.to_string()).collect();
+            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+            for row in &rows {
+                for (w, c) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let line = |cells: &[String]| {
+                let padded: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .zip(TAG_COLUMNS)
+                    .map(|((c, w), col)| {
+                        if col.right {
+                            format!("{c:>w$}")
+                        } else {
+                            format!("{c:<w$}")
+                        }
+                    })
+                    .collect();
+                padded.join("  ").trim_end().to_string()
+            };
+            writeln!(out, "{}", line(&header))?;
+            for row in &rows {
+                writeln!(out, "{}", line(row))?;
+            }
+        }
     }
     Ok(())
 }

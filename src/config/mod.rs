@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod diagnose;
 pub mod duration;
+pub mod keys;
 pub mod log;
 pub mod maintenance;
 mod names;

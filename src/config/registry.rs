@@ -4,6 +4,7 @@
 
 use super::diagnose::{Errors, KeyPath};
 use super::duration;
+use super::keys::{self, SignatureKey};
 use super::names::unique_name;
 use super::secret::{self, Resolved, Secret, SecretFields};
 use serde::Deserialize;
@@ -68,6 +69,8 @@ pub(super) struct RawRegistry {
     notifications_token_env: Option<String>,
     #[serde(default)]
     audit_from_logs: bool,
+    #[serde(default)]
+    signature_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,9 @@ pub struct RegistryConfig {
     /// Record pulls, pushes and deletes seen in this registry's logs in the audit trail
     /// (for registries that send no notifications; failed logins are always recorded).
     pub audit_from_logs: bool,
+    /// The public keys (cosign, ECDSA P-256) whose signatures make an image `verified`;
+    /// read and checked at load. Empty: signatures are detected and counted, none verifies.
+    pub signature_keys: Vec<SignatureKey>,
 }
 
 fn default_poll_interval() -> Duration {
@@ -180,6 +186,7 @@ fn registry(
     let tag_pattern = pattern(at, "tag_pattern", r.tag_pattern.as_deref(), errs);
     let storage_root = r.storage_root.as_ref().map(|root| base.join(root));
     check_storage(&r, storage_root.as_deref(), at, errs);
+    let signature_keys = signature_keys(&r.signature_keys, at, base, errs);
     Some(RegistryConfig {
         name: r.name,
         url: r.url,
@@ -199,7 +206,37 @@ fn registry(
         forecast_window: r.forecast_window,
         notifications_token: notifications_token?,
         audit_from_logs: r.audit_from_logs,
+        signature_keys: signature_keys?,
     })
+}
+
+/// Reads every `signature_keys` file (relative paths from the config's directory); each
+/// one that is not a P-256 public key is an error at its entry.
+fn signature_keys(
+    paths: &[PathBuf],
+    at: &KeyPath,
+    base: &Path,
+    errs: &mut Errors<'_>,
+) -> Option<Vec<SignatureKey>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, p) in paths.iter().enumerate() {
+        let name = p.display().to_string();
+        let here = at.clone().key("signature_keys").index(i);
+        if out.iter().any(|k: &SignatureKey| k.name == name) {
+            errs.at(&here, format!("{name} is listed twice"));
+            ok = false;
+            continue;
+        }
+        match keys::read(&base.join(p)) {
+            Ok(key) => out.push(SignatureKey { name, key }),
+            Err(e) => {
+                errs.at(&here, e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 fn check_url(url: &str, at: &KeyPath, errs: &mut Errors<'_>) {

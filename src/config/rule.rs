@@ -61,6 +61,9 @@ pub(super) struct RawRule {
     repeat_interval: Duration,
     #[serde(default = "default_true")]
     send_resolved: bool,
+    repositories: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration::given")]
+    grace: Option<Duration>,
 }
 
 /// One alert rule.
@@ -105,6 +108,12 @@ pub struct RuleConfig {
     /// While firing, notify again this often.
     pub repeat_interval: Duration,
     pub send_resolved: bool,
+    /// `unsigned_image`: the repositories watched (`*` globs, e.g. `prod/*`); every one when
+    /// not given.
+    pub repositories: Vec<String>,
+    /// `unsigned_image`: how long after a tag is first seen at a digest a signature may still
+    /// arrive before the tag counts as unsigned (a CI job signs right after it pushes).
+    pub grace: Duration,
 }
 
 /// What a rule watches (`kind`).
@@ -116,16 +125,18 @@ pub enum RuleKind {
     StorageUsage,
     StorageForecast,
     AuditMatch,
+    UnsignedImage,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 6] = [
+    pub const ALL: [RuleKind; 7] = [
         RuleKind::AuthFailures,
         RuleKind::PullFailureRate,
         RuleKind::RegistryDown,
         RuleKind::StorageUsage,
         RuleKind::StorageForecast,
         RuleKind::AuditMatch,
+        RuleKind::UnsignedImage,
     ];
 
     /// The name in the config.
@@ -137,6 +148,7 @@ impl RuleKind {
             RuleKind::StorageUsage => "storage_usage",
             RuleKind::StorageForecast => "storage_forecast",
             RuleKind::AuditMatch => "audit_match",
+            RuleKind::UnsignedImage => "unsigned_image",
         }
     }
 
@@ -234,6 +246,9 @@ fn default_repeat() -> Duration {
 fn default_true() -> bool {
     true
 }
+fn default_grace() -> Duration {
+    Duration::from_secs(600)
+}
 
 /// What a rule may refer to: the configured registry and channel names.
 pub(super) struct Known<'a> {
@@ -274,6 +289,7 @@ fn rule(
     check_window(kind, r.window, at, errs);
     let group_by = group_by(kind, &r.group_by, at, errs);
     check_filter(kind, &r, at, errs);
+    check_unsigned(kind, &r, at, errs);
     check_numbers(&r, at, errs);
     check_channels(&r.channels, known.channels, at, errs);
     let severity = severity(&r.severity, at, errs);
@@ -297,6 +313,8 @@ fn rule(
         channels: r.channels,
         repeat_interval: r.repeat_interval,
         send_resolved: r.send_resolved,
+        repositories: r.repositories.unwrap_or_else(|| vec!["*".into()]),
+        grace: r.grace.unwrap_or_else(default_grace),
     })
 }
 
@@ -383,6 +401,33 @@ fn check_filter(kind: Option<RuleKind>, r: &RawRule, at: &KeyPath, errs: &mut Er
             "filter",
             "filter and known_actors are only used by kind = \"audit_match\"",
         );
+    }
+}
+
+/// `repositories` and `grace` belong to `unsigned_image`; elsewhere they would be ignored,
+/// which is worse than an error.
+fn check_unsigned(kind: Option<RuleKind>, r: &RawRule, at: &KeyPath, errs: &mut Errors<'_>) {
+    if kind.is_none() || kind == Some(RuleKind::UnsignedImage) {
+        if r.repositories.as_ref().is_some_and(|v| v.is_empty()) {
+            errs.at_key(
+                at,
+                "repositories",
+                "an empty list watches nothing: give globs such as [\"prod/*\"], or leave it out for every repository",
+            );
+        }
+        return;
+    }
+    for (key, set) in [
+        ("repositories", r.repositories.is_some()),
+        ("grace", r.grace.is_some()),
+    ] {
+        if set {
+            errs.at_key(
+                at,
+                key,
+                format!("{key} is only used by kind = \"unsigned_image\""),
+            );
+        }
     }
 }
 

@@ -51,7 +51,7 @@ impl Config {
         for r in &self.registries {
             let _ = writeln!(
                 s,
-                "  {:<12} {} ({}; probe every {}, inventory every {}, timeout {}, {} concurrent requests, catalog pages of {}{}{}{})",
+                "  {:<12} {} ({}; probe every {}, inventory every {}, timeout {}, {} concurrent requests, catalog pages of {}{}{}{}{})",
                 r.name,
                 r.url,
                 registry_auth(r),
@@ -65,7 +65,8 @@ impl Config {
                 r.notifications_token
                     .as_ref()
                     .map(|t| format!(", notifications token {}", t.source))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                signature_keys(r)
             );
         }
     }
@@ -234,6 +235,15 @@ fn channel_secret(c: &ChannelConfig) -> String {
             .unwrap_or_default(),
         _ => String::new(),
     }
+}
+
+/// `, signatures verified with /etc/regwatch/cosign.pub`, or nothing without keys.
+fn signature_keys(r: &RegistryConfig) -> String {
+    if r.signature_keys.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = r.signature_keys.iter().map(|k| k.name.as_str()).collect();
+    format!(", signatures verified with {}", names.join(", "))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::model::build::{REVISION, VERSION};
 use crate::model::clock::{SharedClock, SystemClock};
 use crate::model::observed::Observations;
+use crate::model::signatures::SignatureFacts;
 use crate::model::traffic::{RegistryStats, Traffic};
 use crate::model::{Action, Event, Source};
 use crate::sources::registry_api::{Reports, poller};
@@ -86,6 +87,7 @@ struct Shared {
     sink: Sink,
     traffic: Arc<Traffic>,
     observed: Observations,
+    signatures: SignatureFacts,
     reports: Reports,
     silences: crate::alerting::silence::Silences,
     config: watch::Receiver<Arc<Config>>,
@@ -124,6 +126,7 @@ impl Daemon {
             sink: writer.sink(),
             traffic,
             observed: Observations::default(),
+            signatures: SignatureFacts::default(),
             reports: Reports::default(),
             silences: Default::default(),
             config: config_rx,
@@ -340,8 +343,11 @@ fn restore(s: &Shared) -> anyhow::Result<()> {
     poller::restore_reports(
         &db,
         &s.config.borrow().registries,
-        &s.metrics.registries,
-        &s.reports,
+        &poller::Published {
+            metrics: &s.metrics.registries,
+            reports: &s.reports,
+            signatures: &s.signatures,
+        },
     );
     Ok(())
 }

@@ -26,6 +26,7 @@ pub(super) async fn supervise_pollers(s: Shared, stop: CancellationToken) {
         sink: s.sink.clone(),
         store: s.store.clone(),
         observed: s.observed.clone(),
+        signatures: s.signatures.clone(),
         reports: s.reports.clone(),
         clock: s.clock.clone(),
     };
@@ -50,6 +51,8 @@ pub(super) async fn supervise_pollers(s: Shared, stop: CancellationToken) {
             .write()
             .expect("not poisoned")
             .retain(|name, _| config.borrow().registry(name).is_some());
+        ctx.signatures
+            .retain(|name| config.borrow().registry(name).is_some());
     }
 }
 
@@ -84,6 +87,7 @@ pub(super) async fn supervise_alerting(
             registries: c.registries.iter().map(|r| r.name.clone()).collect(),
             traffic: s.traffic.clone(),
             observed: s.observed.clone(),
+            signatures: s.signatures.clone(),
             metrics: s.metrics.clone(),
             sink: s.sink.clone(),
             clock: s.clock.clone(),

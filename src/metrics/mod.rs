@@ -271,6 +271,8 @@ pub struct RegistryMetrics {
     pub tags: IntGaugeVec,
     pub unique_bytes: IntGaugeVec,
     pub naming_violations: IntGaugeVec,
+    /// Image tags by signature verdict, labelled `registry` and `signature`.
+    pub signature_tags: IntGaugeVec,
 }
 
 impl RegistryMetrics {
@@ -318,6 +320,14 @@ impl RegistryMetrics {
                 "regwatch_naming_violations",
                 "Repositories and tags not matching the registry's naming policy at the last inventory.",
             ),
+            signature_tags: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_tags",
+                    "Image tags (signature and attestation tags not counted) at the last inventory, by signature: verified (a trusted key verifies a signature for the digest), unverified (signatures, none verifies), none.",
+                ),
+                &["registry", "signature"],
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -338,6 +348,7 @@ impl RegistryMetrics {
             Box::new(self.tags.clone()),
             Box::new(self.unique_bytes.clone()),
             Box::new(self.naming_violations.clone()),
+            Box::new(self.signature_tags.clone()),
         ]
     }
 }

@@ -30,10 +30,13 @@ pub enum Action {
     RepositoryCreated,
     /// A poll no longer found a repository in the catalog.
     RepositoryDeleted,
+    /// A poll found a signature attached to an image it had seen before without it
+    /// (`digest` is the image, `detail` what is attached now and whether it verifies).
+    SignatureAttached,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Push,
         Action::Pull,
         Action::Mount,
@@ -47,6 +50,7 @@ impl Action {
         Action::TagDeleted,
         Action::RepositoryCreated,
         Action::RepositoryDeleted,
+        Action::SignatureAttached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Action {
             Action::TagDeleted => "tag_deleted",
             Action::RepositoryCreated => "repository_created",
             Action::RepositoryDeleted => "repository_deleted",
+            Action::SignatureAttached => "signature_attached",
         }
     }
 

@@ -215,6 +215,7 @@ pub fn describe(a: &Activity) -> String {
         "tag_deleted" => "saw a tag disappear",
         "repository_created" => "saw a new repository",
         "repository_deleted" => "saw a repository disappear",
+        "signature_attached" => "saw a signature attached to",
         other => other,
     };
     let what = match (&a.repository, &a.reference) {

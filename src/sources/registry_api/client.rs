@@ -1,6 +1,7 @@
 //! The OCI distribution API client: auth (Basic, Bearer with cached tokens), bounded
 //! concurrency, per-request timeouts, capped exponential backoff.
 
+use super::artifacts;
 use super::auth::{self, Challenge};
 use super::inventory::{self, ACCEPT, Manifest};
 use crate::config::RegistryConfig;
@@ -27,6 +28,8 @@ const MAX_BODY: usize = 16 << 20;
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 /// Most catalog or tag-list pages followed; a registry whose Link never ends is garbage.
 const MAX_PAGES: usize = 100_000;
+/// Most referrers pages followed for one digest.
+const MAX_REFERRER_PAGES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -260,6 +263,87 @@ impl Client {
         Ok(Fetched {
             manifest: inventory::parse_manifest(&digest, content_type.as_deref(), &body)?,
         })
+    }
+
+    /// The referrers of `digest` from the referrers API, following `Link` pages; `None` when
+    /// the registry does not serve the API (distribution 2.8 answers 404 to the route; a
+    /// registry that serves it answers an empty index for a digest without referrers).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<Vec<artifacts::Referrer>>, ApiError> {
+        const INDEX: &str = inventory::OCI_INDEX;
+        let scope = pull_scope(repo);
+        let mut url = self.url(&format!("v2/{repo}/referrers/{digest}"));
+        let mut out = Vec::new();
+        for _ in 0..MAX_REFERRER_PAGES {
+            let resp = self
+                .send_retrying(Method::GET, url.clone(), Some(INDEX), &scope)
+                .await?;
+            if matches!(
+                resp.status(),
+                StatusCode::NOT_FOUND
+                    | StatusCode::METHOD_NOT_ALLOWED
+                    | StatusCode::BAD_REQUEST
+                    | StatusCode::NOT_IMPLEMENTED
+            ) && out.is_empty()
+            {
+                return Ok(None);
+            }
+            let here = resp.url().clone();
+            let resp = check_status(Method::GET, resp).await?;
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .and_then(|l| here.join(&l).ok());
+            let body = read_body(resp, MAX_BODY)
+                .await
+                .map_err(|e| ApiError::Garbage {
+                    url: here.to_string(),
+                    detail: e,
+                })?;
+            let page = artifacts::parse_referrers(&body).ok_or_else(|| ApiError::Garbage {
+                url: here.to_string(),
+                detail: format!("not an OCI index: {}", snippet(&body)),
+            })?;
+            out.extend(page);
+            match next {
+                Some(n) if n != url => url = n,
+                _ => return Ok(Some(out)),
+            }
+        }
+        Err(ApiError::Garbage {
+            url: url.to_string(),
+            detail: format!("referrers pagination did not end after {MAX_REFERRER_PAGES} pages"),
+        })
+    }
+
+    /// `GET` a small blob (a signature payload), at most `limit` bytes, checked against its
+    /// digest.
+    pub async fn blob(&self, repo: &str, digest: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send_retrying(Method::GET, url, None, &pull_scope(repo))
+            .await?;
+        let url = resp.url().to_string();
+        let resp = check_status(Method::GET, resp).await?;
+        let body = read_body(resp, limit)
+            .await
+            .map_err(|e| ApiError::Garbage {
+                url: url.clone(),
+                detail: e,
+            })?;
+        let computed = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        if digest.starts_with("sha256:") && computed != digest {
+            return Err(ApiError::Garbage {
+                url,
+                detail: format!("blob digest {computed} does not match"),
+            });
+        }
+        Ok(body)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(

@@ -6,6 +6,7 @@
 //! (what deleting it frees), and the registry's size is the sum over distinct blobs.
 //! Manifests and indexes are blobs in that store too, so they count like layers and configs.
 
+use super::artifacts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +30,9 @@ pub struct Manifest {
     pub blobs: Vec<(String, u64)>,
     /// Child manifests of an index / manifest list.
     pub children: Vec<String>,
+    /// What it says about being attached to another manifest (signatures, attestations,
+    /// SBOMs, a referrers index); `None` for an ordinary image or index.
+    pub artifact: Option<Box<artifacts::Parts>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,15 @@ pub enum ManifestError {
     },
     #[error("manifest {digest}: {detail}")]
     Shape { digest: String, detail: String },
+}
+
+impl ManifestError {
+    /// The digest of the manifest that could not be read.
+    pub fn digest(&self) -> &str {
+        match self {
+            ManifestError::NotJson { digest, .. } | ManifestError::Shape { digest, .. } => digest,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,6 +109,7 @@ pub fn parse_manifest(
         size: body.len() as u64,
         blobs: Vec::new(),
         children: Vec::new(),
+        artifact: None,
     };
     if let Some(children) = b.manifests {
         m.children = children.into_iter().map(|d| d.digest).collect();
@@ -111,6 +125,11 @@ pub fn parse_manifest(
             digest: digest.into(),
             detail: "neither an image manifest (config, layers) nor an index (manifests)".into(),
         });
+    }
+    // A second, lenient read: nothing in these parts may make an image unreadable.
+    let parts = artifacts::parse(body);
+    if !parts.is_empty() {
+        m.artifact = Some(Box::new(parts));
     }
     Ok(m)
 }
@@ -257,6 +276,7 @@ mod tests {
             size,
             blobs: blobs.iter().map(|(d, s)| (d.to_string(), *s)).collect(),
             children: vec![],
+            artifact: None,
         }
     }
 
@@ -313,6 +333,7 @@ mod tests {
             size: 50,
             blobs: vec![],
             children: vec!["mAmd".into(), "mArm".into()],
+            artifact: None,
         };
         let resolve = |d: &str| {
             [amd.clone(), arm.clone()]

@@ -1,10 +1,15 @@
 //! The registry poller: health probes, the inventory (catalog, tags, manifests) with
-//! shared-layer accounting, and the changes between polls as audit events.
+//! shared-layer accounting, the changes between polls as audit events, and what is attached
+//! to each image (signatures verified against the configured keys, attestations, SBOMs).
 
+pub mod artifacts;
 pub mod auth;
 pub mod client;
+pub mod cosign;
 pub mod inventory;
 pub mod poller;
+pub mod supply;
+pub mod tags;
 
 pub use client::{ApiError, Client};
 pub use poller::{Report, Reports, Violation, poll_once};

@@ -1,13 +1,17 @@
 //! One task per registry: a frequent `GET /v2/` probe and a slower full inventory whose
 //! differences to the previous one become audit events (source `poll`).
 
+use super::artifacts;
 use super::client::{ApiError, Client};
 use super::inventory::{self, Manifest, RepoContent};
+use super::supply::{self, Checks, Detection};
+use super::tags::{self, TagRow};
 use crate::config::RegistryConfig;
 use crate::metrics::RegistryMetrics;
 use crate::model::clock::SharedClock;
 use crate::model::event::{Action, Event, Source};
 use crate::model::observed::Observations;
+use crate::model::signatures::{SignatureFacts, TagSignature};
 use crate::store::{InventoryUpdate, Reader, Sink, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,6 +52,11 @@ pub struct Report {
     #[serde(flatten)]
     pub accounting: inventory::Accounting,
     pub violations: Vec<Violation>,
+    /// One row per image tag: what is attached to it and whether its signature verifies.
+    /// Stored with the report (so first sightings and the signature verdicts survive a
+    /// restart); `GET /api/v1/repositories` leaves it out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagRow>,
 }
 
 /// The latest report of every registry, shared with the HTTP API.
@@ -56,6 +65,8 @@ pub type Reports = Arc<RwLock<BTreeMap<String, Report>>>;
 struct Polled {
     repos: BTreeMap<String, RepoContent>,
     media_types: HashMap<String, String>,
+    /// Every repository's image tags, by repository and tag.
+    tags: Vec<TagRow>,
 }
 
 /// Reads the whole inventory of one registry.
@@ -64,6 +75,7 @@ async fn poll(
     cfg: &RegistryConfig,
     cache: &Cache,
     previous: &Snapshot,
+    detection: &Arc<Detection>,
 ) -> Result<Polled, ApiError> {
     let names = client.catalog(cfg.catalog_page_size).await?;
     let mut set = JoinSet::new();
@@ -76,31 +88,42 @@ async fn poll(
             .take_while(|((r, _), _)| *r == name)
             .map(|((_, t), d)| (t.clone(), d.clone()))
             .collect();
+        let detection = detection.clone();
         set.spawn(async move {
-            let content = repository(&client, &name, &cache, &known).await?;
-            Ok::<_, ApiError>((name, content))
+            let (content, rows) = repository(&client, &name, &cache, &known, &detection).await?;
+            Ok::<_, ApiError>((name, content, rows))
         });
     }
     let mut repos = BTreeMap::new();
+    let mut tags = Vec::new();
     while let Some(joined) = set.join_next().await {
-        let (name, content) = joined.expect("repository tasks do not panic")?;
+        let (name, content, rows) = joined.expect("repository tasks do not panic")?;
         repos.insert(name, content);
+        tags.extend(rows);
     }
+    tags.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
     let cache = cache.lock().expect("not poisoned");
     let media_types = repos
         .values()
         .flat_map(|c| c.tags.values())
         .filter_map(|d| cache.get(d).map(|m| (d.clone(), m.media_type.clone())))
         .collect();
-    Ok(Polled { repos, media_types })
+    Ok(Polled {
+        repos,
+        media_types,
+        tags,
+    })
 }
 
+/// One repository: its tags and what they reference, and a row per image tag with what is
+/// attached to it.
 async fn repository(
     client: &Arc<Client>,
     name: &str,
     cache: &Cache,
     known: &HashMap<String, String>,
-) -> Result<RepoContent, ApiError> {
+    detection: &Arc<Detection>,
+) -> Result<(RepoContent, Vec<TagRow>), ApiError> {
     let tags = match client.tags(name).await {
         Ok(t) => t,
         // Deleted between the catalog and here: it has nothing (any more).
@@ -120,6 +143,9 @@ async fn repository(
     }
     let mut content = RepoContent::default();
     let mut roots = Vec::new();
+    // Artifact manifests that do not parse: their tag stays (it exists), the signature in
+    // it counts as unverified, and the inventory goes on.
+    let mut unreadable = BTreeMap::new();
     while let Some(joined) = set.join_next().await {
         let (tag, r) = joined.expect("tag tasks do not panic");
         match r {
@@ -129,6 +155,14 @@ async fn repository(
             }
             // Listed, but its manifest was deleted meanwhile: the tag is gone.
             Err(e) if e.is_not_found() => {}
+            Err(ApiError::Manifest(e)) if artifacts::is_artifact_tag(&tag) => {
+                let digest = e.digest().to_string();
+                unreadable.insert(
+                    digest.clone(),
+                    format!("the signature manifest is unreadable: {e}"),
+                );
+                content.tags.insert(tag, digest);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -159,14 +193,23 @@ async fn repository(
             pending.push(c);
         }
     }
-    let cache = cache.lock().expect("not poisoned");
-    let resolve = |d: &str| cache.get(d).cloned();
-    for d in roots {
-        if let Some(m) = cache.get(&d) {
-            content.add(m, &resolve);
+    {
+        let cache = cache.lock().expect("not poisoned");
+        let resolve = |d: &str| cache.get(d).cloned();
+        for d in roots {
+            if let Some(m) = cache.get(&d) {
+                content.add(m, &resolve);
+            }
         }
     }
-    Ok(content)
+    let attached = supply::detect(client, name, &content, cache, &unreadable, detection).await?;
+    let rows = tags::rows(
+        name,
+        &content,
+        &cache.lock().expect("not poisoned"),
+        &attached,
+    );
+    Ok((content, rows))
 }
 
 /// The digest a tag points at, its manifest in the cache afterwards. A tag seen before costs
@@ -212,7 +255,9 @@ fn violations(cfg: &RegistryConfig, repos: &BTreeMap<String, RepoContent>) -> Ve
             }
         }
         if let Some(re) = &cfg.tag_pattern {
-            for tag in c.tags.keys().filter(|t| !re.is_match(t)) {
+            // Signature and attestation tags are named by their tools, not by people.
+            let images = c.tags.keys().filter(|t| !artifacts::is_artifact_tag(t));
+            for tag in images.filter(|t| !re.is_match(t)) {
                 out.push(Violation {
                     repository: name.clone(),
                     tag: Some(tag.clone()),
@@ -238,6 +283,7 @@ fn report(
         requests,
         accounting: inventory::account(&polled.repos),
         violations: violations(cfg, &polled.repos),
+        tags: polled.tags.clone(),
     }
 }
 
@@ -246,7 +292,8 @@ pub async fn poll_once(cfg: &RegistryConfig) -> Result<Report, ApiError> {
     let client = Client::new(cfg)?;
     let cache = Cache::default();
     let started = Instant::now();
-    let polled = poll(&client, cfg, &cache, &Snapshot::default()).await?;
+    let detection = Detection::new(cfg.signature_keys.clone(), Checks::default());
+    let polled = poll(&client, cfg, &cache, &Snapshot::default(), &detection).await?;
     Ok(report(
         cfg,
         &polled,
@@ -358,6 +405,8 @@ pub struct PollerContext {
     pub store: Store,
     /// Where the probe's verdict goes for the alert rules.
     pub observed: Observations,
+    /// Where each poll's per-tag signature verdicts go for the `unsigned_image` rule.
+    pub signatures: SignatureFacts,
     pub reports: Reports,
     pub clock: SharedClock,
 }
@@ -425,27 +474,77 @@ async fn probe_loop(
     }
 }
 
-async fn load_previous(ctx: &PollerContext, registry: &str) -> Result<Option<Snapshot>, String> {
+/// The previous poll's inventory and its tag rows (from its stored report; none from a
+/// report that has none or does not parse).
+async fn load_previous(
+    ctx: &PollerContext,
+    registry: &str,
+) -> Result<(Option<Snapshot>, tags::Previous), String> {
     let store = ctx.store.clone();
     let registry = registry.to_string();
     tokio::task::spawn_blocking(move || {
         let db = store.reader().map_err(|e| e.to_string())?;
-        db.inventory(&registry)
+        let snapshot = db
+            .inventory(&registry)
             .map(|o| {
                 o.map(|i| Snapshot {
                     repositories: i.repositories,
                     tags: i.tags,
                 })
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let rows = db
+            .inventory_report(&registry)
+            .map_err(|e| e.to_string())?
+            .and_then(|json| serde_json::from_str::<Report>(&json).ok())
+            .map(|rep| tags::previous(&rep.tags))
+            .unwrap_or_default();
+        Ok((snapshot, rows))
     })
     .await
     .map_err(|e| e.to_string())?
 }
 
-/// Shows `rep` in the inventory gauges and the repositories API.
-fn publish(metrics: &RegistryMetrics, reports: &Reports, rep: Report, at: time::OffsetDateTime) {
+/// Where a poll's report is shown: the inventory gauges, the repositories API, and the
+/// signature facts the `unsigned_image` rule reads.
+pub struct Published<'a> {
+    pub metrics: &'a RegistryMetrics,
+    pub reports: &'a Reports,
+    pub signatures: &'a SignatureFacts,
+}
+
+/// The report's tags as the rule's facts; a row without `first_seen` (a report of an older
+/// version) counts from the poll.
+fn facts(rep: &Report, at: time::OffsetDateTime) -> Vec<TagSignature> {
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    rep.tags
+        .iter()
+        .map(|r| TagSignature {
+            repository: r.repository.clone(),
+            tag: r.tag.clone(),
+            digest: r.digest.clone(),
+            signature: r.signature,
+            signatures: r.signatures,
+            first_seen: r
+                .first_seen
+                .as_deref()
+                .and_then(|t| time::OffsetDateTime::parse(t, rfc3339).ok())
+                .unwrap_or(at),
+        })
+        .collect()
+}
+
+/// Shows `rep` in the inventory gauges, the repositories API and the signature facts.
+fn publish(to: &Published<'_>, rep: Report, at: time::OffsetDateTime) {
+    let (metrics, reports) = (to.metrics, to.reports);
     let name = rep.registry.as_str();
+    for (status, n) in tags::by_status(&rep.tags) {
+        metrics
+            .signature_tags
+            .with_label_values(&[name, status.as_str()])
+            .set(n as i64);
+    }
+    to.signatures.set(name, facts(&rep, at));
     metrics
         .repositories
         .with_label_values(&[name])
@@ -476,12 +575,7 @@ fn publish(metrics: &RegistryMetrics, reports: &Reports, rep: Report, at: time::
 /// and the inventory gauges answer from the first request after a start (also while a
 /// registry is down) instead of staying empty until the next successful poll. Called
 /// before the daemon reports ready.
-pub fn restore_reports(
-    db: &Reader,
-    registries: &[RegistryConfig],
-    metrics: &RegistryMetrics,
-    reports: &Reports,
-) {
+pub fn restore_reports(db: &Reader, registries: &[RegistryConfig], to: &Published<'_>) {
     for r in registries {
         let name = r.name.as_str();
         let json = match db.inventory_report(name) {
@@ -502,7 +596,7 @@ pub fn restore_reports(
                 Ok((rep, at))
             });
         match parsed {
-            Ok((rep, at)) => publish(metrics, reports, rep, at),
+            Ok((rep, at)) => publish(to, rep, at),
             Err(e) => {
                 tracing::warn!(registry = name, error = %e, "stored inventory report unreadable; waiting for the next poll")
             }
@@ -517,7 +611,7 @@ async fn inventory_loop(
     stop: &CancellationToken,
 ) {
     let name = cfg.name.as_str();
-    let mut previous = loop {
+    let (mut previous, mut rows) = loop {
         match load_previous(ctx, name).await {
             Ok(p) => break p,
             Err(e) => {
@@ -530,26 +624,41 @@ async fn inventory_loop(
         }
     };
     let cache = Cache::default();
+    let checks = Checks::default();
     let empty = Snapshot::default();
+    let published = Published {
+        metrics: &ctx.metrics,
+        reports: &ctx.reports,
+        signatures: &ctx.signatures,
+    };
     loop {
         let started = Instant::now();
         let before = client.requests();
+        let detection = Detection::new(cfg.signature_keys.clone(), checks.clone());
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = poll(client, cfg, &cache, previous.as_ref().unwrap_or(&empty)) => r,
+            r = poll(client, cfg, &cache, previous.as_ref().unwrap_or(&empty), &detection) => r,
         };
         let wait = match result {
-            Ok(polled) => {
+            Ok(mut polled) => {
                 let at = ctx.clock.now();
+                let polled_at = crate::model::text::format_time(at);
+                tags::carry_first_seen(&mut polled.tags, &rows, &polled_at);
                 let rep = report(cfg, &polled, started, client.requests() - before, at);
                 let now = snapshot(&polled.repos);
                 let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
+                if let Some(prev) = &previous {
+                    update.events.extend(tags::signature_events(
+                        name, &rep.tags, &rows, &prev.tags, at,
+                    ));
+                }
                 update.unique_bytes = rep.accounting.unique_bytes;
                 let changes = update.events.len();
                 update.report = serde_json::to_string(&rep).ok();
                 match ctx.sink.store_inventory(update).await {
                     Ok(()) => {
                         previous = Some(now);
+                        rows = tags::previous(&rep.tags);
                         tracing::info!(
                             registry = name,
                             repositories = rep.accounting.repositories,
@@ -561,16 +670,19 @@ async fn inventory_loop(
                             "inventory polled"
                         );
                         // Only what this poll referenced stays cached.
+                        let fetched = detection.fetched();
                         let keep: BTreeSet<&String> = polled
                             .repos
                             .values()
                             .flat_map(|c| c.manifests.keys())
+                            .chain(&fetched)
                             .collect();
                         cache
                             .lock()
                             .expect("not poisoned")
                             .retain(|d, _| keep.contains(d));
-                        publish(&ctx.metrics, &ctx.reports, rep, at);
+                        detection.prune_checks();
+                        publish(&published, rep, at);
                         cfg.poll_interval
                     }
                     Err(e) => {
