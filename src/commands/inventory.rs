@@ -287,7 +287,7 @@ fn print_tags(
     let lines: Vec<TagLine<'_>> = reports
         .iter()
         .flat_map(|rep| {
-            rep.tags.iter().map(|row| TagLine {
+            rep.tag_rows.iter().map(|row| TagLine {
                 registry: &rep.registry,
                 row,
             })

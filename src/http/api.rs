@@ -209,7 +209,7 @@ pub async fn repositories(
                 let mut rep = rep.clone();
                 sort.apply(&mut rep.accounting.per_repository);
                 // Per repository here; the per-tag rows are `regwatch inventory --tags`.
-                rep.tags.clear();
+                rep.tag_rows.clear();
                 serde_json::to_value(rep).expect("serializable")
             }
             // Not polled yet since regwatch started.

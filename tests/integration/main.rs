@@ -27,5 +27,6 @@ mod logs;
 mod packaging;
 mod reports;
 mod rules;
+mod signatures;
 mod storage;
 mod tail_model;

@@ -55,8 +55,9 @@ pub struct Report {
     /// One row per image tag: what is attached to it and whether its signature verifies.
     /// Stored with the report (so first sightings and the signature verdicts survive a
     /// restart); `GET /api/v1/repositories` leaves it out.
+    /// (Not `tags`: that key is the accounting's tag count.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<TagRow>,
+    pub tag_rows: Vec<TagRow>,
 }
 
 /// The latest report of every registry, shared with the HTTP API.
@@ -283,7 +284,7 @@ fn report(
         requests,
         accounting: inventory::account(&polled.repos),
         violations: violations(cfg, &polled.repos),
-        tags: polled.tags.clone(),
+        tag_rows: polled.tags.clone(),
     }
 }
 
@@ -497,7 +498,7 @@ async fn load_previous(
             .inventory_report(&registry)
             .map_err(|e| e.to_string())?
             .and_then(|json| serde_json::from_str::<Report>(&json).ok())
-            .map(|rep| tags::previous(&rep.tags))
+            .map(|rep| tags::previous(&rep.tag_rows))
             .unwrap_or_default();
         Ok((snapshot, rows))
     })
@@ -517,7 +518,7 @@ pub struct Published<'a> {
 /// version) counts from the poll.
 fn facts(rep: &Report, at: time::OffsetDateTime) -> Vec<TagSignature> {
     let rfc3339 = &time::format_description::well_known::Rfc3339;
-    rep.tags
+    rep.tag_rows
         .iter()
         .map(|r| TagSignature {
             repository: r.repository.clone(),
@@ -538,7 +539,7 @@ fn facts(rep: &Report, at: time::OffsetDateTime) -> Vec<TagSignature> {
 fn publish(to: &Published<'_>, rep: Report, at: time::OffsetDateTime) {
     let (metrics, reports) = (to.metrics, to.reports);
     let name = rep.registry.as_str();
-    for (status, n) in tags::by_status(&rep.tags) {
+    for (status, n) in tags::by_status(&rep.tag_rows) {
         metrics
             .signature_tags
             .with_label_values(&[name, status.as_str()])
@@ -649,7 +650,7 @@ async fn inventory_loop(
                 let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
                 if let Some(prev) = &previous {
                     update.events.extend(tags::signature_events(
-                        name, &rep.tags, &rows, &prev.tags, at,
+                        name, &rep.tag_rows, &rows, &prev.tags, at,
                     ));
                 }
                 update.unique_bytes = rep.accounting.unique_bytes;
@@ -658,7 +659,7 @@ async fn inventory_loop(
                 match ctx.sink.store_inventory(update).await {
                     Ok(()) => {
                         previous = Some(now);
-                        rows = tags::previous(&rep.tags);
+                        rows = tags::previous(&rep.tag_rows);
                         tracing::info!(
                             registry = name,
                             repositories = rep.accounting.repositories,
@@ -724,6 +725,40 @@ mod tests {
                 .map(|(r, t, d)| ((r.to_string(), t.to_string()), d.to_string()))
                 .collect(),
         }
+    }
+
+    /// The stored report is what a restart restores the rule's facts and first sightings
+    /// from: it must read back as it was written.
+    #[test]
+    fn a_stored_report_with_tag_rows_reads_back() {
+        let row = TagRow {
+            repository: "prod/app".into(),
+            tag: "1.0".into(),
+            digest: "sha256:d1".into(),
+            media_type: None,
+            signature: crate::model::signatures::SignatureStatus::Unverified,
+            signatures: 1,
+            signed_by: vec![],
+            attestations: 0,
+            sbom: false,
+            problems: vec!["no trusted key verifies it".into()],
+            first_seen: Some("2026-11-28T10:00:00Z".into()),
+        };
+        let rep = Report {
+            registry: "main".into(),
+            polled_at: "2026-11-28T10:00:00Z".into(),
+            duration_seconds: 0.1,
+            requests: 3,
+            accounting: inventory::account(&BTreeMap::new()),
+            violations: vec![],
+            tag_rows: vec![row.clone()],
+        };
+        let back: Report = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(back.tag_rows, vec![row]);
+        assert_eq!(back.accounting, rep.accounting);
+        // A report an older regwatch stored has no rows.
+        let old = r#"{"registry":"main","polled_at":"2026-11-28T10:00:00Z","duration_seconds":0.1,"requests":3,"repositories":0,"tags":0,"unique_bytes":0,"per_repository":[],"violations":[]}"#;
+        assert!(serde_json::from_str::<Report>(old).unwrap().tag_rows.is_empty());
     }
 
     #[test]

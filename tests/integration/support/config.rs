@@ -81,6 +81,14 @@ impl TomlValue for u64 {
     }
 }
 
+/// An array, e.g. `signature_keys = ["/…/ci.pub"]`.
+impl<T: TomlValue> TomlValue for [T] {
+    fn to_toml(&self) -> String {
+        let items: Vec<String> = self.iter().map(TomlValue::to_toml).collect();
+        format!("[{}]", items.join(", "))
+    }
+}
+
 /// The `[server]`, `[database]` and `[[registry]]` preamble of a test's regwatch config.
 ///
 /// ```ignore

@@ -10,6 +10,8 @@
 //! - [`token_server`]: [`TokenServer`], a registry token server for bearer-token auth.
 //! - [`images`]: [`Images`], small OCI images built with `umoci`, pushed and pulled with
 //!   `skopeo`.
+//! - [`cosign`]: [`SigningKey`] (openssl P-256 keys) and cosign-format signatures,
+//!   attestations and referrers-tag-schema SBOMs pushed over the registry API.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
@@ -29,6 +31,7 @@
 
 pub mod alertmanager;
 pub mod config;
+pub mod cosign;
 pub mod daemon;
 pub mod http;
 pub mod images;
@@ -43,6 +46,7 @@ pub mod webhook;
 
 pub use alertmanager::*;
 pub use config::*;
+pub use cosign::*;
 pub use daemon::*;
 pub use http::*;
 pub use images::*;
