@@ -55,14 +55,32 @@ pub fn parse(text: &str) -> Result<VerifyingKey, String> {
             kind_of(&e)
         )),
         Err(e) if text.contains("-----BEGIN PUBLIC KEY-----") => Err(format!(
-            "a public key, but not ECDSA P-256 (cosign's key type) ({})",
-            kind_of(&e)
+            "{}, not ECDSA P-256 (the key type cosign makes and regwatch verifies)",
+            algorithm(text).unwrap_or_else(|| format!("an unreadable public key ({})", kind_of(&e)))
         )),
         Err(_) => Err(
             "not a PEM public key: expected \"-----BEGIN PUBLIC KEY-----\", as `cosign generate-key-pair` writes it in cosign.pub"
                 .into(),
         ),
     }
+}
+
+/// What kind of public key a PEM SubjectPublicKeyInfo holds, by its algorithm (and curve).
+fn algorithm(text: &str) -> Option<String> {
+    use p256::pkcs8::der::pem;
+    use p256::pkcs8::spki::SubjectPublicKeyInfoRef;
+    let (_, der) = pem::decode_vec(text.trim().as_bytes()).ok()?;
+    let spki = SubjectPublicKeyInfoRef::try_from(der.as_slice()).ok()?;
+    let oid = spki.algorithm.oid.to_string();
+    let curve = spki.algorithm.parameters_oid().ok().map(|o| o.to_string());
+    Some(match (oid.as_str(), curve.as_deref()) {
+        ("1.2.840.113549.1.1.1", _) => "an RSA public key".into(),
+        ("1.3.101.112", _) => "an Ed25519 public key".into(),
+        ("1.2.840.10045.2.1", Some("1.3.132.0.34")) => "an ECDSA P-384 public key".into(),
+        ("1.2.840.10045.2.1", Some("1.3.132.0.35")) => "an ECDSA P-521 public key".into(),
+        ("1.2.840.10045.2.1", Some(c)) => format!("an ECDSA public key on curve {c}"),
+        (other, _) => format!("a public key of algorithm {other}"),
+    })
 }
 
 /// The parser's reason, which names algorithms and encodings but never key material.
@@ -92,7 +110,10 @@ VtYhl59PYI7ypnY9juRmhWnOrH0tYkPz
     fn reads_a_p256_key_and_names_what_else_a_file_is() {
         assert!(parse(P256_PUB).is_ok());
         let e = parse(P384_PUB).unwrap_err();
-        assert!(e.contains("not ECDSA P-256"), "{e}");
+        assert!(
+            e.starts_with("an ECDSA P-384 public key, not ECDSA P-256"),
+            "{e}"
+        );
         let e = parse("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----\n")
             .unwrap_err();
         assert!(

@@ -538,4 +538,30 @@ mod tests {
         );
         assert_eq!(r.severity.as_str(), "warning");
     }
+
+    #[test]
+    fn unsigned_image_takes_repositories_and_grace_and_nothing_else_does() {
+        let c = parse(
+            &format!("{BASE}[[rule]]\nname = \"u\"\nkind = \"unsigned_image\"\n"),
+            Origin::Embedded,
+            Path::new("/"),
+        )
+        .unwrap();
+        let r = &c.rules[0];
+        assert_eq!(r.kind, RuleKind::UnsignedImage);
+        assert_eq!(r.repositories, ["*"], "every repository by default");
+        assert_eq!(r.grace, std::time::Duration::from_secs(600));
+        assert_eq!(
+            errors("[[rule]]\nname = \"u\"\nkind = \"unsigned_image\"\nrepositories = []\n"),
+            [
+                "7:1 rule[0].repositories: an empty list watches nothing: give globs such as [\"prod/*\"], or leave it out for every repository"
+            ]
+        );
+        assert_eq!(
+            errors(
+                "[[rule]]\nname = \"r\"\nkind = \"registry_down\"\nrepositories = [\"prod/*\"]\n"
+            ),
+            ["7:1 rule[0].repositories: repositories is only used by kind = \"unsigned_image\""]
+        );
+    }
 }

@@ -4,6 +4,7 @@
 use super::channel::{ChannelConfig, ChannelKind};
 use super::duration::humane;
 use super::registry::RegistryConfig;
+use super::rule::{RuleConfig, RuleKind};
 use super::{Config, Origin};
 use std::fmt::Write;
 
@@ -97,11 +98,9 @@ impl Config {
         for r in &self.rules {
             let _ = writeln!(
                 s,
-                "  {:<12} {} > {} (window {}, for {}; {} → {})",
+                "  {:<12} {} for {}; {} → {})",
                 r.name,
-                r.kind,
-                r.threshold,
-                humane(r.window),
+                condition(r),
                 humane(r.for_),
                 r.severity,
                 if r.channels.is_empty() {
@@ -234,6 +233,20 @@ fn channel_secret(c: &ChannelConfig) -> String {
             .map(|p| format!(", password {}", p.source))
             .unwrap_or_default(),
         _ => String::new(),
+    }
+}
+
+/// What a rule fires on, up to its `for`: `auth_failures > 10 (window 1m,`,
+/// `unsigned_image in prod/* (grace 10m,`.
+fn condition(r: &RuleConfig) -> String {
+    match r.kind {
+        RuleKind::UnsignedImage => format!(
+            "{} in {} (grace {},",
+            r.kind,
+            r.repositories.join(" "),
+            humane(r.grace)
+        ),
+        _ => format!("{} > {} (window {},", r.kind, r.threshold, humane(r.window)),
     }
 }
 

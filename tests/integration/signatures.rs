@@ -25,7 +25,11 @@ fn tag_rows(config: &Path) -> BTreeMap<String, serde_json::Value> {
     rows.into_iter()
         .map(|r| {
             (
-                format!("{}:{}", r["repository"].as_str().unwrap(), r["tag"].as_str().unwrap()),
+                format!(
+                    "{}:{}",
+                    r["repository"].as_str().unwrap(),
+                    r["tag"].as_str().unwrap()
+                ),
                 r,
             )
         })
@@ -52,6 +56,8 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
     push(&images, &reg, "multi-1.1", "prod/multi:1.1");
     let hostile = push(&images, &reg, "tool-0.1", "prod/hostile:1.0");
     let broken = push(&images, &reg, "base-1.0", "prod/broken:1.0");
+    let oci11 = push(&images, &reg, "app-1.1", "prod/oci11:1.0");
+    let notated = push(&images, &reg, "app-1.0", "prod/notation:1.0");
 
     // Signed by the trusted key; by another key; a valid trusted signature whose payload
     // names another image (copied from prod/app:1.0).
@@ -59,9 +65,20 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
     push_signatures(&reg, "prod/app", &app11, &[(&other, &app11)]);
     push_signatures(&reg, "prod/base", &base, &[(&trusted, &app10)]);
     // Unsigned, with an SBOM (OCI 1.1 referrer in the referrers tag schema) and an attestation.
-    let tool_size = 0; // the subject descriptor's size is informative only
-    push_sbom_referrer(&reg, "prod/tool", &tool, tool_size);
+    let sbom = sbom_artifact(&reg, "prod/tool", &tool);
+    put_referrers_index(&reg, "prod/tool", &tool, &[sbom]);
     push_attestation(&reg, "prod/tool", &tool);
+    // Signed the OCI 1.1 way: a simple-signing referrer by the trusted key beside a notation
+    // signature (counted, not verifiable here) and an SBOM, all in the referrers index.
+    let referrers = [
+        signature_artifact(&reg, "prod/oci11", &oci11, &trusted),
+        notation_artifact(&reg, "prod/oci11", &oci11),
+        sbom_artifact(&reg, "prod/oci11", &oci11),
+    ];
+    put_referrers_index(&reg, "prod/oci11", &oci11, &referrers);
+    // Only a notation signature: signed, but by nothing regwatch can verify.
+    let notation = [notation_artifact(&reg, "prod/notation", &notated)];
+    put_referrers_index(&reg, "prod/notation", &notated, &notation);
     // An index whose platform manifests are signed (cosign sign --recursive), not the index.
     let children = index_children(&reg, "prod/multi", "1.1");
     assert_eq!(children.len(), 2);
@@ -85,7 +102,10 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
                 payload(&reg, "prod/hostile", &hostile),
                 serde_json::json!({ SIGNATURE_ANNOTATION: "!!not base64!!" }),
             ),
-            (not_json, serde_json::json!({ SIGNATURE_ANNOTATION: sig_of_not_json })),
+            (
+                not_json,
+                serde_json::json!({ SIGNATURE_ANNOTATION: sig_of_not_json }),
+            ),
         ],
     );
     // A malformed signature manifest: an empty index under the `.sig` tag.
@@ -124,29 +144,44 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
             "prod/broken:1.0",
             "prod/hostile:1.0",
             "prod/multi:1.1",
+            "prod/notation:1.0",
+            "prod/oci11:1.0",
             "prod/tool:0.1"
         ],
         "one row per image tag; signature, attestation and referrers tags are no rows"
     );
     let r = &rows["prod/app:1.0"];
     assert_eq!(r["signature"], "verified", "{r}");
-    assert_eq!((r["signatures"].as_u64(), r["attestations"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (r["signatures"].as_u64(), r["attestations"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(r["signed_by"], serde_json::json!([keyname]));
     assert_eq!(r["sbom"], false);
     assert_eq!(r["digest"], app10.as_str());
 
     let r = &rows["prod/app:1.1"];
-    assert_eq!((r["signature"].as_str(), r["signatures"].as_u64()), (Some("unverified"), Some(1)), "{r}");
+    assert_eq!(
+        (r["signature"].as_str(), r["signatures"].as_u64()),
+        (Some("unverified"), Some(1)),
+        "{r}"
+    );
     assert!(problems(r).contains("no trusted key verifies it"), "{r}");
     assert_eq!(r["signed_by"], serde_json::json!([]));
 
     let r = &rows["prod/base:1.0"];
     assert_eq!(r["signature"], "unverified", "{r}");
-    assert!(problems(r).contains(&format!("names {app10}, another image")), "{r}");
+    assert!(
+        problems(r).contains(&format!("names {app10}, another image")),
+        "{r}"
+    );
 
     let r = &rows["prod/tool:0.1"];
     assert_eq!(r["signature"], "none", "{r}");
-    assert_eq!((r["signatures"].as_u64(), r["attestations"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (r["signatures"].as_u64(), r["attestations"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(r["sbom"], true, "{r}");
 
     let r = &rows["prod/multi:1.1"];
@@ -154,32 +189,86 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
     assert_eq!(r["signatures"], 2);
     assert_eq!(r["media_type"], OCI_INDEX);
 
+    let r = &rows["prod/oci11:1.0"];
+    assert_eq!(r["signature"], "verified", "{r}");
+    assert_eq!(
+        (r["signatures"].as_u64(), r["sbom"].as_bool()),
+        (Some(2), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r["signed_by"], serde_json::json!([keyname]));
+
+    let r = &rows["prod/notation:1.0"];
+    assert_eq!(
+        (r["signature"].as_str(), r["signatures"].as_u64()),
+        (Some("unverified"), Some(1)),
+        "{r}"
+    );
+    assert!(
+        problems(r).contains(
+            "application/vnd.cncf.notary.signature signature, which regwatch cannot verify"
+        ),
+        "{r}"
+    );
+
     let r = &rows["prod/hostile:1.0"];
-    assert_eq!((r["signature"].as_str(), r["signatures"].as_u64()), (Some("unverified"), Some(3)), "{r}");
+    assert_eq!(
+        (r["signature"].as_str(), r["signatures"].as_u64()),
+        (Some("unverified"), Some(3)),
+        "{r}"
+    );
     let p = problems(r);
-    assert!(p.contains("300000 bytes") && p.contains("not base64") && p.contains("not JSON"), "{p}");
+    assert!(
+        p.contains("300000 bytes") && p.contains("not base64") && p.contains("not JSON"),
+        "{p}"
+    );
 
     let r = &rows["prod/broken:1.0"];
-    assert_eq!((r["signature"].as_str(), r["signatures"].as_u64()), (Some("unverified"), Some(1)), "{r}");
-    assert!(problems(r).contains("without a simple-signing layer"), "{r}");
+    assert_eq!(
+        (r["signature"].as_str(), r["signatures"].as_u64()),
+        (Some("unverified"), Some(1)),
+        "{r}"
+    );
+    assert!(
+        problems(r).contains("without a simple-signing layer"),
+        "{r}"
+    );
 
     // The table and CSV views say the same.
     let cfg = cfg_path.to_str().unwrap();
     let (code, out, err) = regwatch(&["inventory", "--config", cfg, "--tags"]);
     assert_eq!(code, 0, "{err}");
     let header = out.lines().next().unwrap();
-    for col in ["REPOSITORY", "TAG", "SIGNATURE", "SIGS", "ATTS", "SBOM", "SIGNED BY"] {
+    for col in [
+        "REPOSITORY",
+        "TAG",
+        "SIGNATURE",
+        "SIGS",
+        "ATTS",
+        "SBOM",
+        "SIGNED BY",
+    ] {
         assert!(header.contains(col), "{out}");
     }
-    let line = out.lines().find(|l| l.contains("prod/app ") && l.contains(" 1.0 ")).unwrap();
-    assert!(line.contains("verified") && line.ends_with(&keyname), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("prod/app ") && l.contains(" 1.0 "))
+        .unwrap();
+    assert!(
+        line.contains("verified") && line.ends_with(&keyname),
+        "{out}"
+    );
     let (code, out, err) = regwatch(&["inventory", "--config", cfg, "--tags", "--format", "csv"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.lines().next().unwrap(),
         "registry,repository,tag,digest,signature,signatures,attestations,sbom,signed_by"
     );
-    assert!(out.lines().any(|l| l == format!("main,prod/tool,0.1,{tool},none,0,1,true,")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == format!("main,prod/tool,0.1,{tool},none,0,1,true,")),
+        "{out}"
+    );
     // Signature and SBOM tags are named by their tools: no naming-policy violations.
     let (code, out, _) = regwatch(&["inventory", "--config", cfg, "--violations"]);
     assert_eq!(code, 0, "{out}");
@@ -188,19 +277,32 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
     // every tag (the artifact tags cost storage too).
     let d = Daemon::start_in(dir, &config, &[]);
     wait_until(Duration::from_secs(60), "the first inventory", || {
-        metric(&d.get("/metrics").1, "regwatch_tags{registry=\"main\",signature=\"none\"}").is_some()
+        metric(
+            &d.get("/metrics").1,
+            "regwatch_tags{registry=\"main\",signature=\"none\"}",
+        )
+        .is_some()
     });
     let m = d.get("/metrics").1;
-    for (status, n) in [("verified", 2.0), ("unverified", 4.0), ("none", 1.0)] {
+    for (status, n) in [("verified", 3.0), ("unverified", 5.0), ("none", 1.0)] {
         assert_eq!(
-            metric(&m, &format!("regwatch_tags{{registry=\"main\",signature=\"{status}\"}}")),
+            metric(
+                &m,
+                &format!("regwatch_tags{{registry=\"main\",signature=\"{status}\"}}")
+            ),
             Some(n),
             "{status}: {m}"
         );
     }
-    // 7 images, 7 .sig tags (2 for the index's platforms), 1 .att, 1 referrers index.
-    assert_eq!(metric(&m, "regwatch_registry_tags{registry=\"main\"}"), Some(16.0));
-    assert_eq!(metric(&m, "regwatch_naming_violations{registry=\"main\"}"), Some(0.0));
+    // 9 images, 7 .sig tags (2 for the index's platforms), 1 .att, 3 referrers indexes.
+    assert_eq!(
+        metric(&m, "regwatch_registry_tags{registry=\"main\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(&m, "regwatch_naming_violations{registry=\"main\"}"),
+        Some(0.0)
+    );
 }
 
 fn metrics_of(d: &Daemon) -> String {
@@ -220,7 +322,9 @@ fn two_more_polls(d: &Daemon) {
     let after = last_poll(d);
     wait_until(Duration::from_secs(60), "a poll", || last_poll(d) > after);
     let after = last_poll(d);
-    wait_until(Duration::from_secs(60), "another poll", || last_poll(d) > after);
+    wait_until(Duration::from_secs(60), "another poll", || {
+        last_poll(d) > after
+    });
 }
 
 /// The alert states of the daemon, as `(key, phase)`.
@@ -243,7 +347,10 @@ fn alert_states(d: &Daemon) -> Vec<(String, String)> {
 
 /// When the daemon's polls first saw `repository:tag` (from the report it stored).
 fn first_seen(db: &Path, repository: &str, tag: &str) -> Option<f64> {
-    let json = sqlite3(db, "SELECT report FROM inventory_polls WHERE registry = 'main'");
+    let json = sqlite3(
+        db,
+        "SELECT report FROM inventory_polls WHERE registry = 'main'",
+    );
     let rep: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
     let row = rep["tag_rows"]
         .as_array()?
@@ -258,7 +365,9 @@ fn first_seen(db: &Path, repository: &str, tag: &str) -> Option<f64> {
 }
 
 fn mail_text(raw: &str) -> String {
-    raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
 }
 
 const TOKEN: &str = "signatures-test-token";
@@ -339,12 +448,23 @@ timeout = "2s"
         "{fired:?}"
     );
     assert!(
-        !fired.iter().any(|(k, _)| k.contains("dev/tool") || k.contains("tag=1.0")),
+        !fired
+            .iter()
+            .any(|(k, _)| k.contains("dev/tool") || k.contains("tag=1.0")),
         "{fired:?}"
     );
     let m = metrics_of(&d);
-    assert_eq!(metric(&m, "regwatch_tags{registry=\"main\",signature=\"verified\"}"), Some(1.0));
-    assert_eq!(metric(&m, "regwatch_tags{registry=\"main\",signature=\"none\"}"), Some(3.0));
+    assert_eq!(
+        metric(
+            &m,
+            "regwatch_tags{registry=\"main\",signature=\"verified\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "regwatch_tags{registry=\"main\",signature=\"none\"}"),
+        Some(3.0)
+    );
     // Not before the grace: the alert fired no earlier than GRACE after the first sighting.
     let since: f64 = sqlite3(
         &d.db_path(),
@@ -362,7 +482,10 @@ timeout = "2s"
     })
     .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
     .expect("fired_at");
-    assert!(since >= seen + GRACE_SECS - 0.01, "fired at {since}, first seen {seen}");
+    assert!(
+        since >= seen + GRACE_SECS - 0.01,
+        "fired at {since}, first seen {seen}"
+    );
 
     // A tag pushed and signed at once is inside its grace the whole time: it never fires.
     let quick = push(&images, &reg, "base-1.0", "prod/app:3.0");
@@ -391,10 +514,20 @@ timeout = "2s"
     let subjects = || -> Vec<String> {
         smtp.messages()
             .iter()
-            .filter_map(|m| m.lines().find(|l| l.starts_with("Subject:")).map(str::to_string))
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("Subject:"))
+                    .map(str::to_string)
+            })
             .collect()
     };
-    assert_eq!(subjects().len(), 2, "no mail again after the restart: {:?}\n{}", subjects(), std::fs::read_to_string(d.dir.path().join("stderr.log")).unwrap());
+    assert_eq!(
+        subjects().len(),
+        2,
+        "no mail again after the restart: {:?}\n{}",
+        subjects(),
+        std::fs::read_to_string(d.dir.path().join("stderr.log")).unwrap()
+    );
     assert!(alert_states(&d).contains(&(
         "registry=main,repository=prod/app,tag=1.1".into(),
         "firing".into()
@@ -419,8 +552,15 @@ timeout = "2s"
         rows.contains(&format!("prod/app:1.1 {late} 1 signature, verified by {keyname}").as_str()),
         "{rows:#?}"
     );
-    assert!(rows.iter().any(|r| r.starts_with("prod/app:3.0 ")), "{rows:#?}");
-    assert_eq!(rows.len(), 2, "one per image that gained a signature: {rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("prod/app:3.0 ")),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows.len(),
+        2,
+        "one per image that gained a signature: {rows:#?}"
+    );
     let cfg = d.config_path();
     let (code, out, err) = regwatch(&[
         "audit",
@@ -432,7 +572,10 @@ timeout = "2s"
         "signature_attached",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("saw a signature attached to prod/app:1.1"), "{out}");
+    assert!(
+        out.contains("saw a signature attached to prod/app:1.1"),
+        "{out}"
+    );
 
     // The other unsigned tag goes: resolved too. Nothing else is ever mailed.
     let out = skopeo(&[
@@ -450,4 +593,80 @@ timeout = "2s"
     assert_eq!(smtp.messages().len(), 4);
     let (code, out, err) = regwatch(&["audit", "verify", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn signature_keys_that_are_not_p256_public_keys_are_located_errors_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = SigningKey::generate(dir.path(), "ci");
+    let rsa = dir.path().join("rsa.pub");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl genrsa 2048 2>/dev/null | openssl rsa -pubout -out {} 2>/dev/null",
+            rsa.display()
+        ))
+        .output()
+        .unwrap();
+    assert_ok(&out, "openssl genrsa | openssl rsa -pubout");
+    let text = |keys: &str| {
+        format!(
+            "[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:5000\"\nsignature_keys = [\n  {keys}\n]\n\n\
+             [[rule]]\nname = \"unsigned\"\nkind = \"unsigned_image\"\nrepositories = [\"prod/*\"]\ngrace = \"15m\"\n"
+        )
+    };
+    let cfg = dir.path().join("regwatch.toml");
+    let keys = [&rsa, &good.private, &dir.path().join("missing.pub")]
+        .map(|p| format!("\"{}\"", p.display()))
+        .join(",\n  ");
+    std::fs::write(&cfg, text(&keys)).unwrap();
+    let (code, out, err) = regwatch(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}{err}");
+    let at = cfg.display().to_string();
+    // Located at the key (the entry's index in the key path).
+    for (index, says) in [
+        (0, "an RSA public key, not ECDSA P-256"),
+        (1, "this is a private key"),
+        (2, "cannot read"),
+    ] {
+        let prefix = format!("{at}:4:1: registry[0].signature_keys[{index}]: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(says)),
+            "{prefix}… {says}\n{err}"
+        );
+    }
+    // Nothing of the private key reaches the output.
+    let private = std::fs::read_to_string(&good.private).unwrap();
+    let secret_line = private.lines().nth(1).unwrap();
+    assert!(!err.contains(secret_line), "{err}");
+
+    std::fs::write(&cfg, text(&format!("\"{}\"", good.public.display()))).unwrap();
+    let (code, out, err) = regwatch(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "signatures verified with {}",
+            good.public.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("unsigned_image in prod/* (grace 15m, for 0s"),
+        "{out}"
+    );
+
+    // repositories and grace belong to unsigned_image.
+    std::fs::write(
+        &cfg,
+        "[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:5000\"\n\n\
+         [[rule]]\nname = \"guessing\"\nkind = \"auth_failures\"\ngrace = \"1m\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = regwatch(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains(":8:1: rule[0].grace: grace is only used by kind = \"unsigned_image\""),
+        "{err}"
+    );
 }

@@ -717,4 +717,76 @@ mod tests {
         assert_eq!(client.requests(), 3);
         server.abort();
     }
+
+    /// distribution 2.8 has no referrers API (the integration tests use its tag schema);
+    /// Harbor, zot and distribution 3 serve it, paged with `Link`. One local server plays
+    /// such a registry for the referrers call.
+    #[tokio::test]
+    async fn referrers_follow_pages_and_a_404_means_not_served() {
+        use axum::extract::{Path as UrlPath, Query};
+        use axum::response::IntoResponse;
+        use std::collections::HashMap;
+        const SUBJECT: &str =
+            "sha256:4b2b1cbb1c1c4bd1e2b1ebd1a8d5f7f0b7c0a3e1f9d2c6b4a8e7f6d5c4b3a291";
+        let entry = |n: u8, t: &str| {
+            serde_json::json!({"mediaType": inventory::OCI_MANIFEST, "size": 9,
+                "digest": format!("sha256:{}", hex::encode([n; 32])), "artifactType": t})
+        };
+        let pages = [
+            vec![
+                entry(1, artifacts::COSIGN_SIG_ARTIFACT),
+                entry(2, "application/spdx+json"),
+            ],
+            vec![entry(3, "application/vnd.cncf.notary.signature")],
+        ];
+        let referrers = move |UrlPath((repo, digest)): UrlPath<(String, String)>,
+                              Query(q): Query<HashMap<String, String>>| {
+            let pages = pages.clone();
+            async move {
+                if repo != "served" {
+                    return (StatusCode::NOT_FOUND, "404 page not found").into_response();
+                }
+                assert_eq!(digest, SUBJECT);
+                let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+                let body = serde_json::json!({"schemaVersion": 2,
+                    "mediaType": inventory::OCI_INDEX, "manifests": pages[page]});
+                let mut headers = axum::http::HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, inventory::OCI_INDEX.parse().unwrap());
+                if page == 0 {
+                    let link = format!("</v2/served/referrers/{digest}?page=1>; rel=\"next\"");
+                    headers.insert(header::LINK, link.parse().unwrap());
+                }
+                (headers, body.to_string()).into_response()
+            }
+        };
+        let app = axum::Router::new().route(
+            "/v2/{repo}/referrers/{digest}",
+            axum::routing::get(referrers),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let toml = format!("[[registry]]\nname = \"r\"\nurl = \"http://127.0.0.1:{port}\"\n");
+        let cfg = crate::config::parse(
+            &toml,
+            crate::config::Origin::Embedded,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .registries
+        .remove(0);
+        let client = Client::new(&cfg).unwrap();
+        let found = client.referrers("served", SUBJECT).await.unwrap().unwrap();
+        let kinds: Vec<artifacts::Kind> = found.iter().map(|r| r.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                artifacts::Kind::Signature,
+                artifacts::Kind::Sbom,
+                artifacts::Kind::Signature
+            ]
+        );
+        assert_eq!(client.referrers("plain", SUBJECT).await.unwrap(), None);
+        server.abort();
+    }
 }

@@ -650,7 +650,11 @@ async fn inventory_loop(
                 let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
                 if let Some(prev) = &previous {
                     update.events.extend(tags::signature_events(
-                        name, &rep.tag_rows, &rows, &prev.tags, at,
+                        name,
+                        &rep.tag_rows,
+                        &rows,
+                        &prev.tags,
+                        at,
                     ));
                 }
                 update.unique_bytes = rep.accounting.unique_bytes;
@@ -758,7 +762,12 @@ mod tests {
         assert_eq!(back.accounting, rep.accounting);
         // A report an older regwatch stored has no rows.
         let old = r#"{"registry":"main","polled_at":"2026-11-28T10:00:00Z","duration_seconds":0.1,"requests":3,"repositories":0,"tags":0,"unique_bytes":0,"per_repository":[],"violations":[]}"#;
-        assert!(serde_json::from_str::<Report>(old).unwrap().tag_rows.is_empty());
+        assert!(
+            serde_json::from_str::<Report>(old)
+                .unwrap()
+                .tag_rows
+                .is_empty()
+        );
     }
 
     #[test]

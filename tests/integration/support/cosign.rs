@@ -7,8 +7,9 @@
 //! - [`push_signatures`]: the `sha256-<hex>.sig` tag: one simple-signing layer per signature,
 //!   the payload naming a digest, the base64 signature in the layer's annotation.
 //! - [`push_signature_layers`]: the same with layers a test writes itself (hostile input).
-//! - [`push_sbom_referrer`]: an SPDX SBOM as an OCI 1.1 artifact with a `subject`, listed in
-//!   the referrers tag schema's index (`sha256-<hex>`), as distribution 2.8 needs it.
+//! - [`push_artifact`] ([`sbom_artifact`], [`signature_artifact`], [`notation_artifact`]):
+//!   OCI 1.1 artifacts with a `subject`, and [`put_referrers_index`], the referrers tag
+//!   schema's index (`sha256-<hex>`) listing them, as distribution 2.8 needs it.
 //! - [`push_attestation`]: the `sha256-<hex>.att` tag with one DSSE envelope.
 
 use super::proc::{assert_ok, require};
@@ -38,7 +39,14 @@ impl SigningKey {
         let private = dir.join(format!("{name}.key"));
         let public = dir.join(format!("{name}.pub"));
         let out = Command::new("openssl")
-            .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
             .arg(&private)
             .output()
             .unwrap();
@@ -106,7 +114,13 @@ pub fn push_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
 }
 
 /// PUTs a manifest as `repo:reference`; returns its digest.
-pub fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+pub fn put_manifest(
+    reg: &Registry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
     let r = client()
         .put(format!("{}/v2/{repo}/manifests/{reference}", reg.url()))
         .basic_auth(ALICE.0, Some(ALICE.1))
@@ -203,13 +217,24 @@ pub fn push_signature_layers(
         "layers": descriptors
     }))
     .unwrap();
-    put_manifest(reg, repo, &artifact_tag(subject, ".sig"), OCI_MANIFEST, &manifest)
+    put_manifest(
+        reg,
+        repo,
+        &artifact_tag(subject, ".sig"),
+        OCI_MANIFEST,
+        &manifest,
+    )
 }
 
 /// Signs `subject` with each (key, digest the payload names): normally the subject itself,
 /// another digest for a signature copied from another image. Replaces the `.sig` tag (cosign
 /// adds a signature by re-pushing it with one layer more).
-pub fn push_signatures(reg: &Registry, repo: &str, subject: &str, sigs: &[(&SigningKey, &str)]) -> String {
+pub fn push_signatures(
+    reg: &Registry,
+    repo: &str,
+    subject: &str,
+    sigs: &[(&SigningKey, &str)],
+) -> String {
     let layers: Vec<(Vec<u8>, serde_json::Value)> = sigs
         .iter()
         .map(|(key, names)| {
@@ -221,40 +246,120 @@ pub fn push_signatures(reg: &Registry, repo: &str, subject: &str, sigs: &[(&Sign
     push_signature_layers(reg, repo, subject, &layers)
 }
 
-/// An SPDX SBOM for `subject` as an OCI 1.1 artifact (`artifactType`, `subject`, the empty
-/// config), listed in the referrers tag schema's index `sha256-<hex>`, as a tool that finds no
-/// referrers API (distribution 2.8) stores it. Returns the artifact's digest.
-pub fn push_sbom_referrer(reg: &Registry, repo: &str, subject: &str, subject_size: usize) -> String {
+/// An OCI 1.1 artifact pushed by digest: what the referrers tag schema's index lists.
+pub struct Artifact {
+    pub digest: String,
+    pub size: usize,
+    pub artifact_type: String,
+}
+
+/// Pushes an OCI 1.1 artifact manifest for `subject` (`artifactType`, `subject`, the empty
+/// config) with `layers` (media type, content, annotations), by digest.
+pub fn push_artifact(
+    reg: &Registry,
+    repo: &str,
+    subject: &str,
+    artifact_type: &str,
+    layers: &[(&str, Vec<u8>, serde_json::Value)],
+) -> Artifact {
+    let empty = push_blob(reg, repo, b"{}");
+    let descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(media_type, data, annotations)| {
+            serde_json::json!({
+                "mediaType": media_type, "size": data.len(),
+                "digest": push_blob(reg, repo, data), "annotations": annotations
+            })
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": descriptors,
+        "subject": {"mediaType": OCI_MANIFEST, "size": 0, "digest": subject},
+        "annotations": {"org.opencontainers.image.created": "2026-11-28T10:00:00Z"}
+    }))
+    .unwrap();
+    let digest = digest_of(&manifest);
+    put_manifest(reg, repo, &digest, OCI_MANIFEST, &manifest);
+    Artifact {
+        digest,
+        size: manifest.len(),
+        artifact_type: artifact_type.to_string(),
+    }
+}
+
+/// An SPDX SBOM for `subject`.
+pub fn sbom_artifact(reg: &Registry, repo: &str, subject: &str) -> Artifact {
     let sbom = serde_json::to_vec(&serde_json::json!({
         "spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT", "name": repo,
         "packages": [{"name": "app", "SPDXID": "SPDXRef-app", "versionInfo": "1.0"}]
     }))
     .unwrap();
-    let layer = push_blob(reg, repo, &sbom);
-    let empty = push_blob(reg, repo, b"{}");
-    let artifact = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/spdx+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
-        "layers": [{"mediaType": "application/spdx+json", "size": sbom.len(), "digest": layer}],
-        "subject": {"mediaType": OCI_MANIFEST, "size": subject_size, "digest": subject},
-        "annotations": {"org.opencontainers.image.created": "2026-11-28T10:00:00Z"}
-    }))
-    .unwrap();
-    let digest = digest_of(&artifact);
-    put_manifest(reg, repo, &digest, OCI_MANIFEST, &artifact);
+    let layers = [("application/spdx+json", sbom, serde_json::json!({}))];
+    push_artifact(reg, repo, subject, "application/spdx+json", &layers)
+}
+
+/// A cosign simple-signing signature of `subject` as an OCI 1.1 referrer (what cosign
+/// pushes with `--registry-referrers-mode=oci-1-1`).
+pub fn signature_artifact(reg: &Registry, repo: &str, subject: &str, key: &SigningKey) -> Artifact {
+    let p = payload(reg, repo, subject);
+    let sig = key.sign(&p);
+    let layers = [(
+        SIMPLE_SIGNING,
+        p,
+        serde_json::json!({ SIGNATURE_ANNOTATION: sig }),
+    )];
+    push_artifact(
+        reg,
+        repo,
+        subject,
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        &layers,
+    )
+}
+
+/// A notation (Notary v2) signature envelope for `subject`: regwatch counts it, and cannot
+/// verify it.
+pub fn notation_artifact(reg: &Registry, repo: &str, subject: &str) -> Artifact {
+    let layers = [(
+        "application/jose+json",
+        br#"{"payload":"e30","protected":"e30","signature":"AAAA"}"#.to_vec(),
+        serde_json::json!({}),
+    )];
+    push_artifact(
+        reg,
+        repo,
+        subject,
+        "application/vnd.cncf.notary.signature",
+        &layers,
+    )
+}
+
+/// The referrers tag schema: the index `sha256-<hex>` listing `referrers` of `subject`, as
+/// a tool that finds no referrers API (distribution 2.8) keeps it.
+pub fn put_referrers_index(
+    reg: &Registry,
+    repo: &str,
+    subject: &str,
+    referrers: &[Artifact],
+) -> String {
+    let entries: Vec<serde_json::Value> = referrers
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST, "size": a.size, "digest": a.digest,
+                "artifactType": a.artifact_type
+            })
+        })
+        .collect();
     let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": OCI_MANIFEST, "size": artifact.len(), "digest": digest,
-            "artifactType": "application/spdx+json"
-        }]
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries
     }))
     .unwrap();
-    put_manifest(reg, repo, &artifact_tag(subject, ""), OCI_INDEX, &index);
-    digest
+    put_manifest(reg, repo, &artifact_tag(subject, ""), OCI_INDEX, &index)
 }
 
 /// The `.att` tag for `subject`: one DSSE envelope (an in-toto SLSA provenance statement)
@@ -288,5 +393,11 @@ pub fn push_attestation(reg: &Registry, repo: &str, subject: &str) -> String {
         }]
     }))
     .unwrap();
-    put_manifest(reg, repo, &artifact_tag(subject, ".att"), OCI_MANIFEST, &manifest)
+    put_manifest(
+        reg,
+        repo,
+        &artifact_tag(subject, ".att"),
+        OCI_MANIFEST,
+        &manifest,
+    )
 }
