@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../tests/fixtures
-rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest
+rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest corpus/signature
 i=0
 # log_line: the first byte picks the format (0..6 by LogFormat::NAMES, 7 the regex format).
 for f in "$fx"/logs/*.log; do
@@ -27,4 +27,17 @@ for f in "$fx"/api/*.json; do
         m=$((m + 1))
     done
 done
-echo "seeds: $i log lines, $n notification bodies, $m manifests"
+# signature: the first byte picks artifact manifest (0), referrers index (1) or payload + NUL
+# + signature (2); the seeds are the cosign-format samples in tests/fixtures/signatures.
+s=0
+for f in "$fx"/signatures/*.json; do
+    for t in 0 1; do
+        { printf "\\$(printf '%03o' "$t")"; cat "$f"; } > "corpus/signature/$s"
+        s=$((s + 1))
+    done
+done
+for p in "$fx"/signatures/*.payload; do
+    { printf '\002'; cat "$p"; printf '\000'; cat "${p%.payload}.sig"; } > "corpus/signature/$s"
+    s=$((s + 1))
+done
+echo "seeds: $i log lines, $n notification bodies, $m manifests, $s signature inputs"

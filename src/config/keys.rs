@@ -92,12 +92,8 @@ fn kind_of(e: &p256::pkcs8::spki::Error) -> String {
 mod tests {
     use super::*;
 
-    /// Made with `openssl ecparam -name prime256v1 -genkey | openssl ec -pubout`.
-    const P256_PUB: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEUP27z0jcgvndyVwS9/SlAZbzPIvw
-KiW1+vckoJPZyaYqAo7Qe/UI3qyCQD6jWpvnb6Ou0Pm936lkGjpgbv2W3A==
------END PUBLIC KEY-----
-";
+    /// Made with openssl (tests/fixtures/signatures/README.md).
+    const P256_PUB: &str = include_str!("../../tests/fixtures/signatures/openssl.pub");
     /// `openssl ecparam -name secp384r1 -genkey | openssl ec -pubout`.
     const P384_PUB: &str = "-----BEGIN PUBLIC KEY-----
 MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE2WEk0PR4dOqvsfIRdD1DRIDvJft7yxnR

@@ -372,6 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_fixtures() {
+        let m = include_bytes!("../../../tests/fixtures/signatures/cosign-sig-manifest.json");
+        let p = parse(m);
+        assert_eq!(p.layers.len(), 1);
+        assert_eq!(p.layers[0].media_type, SIMPLE_SIGNING);
+        assert_eq!(p.layers[0].size, 239);
+        let sig = include_str!("../../../tests/fixtures/signatures/openssl.sig");
+        assert_eq!(p.layers[0].signature, Some(Ok(sig.to_string())));
+        let idx = include_bytes!("../../../tests/fixtures/signatures/referrers-index.json");
+        let kinds: Vec<Kind> = parse_referrers(idx)
+            .unwrap()
+            .iter()
+            .map(Referrer::kind)
+            .collect();
+        assert_eq!(kinds, [Kind::Signature, Kind::Sbom, Kind::Signature]);
+    }
+
+    #[test]
     fn garbage_yields_nothing_and_never_panics() {
         for body in [
             &b""[..],

@@ -124,21 +124,16 @@ mod tests {
     use super::*;
     use crate::config::keys;
 
-    /// Made with openssl, independently of the crate that verifies here:
-    /// `openssl ecparam -name prime256v1 -genkey -noout -out k.pem`,
-    /// `openssl ec -in k.pem -pubout`, `openssl dgst -sha256 -sign k.pem payload.json | base64`.
-    const PUB: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEUP27z0jcgvndyVwS9/SlAZbzPIvw
-KiW1+vckoJPZyaYqAo7Qe/UI3qyCQD6jWpvnb6Ou0Pm936lkGjpgbv2W3A==
------END PUBLIC KEY-----
-";
+    /// Made with openssl, independently of the crate that verifies here (see
+    /// tests/fixtures/signatures/README.md).
+    const PUB: &str = include_str!("../../../tests/fixtures/signatures/openssl.pub");
     const OTHER_PUB: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEoP8HpmtH6xJty6eH7a9g9tftSzDJ
 iaJl3YSCOmiV3Lyl4NsOalFmuxI00ITJP5yGRvgr/rlIHL0H+rYGofwC4A==
 -----END PUBLIC KEY-----
 ";
-    const PAYLOAD: &str = r#"{"critical":{"identity":{"docker-reference":"127.0.0.1:5000/prod/app"},"image":{"docker-manifest-digest":"sha256:4b2b1cbb1c1c4bd1e2b1ebd1a8d5f7f0b7c0a3e1f9d2c6b4a8e7f6d5c4b3a291"},"type":"cosign container image signature"},"optional":null}"#;
-    const SIG: &str = "MEQCICAWg7pDnKLjFNnbNB2rpuM15oO9Y68/aWu5947RiFbyAiB8SjLV94SyhoQZjRdDWF9S2uabRp9QRBHuUS1MpO8uEw==";
+    const PAYLOAD: &str = include_str!("../../../tests/fixtures/signatures/openssl.payload");
+    const SIG: &str = include_str!("../../../tests/fixtures/signatures/openssl.sig");
     const SUBJECT: &str = "sha256:4b2b1cbb1c1c4bd1e2b1ebd1a8d5f7f0b7c0a3e1f9d2c6b4a8e7f6d5c4b3a291";
 
     fn key(name: &str, pem: &str) -> SignatureKey {
@@ -237,5 +232,52 @@ iaJl3YSCOmiV3Lyl4NsOalFmuxI00ITJP5yGRvgr/rlIHL0H+rYGofwC4A==
             c.problem.unwrap().len() < 200,
             "a problem is one short line"
         );
+    }
+
+    /// Mutated payloads and signatures (a seeded xorshift over the fixtures) never panic,
+    /// and a changed payload or signature never verifies.
+    #[test]
+    fn mutations_never_panic_and_never_verify() {
+        use crate::formats::log::test_support::XorShift;
+        let trusted = [key("ci.pub", PUB)];
+        let mut rng = XorShift::new(0x5160_ba5e);
+        let mutate = |rng: &mut XorShift, input: &[u8]| {
+            let mut out = input.to_vec();
+            for _ in 0..=rng.below(3) {
+                if out.is_empty() {
+                    break;
+                }
+                let at = rng.below(out.len());
+                match rng.below(3) {
+                    0 => out[at] = rng.next() as u8,
+                    1 => out[at] ^= 1 << rng.below(8),
+                    _ => {
+                        out.remove(at);
+                    }
+                }
+            }
+            out
+        };
+        for _ in 0..3000 {
+            let payload = mutate(&mut rng, PAYLOAD.as_bytes());
+            let sig = mutate(&mut rng, SIG.as_bytes());
+            let sig = String::from_utf8_lossy(&sig);
+            let c = check(&payload, &sig, &trusted);
+            let v = verdict(&c, SUBJECT, &trusted);
+            if payload != PAYLOAD.as_bytes() || sig != SIG {
+                assert!(
+                    matches!(v, Verdict::Unverified(_)),
+                    "a changed input verified: {:?} {sig}",
+                    String::from_utf8_lossy(&payload)
+                );
+            }
+        }
+        let manifest =
+            include_bytes!("../../../tests/fixtures/signatures/cosign-sig-manifest.json");
+        let index = include_bytes!("../../../tests/fixtures/signatures/referrers-index.json");
+        for _ in 0..3000 {
+            let _ = super::super::artifacts::parse(&mutate(&mut rng, manifest));
+            let _ = super::super::artifacts::parse_referrers(&mutate(&mut rng, index));
+        }
     }
 }
