@@ -6,6 +6,11 @@
 //!     cargo bench --bench inventory                          # 2000 repos, skopeo on 100 of them
 //!     cargo bench --bench inventory -- --repos 500 --sample 50
 //!
+//! A second round signs every tag (cosign's `sha256-<hex>.sig` tag schema, one simple-signing
+//! signature each) and polls again with the public key in `signature_keys`: what detecting and
+//! verifying signatures adds, next to the scripted way without cosign (`skopeo copy` of each
+//! `.sig` to a directory and `openssl dgst -verify` of its payload) on a sample.
+//!
 //! The storage is written directly in distribution's filesystem layout (blobs, `_layers`,
 //! `_manifests/revisions`, `_manifests/tags/<t>/{current,index}`), then the registry is
 //! restarted over it: pushing 6,000 images would take longer than the benchmark. HTTP
@@ -112,6 +117,170 @@ fn skopeo(args: &[&str]) {
     assert_ok(&out, &format!("skopeo {args:?}"));
 }
 
+/// Writes a `sha256-<hex>.sig` tag for every tag of `names` into the storage: a cosign
+/// simple-signing payload naming the tag's manifest, signed with `key` (in process: 6,000
+/// openssl runs would take longer than the benchmark), its image config and manifest.
+fn sign_all(root: &Path, names: &[String], key: &p256::ecdsa::SigningKey) -> usize {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let mut n = 0;
+    for name in names {
+        let repo = root.join("docker/registry/v2/repositories").join(name);
+        for tag in TAGS {
+            let current = repo.join("_manifests/tags").join(tag).join("current/link");
+            let subject = fs::read_to_string(current).unwrap();
+            let payload = format!(
+                "{{\"critical\":{{\"identity\":{{\"docker-reference\":\"bench/{name}\"}},\"image\":{{\"docker-manifest-digest\":\"{subject}\"}},\"type\":\"cosign container image signature\"}},\"optional\":null}}"
+            );
+            let sig: p256::ecdsa::Signature = key.sign(payload.as_bytes());
+            let sig = base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes());
+            let payload_d = blob(root, payload.as_bytes());
+            let config = format!(
+                "{{\"architecture\":\"\",\"os\":\"\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"{payload_d}\"]}},\"config\":{{}}}}"
+            );
+            let config_d = blob(root, config.as_bytes());
+            for d in [&payload_d, &config_d] {
+                link(&repo.join("_layers/sha256").join(hexpart(d)), d);
+            }
+            let manifest = format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_d}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"application/vnd.dev.cosign.simplesigning.v1+json\",\"digest\":\"{payload_d}\",\"size\":{},\"annotations\":{{\"dev.cosignproject.cosign/signature\":\"{sig}\"}}}}]}}",
+                config.len(),
+                payload.len()
+            );
+            let m = blob(root, manifest.as_bytes());
+            link(
+                &repo.join("_manifests/revisions/sha256").join(hexpart(&m)),
+                &m,
+            );
+            let t = repo
+                .join("_manifests/tags")
+                .join(format!("{}.sig", subject.replace(':', "-")));
+            link(&t.join("current"), &m);
+            link(&t.join("index/sha256").join(hexpart(&m)), &m);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The scripted check without cosign for one signed tag: copy its `.sig` to a directory
+/// with skopeo, take the payload and the annotation from the manifest, `openssl dgst
+/// -verify` the one against the other with the public key.
+fn script_verify(reg: &Registry, name: &str, subject: &str, public: &Path, creds: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!(
+        "docker://{}/{name}:{}.sig",
+        reg.host(),
+        subject.replace(':', "-")
+    );
+    let dest = format!("dir:{}", dir.path().display());
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        creds,
+        &src,
+        &dest,
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let layer = &m["layers"][0];
+    let payload = dir.path().join(hexpart(layer["digest"].as_str().unwrap()));
+    let sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
+        .as_str()
+        .unwrap();
+    let der = dir.path().join("sig.der");
+    {
+        use base64::Engine;
+        fs::write(
+            &der,
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public)
+        .arg("-signature")
+        .arg(&der)
+        .arg(&payload)
+        .output()
+        .unwrap();
+    assert_ok(&out, "openssl dgst -verify");
+}
+
+/// Round two: every tag signed; regwatch with the key in `signature_keys` against the
+/// scripted check on `sample` repositories.
+fn signed_round(reg: &mut Registry, names: &[String], sample: usize, unsigned_secs: f64) {
+    use p256::pkcs8::EncodePublicKey;
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let public = keys.path().join("cosign.pub");
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    fs::write(&public, pem).unwrap();
+    let t = Instant::now();
+    let signed = sign_all(&reg.storage(), names, &key);
+    reg.restart();
+    println!(
+        "\n# signed: {signed} .sig tags written in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let toml = format!(
+        "[[registry]]\nname = \"bench\"\nurl = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nsignature_keys = [\"{}\"]\n",
+        reg.url(),
+        ALICE.0,
+        ALICE.1,
+        public.display()
+    );
+    let cfg =
+        config::parse(&toml, Origin::Embedded, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(poll_once(&cfg.registries[0]))
+        .unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    let verified = report
+        .tag_rows
+        .iter()
+        .filter(|r| r.signature.as_str() == "verified")
+        .count();
+    assert_eq!(verified, signed, "every tag verified");
+    println!(
+        "regwatch: {:.2}s, {} HTTP requests, {verified} of {} tags verified (unsigned round: {unsigned_secs:.2}s)",
+        report.duration_seconds,
+        report.requests,
+        report.tag_rows.len()
+    );
+    let creds = format!("{}:{}", ALICE.0, ALICE.1);
+    let t = Instant::now();
+    for name in names.iter().take(sample) {
+        let repo = reg
+            .storage()
+            .join("docker/registry/v2/repositories")
+            .join(name);
+        for tag in TAGS {
+            let current = repo.join("_manifests/tags").join(tag).join("current/link");
+            let subject = fs::read_to_string(current).unwrap();
+            script_verify(reg, name, &subject, &public, &creds);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let factor = names.len() as f64 / sample as f64;
+    println!(
+        "script:   {secs:.2}s to verify {} signatures of {sample} repositories (skopeo copy + openssl per tag; the listing costs the skopeo baseline above on top); extrapolated x{factor:.0}: {:.1}s",
+        sample * TAGS.len(),
+        secs * factor
+    );
+    println!(
+        "ratio:    regwatch verifies the whole registry {:.1}x faster than the script's verification alone",
+        secs * factor / report.duration_seconds
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes --bench; `cargo test --all-targets` (scripts/test.sh) runs this
@@ -204,4 +373,5 @@ fn main() {
         skopeo_secs / report.duration_seconds,
         report.requests as f64 / skopeo_requests
     );
+    signed_round(&mut reg, &names, sample, report.duration_seconds);
 }

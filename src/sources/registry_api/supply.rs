@@ -34,6 +34,8 @@ pub struct Detection {
     checks: Checks,
     /// Whether the registry serves the referrers API (learned from the first answer).
     referrers: AtomicU8,
+    /// Held by the one request that finds out.
+    probing: tokio::sync::Mutex<()>,
     /// Referrer manifests read by digest (not reachable from a tag): the manifest cache
     /// keeps them for the next poll.
     fetched: Mutex<BTreeSet<String>>,
@@ -47,6 +49,7 @@ impl Detection {
             keys,
             checks,
             referrers: AtomicU8::new(UNKNOWN),
+            probing: tokio::sync::Mutex::new(()),
             fetched: Mutex::new(BTreeSet::new()),
             used: Mutex::new(BTreeSet::new()),
         })
@@ -199,15 +202,8 @@ async fn attached(
                 .is_some_and(artifacts::is_sbom_predicate)
         });
     }
-    if detection.referrers.load(Ordering::Relaxed) != NOT_SERVED {
-        match client.referrers(repo, subject).await? {
-            Some(found) => {
-                detection.referrers.store(SERVED, Ordering::Relaxed);
-                w.referrers.extend(found);
-            }
-            None => detection.referrers.store(NOT_SERVED, Ordering::Relaxed),
-        }
-    }
+    w.referrers
+        .extend(referrers_api(client, repo, subject, detection).await?);
     // The same referrer can be both in a referrers tag's index and in the API's answer.
     let mut seen = BTreeSet::new();
     w.referrers.retain(|r| seen.insert(r.digest.clone()));
@@ -215,6 +211,39 @@ async fn attached(
         referrer(client, repo, subject, r, cache, detection, &mut a).await?;
     }
     Ok(a)
+}
+
+/// The referrers API's answer for `subject`; nothing where the registry does not serve the
+/// API. While that is not known yet, one request finds out and the others wait for it, so a
+/// registry without the API costs one 404 per poll, not one per manifest in flight.
+async fn referrers_api(
+    client: &Client,
+    repo: &str,
+    subject: &str,
+    detection: &Detection,
+) -> Result<Vec<Referrer>, ApiError> {
+    let _probing = match detection.referrers.load(Ordering::Acquire) {
+        NOT_SERVED => return Ok(Vec::new()),
+        SERVED => None,
+        _ => {
+            let guard = detection.probing.lock().await;
+            match detection.referrers.load(Ordering::Acquire) {
+                NOT_SERVED => return Ok(Vec::new()),
+                SERVED => None,
+                _ => Some(guard),
+            }
+        }
+    };
+    match client.referrers(repo, subject).await? {
+        Some(found) => {
+            detection.referrers.store(SERVED, Ordering::Release);
+            Ok(found)
+        }
+        None => {
+            detection.referrers.store(NOT_SERVED, Ordering::Release);
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Adds what one referrer is to `a`.
