@@ -207,76 +207,70 @@ struct TagLine<'a> {
     row: &'a TagRow,
 }
 
-/// A column of the `--tags` table and CSV: its header, its CSV name and its cell. A field
-/// added to [`TagRow`] becomes visible by adding its column here.
+/// A column of the `--tags` table and CSV: its header, its CSV name, its value (as CSV and
+/// JSON write it) and how the table shows it. A field added to [`TagRow`] becomes visible by
+/// adding its column here.
 struct Column {
     header: &'static str,
-    csv: &'static str,
+    name: &'static str,
     /// Right-aligned (numbers).
     right: bool,
-    cell: fn(&TagLine<'_>) -> String,
+    value: fn(&TagLine<'_>) -> String,
+    shown: Option<fn(&TagLine<'_>) -> String>,
 }
 
-fn short_digest(d: &str) -> String {
-    // `sha256:` and 12 hex digits, as `docker images` shows an id.
-    d.chars().take(19).collect()
+impl Column {
+    const fn left(
+        header: &'static str,
+        name: &'static str,
+        value: fn(&TagLine<'_>) -> String,
+    ) -> Column {
+        Column {
+            header,
+            name,
+            right: false,
+            value,
+            shown: None,
+        }
+    }
+
+    const fn right(
+        header: &'static str,
+        name: &'static str,
+        value: fn(&TagLine<'_>) -> String,
+    ) -> Column {
+        Column {
+            right: true,
+            ..Column::left(header, name, value)
+        }
+    }
+
+    /// Shown differently in the table (shorter, for people).
+    const fn shown_as(self, shown: fn(&TagLine<'_>) -> String) -> Column {
+        Column {
+            shown: Some(shown),
+            ..self
+        }
+    }
+
+    fn table_cell(&self, l: &TagLine<'_>) -> String {
+        (self.shown.unwrap_or(self.value))(l)
+    }
 }
 
 const TAG_COLUMNS: &[Column] = &[
-    Column {
-        header: "REGISTRY",
-        csv: "registry",
-        right: false,
-        cell: |l| l.registry.to_string(),
-    },
-    Column {
-        header: "REPOSITORY",
-        csv: "repository",
-        right: false,
-        cell: |l| l.row.repository.clone(),
-    },
-    Column {
-        header: "TAG",
-        csv: "tag",
-        right: false,
-        cell: |l| l.row.tag.clone(),
-    },
-    Column {
-        header: "DIGEST",
-        csv: "digest",
-        right: false,
-        cell: |l| l.row.digest.clone(),
-    },
-    Column {
-        header: "SIGNATURE",
-        csv: "signature",
-        right: false,
-        cell: |l| l.row.signature.as_str().to_string(),
-    },
-    Column {
-        header: "SIGS",
-        csv: "signatures",
-        right: true,
-        cell: |l| l.row.signatures.to_string(),
-    },
-    Column {
-        header: "ATTS",
-        csv: "attestations",
-        right: true,
-        cell: |l| l.row.attestations.to_string(),
-    },
-    Column {
-        header: "SBOM",
-        csv: "sbom",
-        right: false,
-        cell: |l| if l.row.sbom { "yes" } else { "no" }.to_string(),
-    },
-    Column {
-        header: "SIGNED BY",
-        csv: "signed_by",
-        right: false,
-        cell: |l| l.row.signed_by.join(" "),
-    },
+    Column::left("REGISTRY", "registry", |l| l.registry.to_string()),
+    Column::left("REPOSITORY", "repository", |l| l.row.repository.clone()),
+    Column::left("TAG", "tag", |l| l.row.tag.clone()),
+    // `sha256:` and 12 hex digits in the table, as `docker images` shows an id.
+    Column::left("DIGEST", "digest", |l| l.row.digest.clone())
+        .shown_as(|l| l.row.digest.chars().take(19).collect()),
+    Column::left("SIGNATURE", "signature", |l| l.row.signature.to_string()),
+    Column::right("SIGS", "signatures", |l| l.row.signatures.to_string()),
+    Column::right("ATTS", "attestations", |l| l.row.attestations.to_string()),
+    Column::left("SBOM", "sbom", |l| l.row.sbom.to_string())
+        .shown_as(|l| if l.row.sbom { "yes" } else { "no" }.into()),
+    Column::left("SIGNED BY", "signed_by", |l| l.row.signed_by.join(" ")),
 ];
 
 fn print_tags(
@@ -299,56 +293,49 @@ fn print_tags(
             writeln!(out)?;
         }
         OutputFormat::Csv => {
-            csv::write_record(&mut *out, TAG_COLUMNS.iter().map(|c| c.csv))?;
+            csv::write_record(&mut *out, TAG_COLUMNS.iter().map(|c| c.name))?;
             for l in &lines {
-                let sbom = |c: &Column| match c.csv {
-                    // CSV is for machines: the booleans as JSON writes them.
-                    "sbom" => l.row.sbom.to_string(),
-                    _ => (c.cell)(l),
-                };
-                csv::write_record(&mut *out, TAG_COLUMNS.iter().map(sbom))?;
+                csv::write_record(&mut *out, TAG_COLUMNS.iter().map(|c| (c.value)(l)))?;
             }
         }
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = lines
                 .iter()
-                .map(|l| {
-                    TAG_COLUMNS
-                        .iter()
-                        .map(|c| match c.csv {
-                            "digest" => short_digest(&(c.cell)(l)),
-                            _ => (c.cell)(l),
-                        })
-                        .collect()
-                })
+                .map(|l| TAG_COLUMNS.iter().map(|c| c.table_cell(l)).collect())
                 .collect();
-            let header: Vec<String> = TAG_COLUMNS.iter().map(|c| c.header.to_string()).collect();
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-            for row in &rows {
-                for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
-                }
-            }
-            let line = |cells: &[String]| {
-                let padded: Vec<String> = cells
-                    .iter()
-                    .zip(&widths)
-                    .zip(TAG_COLUMNS)
-                    .map(|((c, w), col)| {
-                        if col.right {
-                            format!("{c:>w$}")
-                        } else {
-                            format!("{c:<w$}")
-                        }
-                    })
-                    .collect();
-                padded.join("  ").trim_end().to_string()
-            };
-            writeln!(out, "{}", line(&header))?;
-            for row in &rows {
-                writeln!(out, "{}", line(row))?;
-            }
+            print_columns(out, &rows)?;
         }
+    }
+    Ok(())
+}
+
+/// The `--tags` table: columns as wide as their widest cell, numbers right-aligned.
+fn print_columns(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let header: Vec<String> = TAG_COLUMNS.iter().map(|c| c.header.to_string()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .zip(TAG_COLUMNS)
+            .map(|((c, w), col)| {
+                if col.right {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    writeln!(out, "{}", line(&header))?;
+    for row in rows {
+        writeln!(out, "{}", line(row))?;
     }
     Ok(())
 }

@@ -364,12 +364,6 @@ fn first_seen(db: &Path, repository: &str, tag: &str) -> Option<f64> {
     Some(t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
-fn mail_text(raw: &str) -> String {
-    raw.replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
-}
-
 const TOKEN: &str = "signatures-test-token";
 const GRACE_SECS: f64 = 6.0;
 
@@ -425,7 +419,7 @@ timeout = "2s"
     // Both unsigned prod tags fire once the grace is over, one mail each.
     let mails = smtp.wait_for(2, Duration::from_secs(90));
     assert_eq!(mails.len(), 2, "{mails:#?}");
-    let texts: Vec<String> = mails.iter().map(|m| mail_text(m)).collect();
+    let texts: Vec<String> = mails.iter().map(|m| decoded(m)).collect();
     for tag in ["1.1", "2.0"] {
         let m = texts
             .iter()
@@ -537,7 +531,7 @@ timeout = "2s"
     push_signatures(&reg, "prod/app", &late, &[(&trusted, &late)]);
     let mails = smtp.wait_for(3, Duration::from_secs(60));
     assert_eq!(mails.len(), 3, "{mails:#?}");
-    let resolved = mail_text(&mails[2]);
+    let resolved = decoded(&mails[2]);
     assert!(
         resolved.contains("Subject: [regwatch] resolved: prod/app:1.1"),
         "{resolved}"
@@ -588,7 +582,7 @@ timeout = "2s"
     assert_ok(&out, "skopeo delete prod/app:2.0");
     let mails = smtp.wait_for(4, Duration::from_secs(60));
     assert_eq!(mails.len(), 4, "{mails:#?}");
-    assert!(mail_text(&mails[3]).contains("Subject: [regwatch] resolved: prod/app:2.0"));
+    assert!(decoded(&mails[3]).contains("Subject: [regwatch] resolved: prod/app:2.0"));
     two_more_polls(&d);
     assert_eq!(smtp.messages().len(), 4);
     let (code, out, err) = regwatch(&["audit", "verify", "--config", cfg.to_str().unwrap()]);

@@ -291,20 +291,7 @@ impl Client {
             {
                 return Ok(None);
             }
-            let here = resp.url().clone();
-            let resp = check_status(Method::GET, resp).await?;
-            let next = resp
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link)
-                .and_then(|l| here.join(&l).ok());
-            let body = read_body(resp, MAX_BODY)
-                .await
-                .map_err(|e| ApiError::Garbage {
-                    url: here.to_string(),
-                    detail: e,
-                })?;
+            let (here, body, next) = page_of(resp).await?;
             let page = artifacts::parse_referrers(&body).ok_or_else(|| ApiError::Garbage {
                 url: here.to_string(),
                 detail: format!("not an OCI index: {}", snippet(&body)),
@@ -354,20 +341,7 @@ impl Client {
         let resp = self
             .send_retrying(Method::GET, url, Some("application/json"), scope)
             .await?;
-        let url = resp.url().clone();
-        let resp = check_status(Method::GET, resp).await?;
-        let next = resp
-            .headers()
-            .get(header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_link)
-            .and_then(|l| url.join(&l).ok());
-        let body = read_body(resp, MAX_BODY)
-            .await
-            .map_err(|e| ApiError::Garbage {
-                url: url.to_string(),
-                detail: e,
-            })?;
+        let (url, body, next) = page_of(resp).await?;
         let value = serde_json::from_slice(&body).map_err(|e| ApiError::Garbage {
             url: url.to_string(),
             detail: format!("not the expected JSON ({e}): {}", snippet(&body)),
@@ -565,6 +539,26 @@ impl Client {
     }
 }
 
+/// One page of a paged answer (catalog, tags, referrers): where it came from, its body (at
+/// most [`MAX_BODY`]) and the target of its `Link: rel="next"`.
+async fn page_of(resp: reqwest::Response) -> Result<(Url, Vec<u8>, Option<Url>), ApiError> {
+    let url = resp.url().clone();
+    let resp = check_status(Method::GET, resp).await?;
+    let next = resp
+        .headers()
+        .get(header::LINK)
+        .and_then(|v| v.to_str().ok())
+        .and_then(next_link)
+        .and_then(|l| url.join(&l).ok());
+    let body = read_body(resp, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::Garbage {
+            url: url.to_string(),
+            detail: e,
+        })?;
+    Ok((url, body, next))
+}
+
 async fn check_status(
     method: Method,
     resp: reqwest::Response,
@@ -672,6 +666,25 @@ mod tests {
         );
     }
 
+    /// `app` on a loopback port, and a client for it as registry `r`.
+    async fn serve(
+        app: axum::Router,
+    ) -> (Arc<Client>, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let toml = format!("[[registry]]\nname = \"r\"\nurl = \"http://127.0.0.1:{port}\"\n");
+        let cfg = crate::config::parse(
+            &toml,
+            crate::config::Origin::Embedded,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .registries
+        .remove(0);
+        (Client::new(&cfg).unwrap(), server)
+    }
+
     /// distribution 2.8 ignores `n` on tags/list (so the integration tests cannot page
     /// it); Harbor and others page with `Link`. One local server plays such a registry.
     #[tokio::test]
@@ -699,19 +712,7 @@ mod tests {
             (headers, body).into_response()
         }
         let app = axum::Router::new().route("/v2/team/app/tags/list", axum::routing::get(tags));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let toml = format!("[[registry]]\nname = \"r\"\nurl = \"http://127.0.0.1:{port}\"\n");
-        let cfg = crate::config::parse(
-            &toml,
-            crate::config::Origin::Embedded,
-            std::path::Path::new("."),
-        )
-        .unwrap()
-        .registries
-        .remove(0);
-        let client = Client::new(&cfg).unwrap();
+        let (client, server) = serve(app).await;
         assert_eq!(client.tags("team/app").await.unwrap(), ALL);
         // One request per page of two: three pages.
         assert_eq!(client.requests(), 3);
@@ -763,19 +764,7 @@ mod tests {
             "/v2/{repo}/referrers/{digest}",
             axum::routing::get(referrers),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let toml = format!("[[registry]]\nname = \"r\"\nurl = \"http://127.0.0.1:{port}\"\n");
-        let cfg = crate::config::parse(
-            &toml,
-            crate::config::Origin::Embedded,
-            std::path::Path::new("."),
-        )
-        .unwrap()
-        .registries
-        .remove(0);
-        let client = Client::new(&cfg).unwrap();
+        let (client, server) = serve(app).await;
         let found = client.referrers("served", SUBJECT).await.unwrap().unwrap();
         let kinds: Vec<artifacts::Kind> = found.iter().map(|r| r.kind()).collect();
         assert_eq!(

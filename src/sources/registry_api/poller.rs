@@ -605,6 +605,43 @@ pub fn restore_reports(db: &Reader, registries: &[RegistryConfig], to: &Publishe
     }
 }
 
+/// This poll's snapshot and the writer's update: the changes since `previous` as events
+/// (tags and repositories, signatures attached), the totals and the report to store.
+fn changes(
+    name: &str,
+    previous: Option<&Snapshot>,
+    rows: &tags::Previous,
+    polled: &Polled,
+    rep: &Report,
+    at: time::OffsetDateTime,
+) -> (Snapshot, InventoryUpdate) {
+    let now = snapshot(&polled.repos);
+    let mut update = diff(name, previous, &now, &polled.media_types, at);
+    if let Some(prev) = previous {
+        let signed = tags::signature_events(name, &rep.tag_rows, rows, &prev.tags, at);
+        update.events.extend(signed);
+    }
+    update.unique_bytes = rep.accounting.unique_bytes;
+    update.report = serde_json::to_string(rep).ok();
+    (now, update)
+}
+
+/// Only what this poll referenced stays cached (manifests, signature checks).
+fn forget_unused(cache: &Cache, polled: &Polled, detection: &Detection) {
+    let fetched = detection.fetched();
+    let keep: BTreeSet<&String> = polled
+        .repos
+        .values()
+        .flat_map(|c| c.manifests.keys())
+        .chain(&fetched)
+        .collect();
+    cache
+        .lock()
+        .expect("not poisoned")
+        .retain(|d, _| keep.contains(d));
+    detection.prune_checks();
+}
+
 async fn inventory_loop(
     cfg: &RegistryConfig,
     client: &Arc<Client>,
@@ -646,20 +683,8 @@ async fn inventory_loop(
                 let polled_at = crate::model::text::format_time(at);
                 tags::carry_first_seen(&mut polled.tags, &rows, &polled_at);
                 let rep = report(cfg, &polled, started, client.requests() - before, at);
-                let now = snapshot(&polled.repos);
-                let mut update = diff(name, previous.as_ref(), &now, &polled.media_types, at);
-                if let Some(prev) = &previous {
-                    update.events.extend(tags::signature_events(
-                        name,
-                        &rep.tag_rows,
-                        &rows,
-                        &prev.tags,
-                        at,
-                    ));
-                }
-                update.unique_bytes = rep.accounting.unique_bytes;
+                let (now, update) = changes(name, previous.as_ref(), &rows, &polled, &rep, at);
                 let changes = update.events.len();
-                update.report = serde_json::to_string(&rep).ok();
                 match ctx.sink.store_inventory(update).await {
                     Ok(()) => {
                         previous = Some(now);
@@ -674,19 +699,7 @@ async fn inventory_loop(
                             seconds = rep.duration_seconds,
                             "inventory polled"
                         );
-                        // Only what this poll referenced stays cached.
-                        let fetched = detection.fetched();
-                        let keep: BTreeSet<&String> = polled
-                            .repos
-                            .values()
-                            .flat_map(|c| c.manifests.keys())
-                            .chain(&fetched)
-                            .collect();
-                        cache
-                            .lock()
-                            .expect("not poisoned")
-                            .retain(|d, _| keep.contains(d));
-                        detection.prune_checks();
+                        forget_unused(&cache, &polled, &detection);
                         publish(&published, rep, at);
                         cfg.poll_interval
                     }

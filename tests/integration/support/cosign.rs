@@ -134,15 +134,27 @@ pub fn put_manifest(
     digest_of(body)
 }
 
-/// The digest `repo:tag` points at, as the registry says.
-pub fn manifest_digest(reg: &Registry, repo: &str, tag: &str) -> String {
+/// A manifest request with the full Accept list (distribution 2.8 404s an OCI manifest
+/// without it).
+fn manifest_request(
+    reg: &Registry,
+    method: reqwest::Method,
+    repo: &str,
+    tag: &str,
+) -> reqwest::blocking::Response {
     let r = client()
-        .head(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
+        .request(method, format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
         .basic_auth(ALICE.0, Some(ALICE.1))
         .header("Accept", ACCEPT)
         .send()
         .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "HEAD {repo}:{tag}");
+    assert_eq!(r.status().as_u16(), 200, "{repo}:{tag}");
+    r
+}
+
+/// The digest `repo:tag` points at, as the registry says.
+pub fn manifest_digest(reg: &Registry, repo: &str, tag: &str) -> String {
+    let r = manifest_request(reg, reqwest::Method::HEAD, repo, tag);
     r.headers()["docker-content-digest"]
         .to_str()
         .unwrap()
@@ -151,13 +163,9 @@ pub fn manifest_digest(reg: &Registry, repo: &str, tag: &str) -> String {
 
 /// The platform manifests an index lists.
 pub fn index_children(reg: &Registry, repo: &str, tag: &str) -> Vec<String> {
-    let r = client()
-        .get(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
-        .basic_auth(ALICE.0, Some(ALICE.1))
-        .header("Accept", ACCEPT)
-        .send()
+    let v: serde_json::Value = manifest_request(reg, reqwest::Method::GET, repo, tag)
+        .json()
         .unwrap();
-    let v: serde_json::Value = r.json().unwrap();
     v["manifests"]
         .as_array()
         .unwrap()

@@ -186,3 +186,11 @@ impl SmtpSink {
         }
     }
 }
+
+/// A mail's text with quoted-printable soft breaks and `=3D` undone, so a test can look for
+/// a summary or subject that was wrapped.
+pub fn decoded(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
