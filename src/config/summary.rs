@@ -184,19 +184,32 @@ fn naming_policy(r: &RegistryConfig) -> String {
 }
 
 fn registry_storage(r: &RegistryConfig) -> String {
-    r.storage_root
+    let from = r
+        .registry_config
         .as_ref()
-        .map(|p| {
-            format!(
-                ", storage {} (usage every {}, walk every {}, uploads stale after {}, forecast over {})",
-                p.display(),
-                humane(r.storage_usage_interval),
-                humane(r.storage_interval),
-                humane(r.upload_max_age),
-                humane(r.forecast_window)
-            )
-        })
-        .unwrap_or_default()
+        .map(|p| format!(" from {}", p.display()))
+        .unwrap_or_default();
+    let timing = format!(
+        "walk every {}, uploads stale after {}, forecast over {}",
+        humane(r.storage_interval),
+        humane(r.upload_max_age),
+        humane(r.forecast_window)
+    );
+    match (&r.storage_root, &r.s3) {
+        (Some(p), _) => format!(
+            ", storage {}{from} (usage every {}, {timing})",
+            p.display(),
+            humane(r.storage_usage_interval),
+        ),
+        (None, Some(s3)) => format!(
+            ", storage {s3}{from} ({}, {timing})",
+            match r.capacity_bytes {
+                Some(c) => format!("capacity {}", crate::model::text::human_bytes(c)),
+                None => "no capacity_bytes: no usage ratio or forecast".into(),
+            }
+        ),
+        (None, None) => String::new(),
+    }
 }
 
 /// Where a channel delivers: the SMTP server and recipients, or of a URL only scheme and

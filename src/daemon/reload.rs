@@ -58,7 +58,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         if !before.contains(&name) {
             tracing::warn!(
                 registry = %name,
-                "storage monitoring of a registry that had no storage_root starts after a restart"
+                "storage monitoring of a registry that had no storage (storage_root, s3, registry_config) starts after a restart"
             );
         }
     }

@@ -446,4 +446,19 @@ mod tests {
             let _ = classify("GET", path, 200, false);
         }
     }
+
+    #[test]
+    fn a_blob_get_redirected_to_object_storage_is_a_successful_pull() {
+        // distribution on S3 (redirects on, its default there) answers a blob GET with 307
+        // to a presigned URL: the client fetches the bytes from the bucket.
+        let path = format!("/v2/team/app/blobs/{DIGEST}");
+        for (method, status) in [("GET", 307), ("GET", 302), ("HEAD", 307)] {
+            let c = classify(method, &path, status, true);
+            assert_eq!(
+                (c.operation, c.outcome, c.route, c.digest()),
+                (Operation::Pull, Outcome::Ok, Route::Blob, Some(DIGEST)),
+                "{method} {status}"
+            );
+        }
+    }
 }

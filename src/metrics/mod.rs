@@ -357,7 +357,7 @@ fn counter(name: &str, help: &str, label: &str) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
 }
 
-/// The storage monitor's gauges, each labelled by `registry`.
+/// The storage monitor's gauges, each labelled by `registry`, and what its walks cost.
 #[derive(Clone)]
 pub struct StorageMetrics {
     pub capacity_bytes: GaugeVec,
@@ -374,6 +374,9 @@ pub struct StorageMetrics {
     pub walk_last_success_timestamp_seconds: GaugeVec,
     pub growth_bytes_per_day: GaugeVec,
     pub days_until_full: GaugeVec,
+    /// Also labelled `kind` (`list`, `get`, `head`): S3 requests the walks made.
+    pub walk_requests_total: IntCounterVec,
+    pub walk_errors_total: IntCounterVec,
 }
 
 impl StorageMetrics {
@@ -438,6 +441,19 @@ impl StorageMetrics {
                 "regwatch_storage_days_until_full",
                 "Days until the available bytes are used up at the current trend; +Inf when not growing, absent without enough history.",
             ),
+            walk_requests_total: IntCounterVec::new(
+                Opts::new(
+                    "regwatch_storage_walk_requests_total",
+                    "Requests the storage walks made of S3 storage, by kind (list, get, head).",
+                ),
+                &["registry", "kind"],
+            )
+            .expect("valid metric"),
+            walk_errors_total: counter(
+                "regwatch_storage_walk_errors_total",
+                "Storage walks that failed (unreachable storage, refused credentials, missing bucket, ...).",
+                "registry",
+            ),
         }
     }
 
@@ -460,6 +476,10 @@ impl StorageMetrics {
         ]
         .into_iter()
         .map(|g| Box::new(g.clone()) as Box<dyn prometheus::core::Collector>)
+        .chain([
+            Box::new(self.walk_requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.walk_errors_total.clone()),
+        ])
         .collect()
     }
 }

@@ -6,7 +6,8 @@
 //! One owner per table: every SQL statement on a table lives in that table's module —
 //! [`audit`] (`audit_events`, `chain_anchor`), [`checkpoints`] (`log_checkpoints`),
 //! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
-//! `alert_deliveries`), [`silences`] (`alert_silences`) and [`samples`] (`storage_samples`);
+//! `alert_deliveries`), [`silences`] (`alert_silences`), [`samples`] (`storage_samples`) and
+//! [`manifests`] (`storage_manifests`);
 //! [`schema`] opens the file and migrates it. Nothing outside this module sees SQL or a
 //! connection.
 //!
@@ -20,6 +21,7 @@ pub mod chain;
 mod checkpoints;
 mod error;
 pub mod inventory;
+pub mod manifests;
 mod reader;
 mod samples;
 mod schema;
@@ -34,6 +36,7 @@ pub use alerts::{
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
 pub use inventory::{InventoryUpdate, StoredInventory};
+pub use manifests::ManifestUpdate;
 pub use reader::Reader;
 pub use silences::Silence;
 pub use verify::{Problem, Verdict};

@@ -5,6 +5,7 @@
 use super::alerts::{self, OutboxEntry, StoredState};
 use super::audit::{self, AuditRow, Filter};
 use super::inventory::{self, StoredInventory};
+use super::manifests::{self, ManifestRefs};
 use super::silences::{self, Silence};
 use super::verify::{self, Verdict};
 use super::{StoreError, checkpoints, samples, schema};
@@ -166,6 +167,11 @@ impl Reader {
     /// Silences that have not ended at `now`.
     pub fn silences(&self, now: OffsetDateTime) -> Result<Vec<Silence>> {
         silences::load(self.conn(), now).map_err(StoreError::Read)
+    }
+
+    /// The manifest cache of `registry`'s storage walks.
+    pub fn manifest_refs(&self, registry: &str) -> Result<Vec<ManifestRefs>> {
+        manifests::load(self.conn(), registry).map_err(StoreError::Read)
     }
 
     /// The storage samples of `registry` after `since`, oldest first.

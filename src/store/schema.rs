@@ -135,6 +135,14 @@ const MIGRATIONS: &[&str] = &[
     // the inventory gauges answer right after a restart, also while the registry is down,
     // instead of staying empty until the next successful poll.
     "ALTER TABLE inventory_polls ADD COLUMN report TEXT;",
+    // 7: what each manifest of a registry's storage references (sha256 digests, 32 raw bytes
+    // each, concatenated), so a storage walk reads each manifest once. A cache, not audit data.
+    "CREATE TABLE storage_manifests (
+        registry TEXT NOT NULL,
+        digest   BLOB NOT NULL,
+        refs     BLOB NOT NULL,
+        PRIMARY KEY (registry, digest)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -3,6 +3,7 @@
 
 use super::alerts::{self, AlertUpdate, DeliveryOutcome};
 use super::inventory::{self, InventoryUpdate};
+use super::manifests::{self, ManifestUpdate};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
 use super::{StoreError, audit, checkpoints, samples};
@@ -90,6 +91,10 @@ impl Backend for SqliteWriter {
         keep: Duration,
     ) -> Result<(), StoreError> {
         samples::record(&mut self.conn, registry, sample, keep).map_err(StoreError::Write)
+    }
+
+    fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError> {
+        manifests::apply(&mut self.conn, update).map_err(StoreError::Write)
     }
 
     fn close(&mut self) {

@@ -10,6 +10,7 @@
 use super::StoreError;
 use super::alerts::{AlertUpdate, DeliveryOutcome};
 use super::inventory::InventoryUpdate;
+use super::manifests::ManifestUpdate;
 use super::silences::Silence;
 use crate::model::usage::Sample;
 use crate::model::{Checkpoint, Event};
@@ -67,6 +68,11 @@ enum Command {
         keep: Duration,
         ack: Reply<()>,
     },
+    /// A storage walk's manifests for the cache.
+    Manifests {
+        update: Box<ManifestUpdate>,
+        ack: Reply<()>,
+    },
     /// From now on, send every newly committed audit event to this channel (alert rules on
     /// audit events see only what is stored).
     Tap(EventTap),
@@ -93,6 +99,7 @@ pub(super) trait Backend: Send + 'static {
     fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError>;
     fn sample(&mut self, registry: &str, sample: &Sample, keep: Duration)
     -> Result<(), StoreError>;
+    fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError>;
     /// Called once after the last command (e.g. to checkpoint a write-ahead log).
     fn close(&mut self);
 }
@@ -225,6 +232,15 @@ impl Sink {
             registry,
             sample,
             keep,
+            ack,
+        })
+        .await
+    }
+
+    /// Replaces the manifest cache of `update.registry` with what a storage walk found.
+    pub async fn store_manifests(&self, update: ManifestUpdate) -> Result<(), StoreError> {
+        self.request(|ack| Command::Manifests {
+            update: Box::new(update),
             ack,
         })
         .await
@@ -433,6 +449,9 @@ impl<B: Backend> Loop<B> {
                 ack,
             } => {
                 let _ = ack.send(self.backend.sample(&registry, &sample, keep));
+            }
+            Command::Manifests { update, ack } => {
+                let _ = ack.send(self.backend.manifests(&update));
             }
             Command::Tap(t) => self.tap = Some(t),
             Command::Write(_) | Command::Close => unreachable!("handled by the loop"),

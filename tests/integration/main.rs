@@ -29,4 +29,5 @@ mod reports;
 mod rules;
 mod signatures;
 mod storage;
+mod storage_s3;
 mod tail_model;

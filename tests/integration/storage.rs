@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
-fn curl(args: &[&str]) -> String {
+pub(crate) fn curl(args: &[&str]) -> String {
     require("curl", "curl");
     let out = Command::new("curl")
         .args(["-sS", "-u", "alice:alice-pass"])
@@ -30,7 +30,7 @@ fn header(response: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} header in:\n{response}"))
 }
 
-fn manifest_digest(base: &str, repo: &str, tag: &str) -> String {
+pub(crate) fn manifest_digest(base: &str, repo: &str, tag: &str) -> String {
     let r = curl(&[
         "-I",
         "-H",
@@ -40,7 +40,7 @@ fn manifest_digest(base: &str, repo: &str, tag: &str) -> String {
     header(&r, "Docker-Content-Digest")
 }
 
-fn delete_manifest(base: &str, repo: &str, digest: &str) {
+pub(crate) fn delete_manifest(base: &str, repo: &str, digest: &str) {
     let code = curl(&[
         "-o",
         "/dev/null",
@@ -54,7 +54,7 @@ fn delete_manifest(base: &str, repo: &str, digest: &str) {
 }
 
 /// Starts an upload and returns its absolute Location.
-fn start_upload(base: &str, repo: &str) -> String {
+pub(crate) fn start_upload(base: &str, repo: &str) -> String {
     let r = curl(&[
         "-i",
         "-X",
@@ -71,7 +71,7 @@ fn start_upload(base: &str, repo: &str) -> String {
 }
 
 /// `blob eligible for deletion: sha256:…` lines of a garbage-collect run.
-fn gc_eligible(output: &str) -> BTreeSet<String> {
+pub(crate) fn gc_eligible(output: &str) -> BTreeSet<String> {
     output
         .lines()
         .filter_map(|l| l.strip_prefix("blob eligible for deletion: "))
@@ -79,7 +79,7 @@ fn gc_eligible(output: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn garbage_collect(config: &Path, dry_run: bool) -> String {
+pub(crate) fn garbage_collect(config: &Path, dry_run: bool) -> String {
     require("docker-registry", "docker-registry");
     let mut cmd = Command::new("docker-registry");
     scrub_env(&mut cmd).arg("garbage-collect");
@@ -135,7 +135,7 @@ fn storage_config(dir: &Path, storage: &Path, url: &str, extra: &str) -> std::pa
     path
 }
 
-fn storage_json(config: &Path) -> serde_json::Value {
+pub(crate) fn storage_json(config: &Path) -> serde_json::Value {
     let (code, out, err) = regwatch(&[
         "storage",
         "--config",
@@ -392,7 +392,7 @@ fn reclaimable_blobs_and_bytes_are_what_garbage_collect_deletes() {
     );
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -583,7 +583,7 @@ async fn check_status(
 
 /// "error sending request: client error (Connect): tcp connect error: Connection refused":
 /// reqwest's message names the URL and hides the cause in its source chain.
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut parts = vec![e.to_string()];
     let mut cause = std::error::Error::source(&e);

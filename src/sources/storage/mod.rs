@@ -1,19 +1,29 @@
-//! The storage monitor: filesystem usage of a registry's `storage_root`, a walk of
-//! distribution's storage layout (blobs, reclaimable bytes, upload debris) and the growth
-//! forecast from usage samples kept in the database.
+//! The storage monitor: usage of a registry's storage, a walk of distribution's storage
+//! layout (blobs, reclaimable bytes, upload debris) and the growth forecast from usage
+//! samples kept in the database.
+//!
+//! The storage is a local `storage_root` ([`fs`]: usage from statvfs every
+//! `storage_usage_interval`) or an S3 bucket ([`s3_layout`]: S3 has no "disk full", so the
+//! usage is what the walk listed, against `capacity_bytes` when it is configured). Both go
+//! through the one [`walk::Layout`] seam, so the figures mean the same on either.
 
 pub mod forecast;
+pub mod fs;
 pub mod fsusage;
 pub mod gc;
+pub mod s3;
+pub mod s3_layout;
 pub mod walk;
 
+use crate::config::storage::S3Storage;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::StorageMetrics;
 use crate::model::clock::SharedClock;
 use crate::model::observed::Observations;
-use crate::store::{Sink, Store};
+use crate::store::{ManifestUpdate, Sink, Store};
 use forecast::Sample;
-use std::path::{Path, PathBuf};
+use fsusage::FsUsage;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -24,11 +34,83 @@ use tokio_util::sync::CancellationToken;
 /// history), and at least this long.
 const MIN_SAMPLE_RETENTION: Duration = Duration::from_secs(14 * 86400);
 
+/// Where a registry's storage is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Filesystem(PathBuf),
+    S3 {
+        bucket: Box<S3Storage>,
+        /// `capacity_bytes`: what usage is measured against.
+        capacity: Option<u64>,
+    },
+}
+
+impl Storage {
+    /// The storage of `r`, if it has one.
+    pub fn of(r: &RegistryConfig) -> Option<Storage> {
+        match (&r.storage_root, &r.s3) {
+            (Some(root), _) => Some(Storage::Filesystem(root.clone())),
+            (None, Some(s3)) => Some(Storage::S3 {
+                bucket: Box::new(s3.clone()),
+                capacity: r.capacity_bytes,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// For messages: the root directory, or the bucket (never its keys).
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Filesystem(root) => root.display().to_string(),
+            Storage::S3 { bucket, .. } => format!(
+                "s3://{}/{} at {}",
+                bucket.bucket,
+                bucket.root_directory,
+                bucket.endpoint.as_str().trim_end_matches('/')
+            ),
+        }
+    }
+}
+
+/// A walk's outcome and the requests it made (also when it failed).
+pub type WalkResult = (Result<walk::Walked, walk::WalkError>, walk::Requests);
+
+/// Walks `storage` with its backend.
+pub fn walk_storage(storage: &Storage, opts: &walk::WalkOptions) -> WalkResult {
+    match storage {
+        Storage::Filesystem(root) => {
+            let layout = fs::FsLayout::new(root);
+            (walk::walk_layout(&layout, opts), walk::Requests::default())
+        }
+        Storage::S3 { bucket, .. } => match s3_layout::S3Layout::new(bucket) {
+            Ok(layout) => {
+                let r = walk::walk_layout(&layout, opts);
+                use walk::Layout as _;
+                (r, layout.requests())
+            }
+            Err(e) => (Err(e), walk::Requests::default()),
+        },
+    }
+}
+
+/// The manifest cache of `registry` as the walk wants it; empty (with a warning) when the
+/// database cannot be read, so the walk reads the manifests instead.
+pub fn known_manifests(store: &Store, registry: &str) -> Arc<walk::ManifestRefs> {
+    match store.reader().and_then(|r| r.manifest_refs(registry)) {
+        Ok(rows) => Arc::new(rows.into_iter().collect()),
+        Err(crate::store::StoreError::Missing { .. }) => Arc::default(),
+        Err(e) => {
+            tracing::warn!(registry, error = %e, "cannot read the manifest cache; the walk reads every manifest");
+            Arc::default()
+        }
+    }
+}
+
 /// The settings of one registry the monitor re-reads on every round (so a reload changes
 /// intervals, ages and the window without a restart).
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    root: PathBuf,
+    storage: Storage,
     usage_interval: Duration,
     walk_interval: Duration,
     upload_max_age: Duration,
@@ -38,7 +120,7 @@ struct Settings {
 impl Settings {
     fn of(r: &RegistryConfig) -> Option<Settings> {
         Some(Settings {
-            root: r.storage_root.clone()?,
+            storage: Storage::of(r)?,
             usage_interval: r.storage_usage_interval,
             walk_interval: r.storage_interval,
             upload_max_age: r.upload_max_age,
@@ -60,8 +142,6 @@ pub struct Monitor {
     pub stop: CancellationToken,
 }
 
-type WalkResult = Result<walk::WalkReport, walk::WalkError>;
-
 impl Monitor {
     fn settings(&self) -> Option<Settings> {
         self.config
@@ -71,26 +151,38 @@ impl Monitor {
     }
 
     /// Runs until `stop` is cancelled, or until a reload removes the registry or its
-    /// `storage_root` (its series are then removed).
+    /// storage (its series are then removed).
     pub async fn run(self) {
         let Some(first) = self.settings() else {
             return;
         };
         let name = self.registry.clone();
+        if matches!(first.storage, Storage::S3 { .. }) {
+            // The cost series exist from the start, at 0, so rate() works on the first walk.
+            for kind in ["list", "get", "head"] {
+                self.metrics
+                    .walk_requests_total
+                    .with_label_values(&[&name, kind]);
+            }
+        }
+        self.metrics.walk_errors_total.with_label_values(&[&name]);
         let mut samples = self.history(first.window).await;
         let mut next_usage = Instant::now();
         let mut next_walk = Instant::now();
         let mut walking: Option<oneshot::Receiver<WalkResult>> = None;
         loop {
             let Some(s) = self.settings() else {
-                tracing::info!(registry = %name, "storage_root removed; storage monitoring stops");
+                tracing::info!(registry = %name, "storage removed from the config; storage monitoring stops");
                 self.clear();
                 return;
             };
+            let filesystem = matches!(s.storage, Storage::Filesystem(_));
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep_until(next_usage) => {
-                    self.usage_round(&s, &mut samples).await;
+                _ = tokio::time::sleep_until(next_usage), if filesystem => {
+                    if let Some(usage) = self.fs_usage(&s).await {
+                        self.record_usage(&s, usage, &mut samples).await;
+                    }
                     next_usage = Instant::now() + s.usage_interval;
                 }
                 _ = tokio::time::sleep_until(next_walk), if walking.is_none() => {
@@ -103,9 +195,20 @@ impl Monitor {
                     walking = None;
                     next_walk = Instant::now() + s.walk_interval;
                     match result {
-                        Ok(Ok(report)) => self.walk_done(&s, &report),
-                        Ok(Err(e)) => tracing::error!(registry = %name, error = %e, "storage walk failed"),
-                        Err(_) => tracing::error!(registry = %name, "storage walk thread died"),
+                        Ok((outcome, requests)) => {
+                            self.count_requests(requests);
+                            match outcome {
+                                Ok(walked) => self.walk_done(&s, walked, &mut samples).await,
+                                Err(e) => {
+                                    self.metrics.walk_errors_total.with_label_values(&[&name]).inc();
+                                    tracing::error!(registry = %name, error = %e, "storage walk failed");
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            self.metrics.walk_errors_total.with_label_values(&[&name]).inc();
+                            tracing::error!(registry = %name, "storage walk thread died");
+                        }
                     }
                 }
             }
@@ -131,17 +234,24 @@ impl Monitor {
         }
     }
 
-    async fn usage_round(&self, s: &Settings, samples: &mut Vec<Sample>) {
-        let root = s.root.clone();
+    async fn fs_usage(&self, s: &Settings) -> Option<FsUsage> {
+        let Storage::Filesystem(root) = &s.storage else {
+            return None;
+        };
+        let root = root.clone();
         // statvfs on a hung network filesystem blocks; keep it off the async workers.
-        let usage = match tokio::task::spawn_blocking(move || fsusage::fs_usage(&root)).await {
-            Ok(Ok(u)) => u,
+        match tokio::task::spawn_blocking(move || fsusage::fs_usage(&root)).await {
+            Ok(Ok(u)) => Some(u),
             Ok(Err(e)) => {
                 tracing::error!(registry = %self.registry, error = %e, "cannot read filesystem usage");
-                return;
+                None
             }
-            Err(_) => return,
-        };
+            Err(_) => None,
+        }
+    }
+
+    /// Exports a usage reading, stores it as a sample and updates the forecast.
+    async fn record_usage(&self, s: &Settings, usage: FsUsage, samples: &mut Vec<Sample>) {
         let l = [self.registry.as_str()];
         let m = &self.metrics;
         m.capacity_bytes
@@ -194,17 +304,21 @@ impl Monitor {
     /// neither an async worker nor the runtime's shutdown (an abandoned walk just ends).
     fn start_walk(&self, s: &Settings) -> Option<oneshot::Receiver<WalkResult>> {
         let (tx, rx) = oneshot::channel();
-        let root = s.root.clone();
-        let opts = walk::WalkOptions {
+        let storage = s.storage.clone();
+        let store = self.store.clone();
+        let registry = self.registry.clone();
+        let mut opts = walk::WalkOptions {
             upload_max_age: s.upload_max_age,
             now: self.clock.now().into(),
             top_repositories: 0,
             collect_reclaimable: false,
+            known_manifests: None,
         };
         match std::thread::Builder::new()
             .name("storage-walk".into())
             .spawn(move || {
-                let _ = tx.send(walk::walk(&root, &opts));
+                opts.known_manifests = Some(known_manifests(&store, &registry));
+                let _ = tx.send(walk_storage(&storage, &opts));
             }) {
             Ok(_) => Some(rx),
             Err(e) => {
@@ -214,7 +328,17 @@ impl Monitor {
         }
     }
 
-    fn walk_done(&self, s: &Settings, r: &walk::WalkReport) {
+    fn count_requests(&self, r: walk::Requests) {
+        let c = &self.metrics.walk_requests_total;
+        for (kind, n) in [("list", r.list), ("get", r.get), ("head", r.head)] {
+            if n > 0 {
+                c.with_label_values(&[&self.registry, kind]).inc_by(n);
+            }
+        }
+    }
+
+    async fn walk_done(&self, s: &Settings, walked: walk::Walked, samples: &mut Vec<Sample>) {
+        let r = &walked.report;
         let l = [self.registry.as_str()];
         let m = &self.metrics;
         m.blobs.with_label_values(&l).set(r.blobs as f64);
@@ -239,12 +363,66 @@ impl Monitor {
             .set(self.clock.now().unix_timestamp_nanos() as f64 / 1e9);
         tracing::debug!(
             registry = %self.registry,
-            root = %s.root.display(),
+            storage = %s.storage.describe(),
             blobs = r.blobs,
             reclaimable_bytes = r.reclaimable_bytes,
+            new_manifests = walked.new.len(),
             seconds = r.duration.as_secs_f64(),
             "storage walk finished"
         );
+        if let Storage::S3 { capacity, .. } = &s.storage {
+            self.s3_usage(s, *capacity, r.stored_bytes.unwrap_or(0), samples)
+                .await;
+        }
+        let update = ManifestUpdate {
+            registry: self.registry.clone(),
+            present: walked.present,
+            new: walked.new,
+        };
+        if let Err(e) = self.sink.store_manifests(update).await {
+            tracing::warn!(registry = %self.registry, error = %e, "cannot store the manifest cache; the next walk reads the manifests again");
+        }
+    }
+
+    /// On S3 the walk's listing is the usage: the bytes of every object and upload part.
+    /// With `capacity_bytes` that is a reading like statvfs's (ratio, samples, forecast);
+    /// without it only the used bytes are exported.
+    async fn s3_usage(
+        &self,
+        s: &Settings,
+        capacity: Option<u64>,
+        used: u64,
+        samples: &mut Vec<Sample>,
+    ) {
+        match capacity {
+            Some(capacity) => {
+                let usage = FsUsage {
+                    capacity_bytes: capacity,
+                    used_bytes: used,
+                    available_bytes: capacity.saturating_sub(used),
+                };
+                self.record_usage(s, usage, samples).await;
+            }
+            None => {
+                let l = [self.registry.as_str()];
+                let m = &self.metrics;
+                m.used_bytes.with_label_values(&l).set(used as f64);
+                // A capacity removed by a reload takes its figures along.
+                for g in [
+                    &m.capacity_bytes,
+                    &m.available_bytes,
+                    &m.used_ratio,
+                    &m.growth_bytes_per_day,
+                    &m.days_until_full,
+                ] {
+                    let _ = g.remove_label_values(&l);
+                }
+                self.observed.update(&self.registry, |o| {
+                    o.storage_used_ratio = None;
+                    o.storage_days_until_full = None;
+                });
+            }
+        }
     }
 
     fn clear(&self) {
@@ -272,14 +450,20 @@ impl Monitor {
         ] {
             let _ = g.remove_label_values(&l);
         }
+        let _ = m.walk_errors_total.remove_label_values(&l);
+        for kind in ["list", "get", "head"] {
+            let _ = m
+                .walk_requests_total
+                .remove_label_values(&[&self.registry, kind]);
+        }
     }
 }
 
-/// The storage roots a config monitors, by registry name.
-pub fn monitored(config: &Config) -> Vec<(String, &Path)> {
+/// The registries a config monitors the storage of, by name, with where it is.
+pub fn monitored(config: &Config) -> Vec<(String, Storage)> {
     config
         .registries
         .iter()
-        .filter_map(|r| r.storage_root.as_deref().map(|p| (r.name.clone(), p)))
+        .filter_map(|r| Storage::of(r).map(|s| (r.name.clone(), s)))
         .collect()
 }

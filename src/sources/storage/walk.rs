@@ -1,34 +1,43 @@
-//! One pass over distribution's filesystem storage layout (`docker/registry/v2`): blob count
-//! and bytes, bytes per repository, reclaimable blobs (GC's marking rules, see [`super::gc`])
-//! and stale upload debris.
+//! One pass over distribution's storage layout (`docker/registry/v2`), wherever it is kept:
+//! blob count and bytes, bytes per repository, reclaimable blobs (GC's marking rules, see
+//! [`super::gc`]), tags, and stale upload debris.
+//!
+//! The seam: a [`Layout`] lists what the layout holds (every blob with its size, and per
+//! repository its layer links, revision links, tags and uploads) and reads a manifest blob
+//! when asked; [`walk`] applies GC's rules to what it lists. The filesystem
+//! ([`super::fs::FsLayout`]) and S3 ([`super::s3_layout::S3Layout`]) differ only in how they
+//! list, so the rules exist once and both backends give the same figures.
 //!
 //! Memory: one entry per blob (32-byte digest + 8-byte size, sorted for binary search) plus
 //! two bits per blob for "marked" and "manifest already expanded"; this is the only state
 //! that grows with the tree, about 40 bytes per blob (40 MB for a million blobs). Repositories
-//! are aggregated as they are walked and only the largest `top_repositories` are kept.
+//! are handed over one at a time and only the largest `top_repositories` are kept.
 //! Only `sha256` blobs are indexed; a blob of another algorithm is counted but never
 //! reported reclaimable (distribution only writes sha256).
 //!
-//! Existence is decided by `link`/`data` files, never by directories: a deleted manifest or
-//! blob leaves its directory behind, empty.
+//! Manifests are content-addressed, so what one references never changes: with
+//! [`WalkOptions::known_manifests`] (the cache the daemon keeps in the store) a manifest seen
+//! by an earlier walk is not read again, and [`Walked::manifests`] hands back what this walk
+//! knows for the next one.
 
 use super::gc::{self, Digest};
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Registries refuse manifests over 4 MiB; anything far larger is not one GC could read.
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// What each known manifest references (sha256 digests only), by manifest digest.
+pub type ManifestRefs = HashMap<Digest, Box<[Digest]>>;
 
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
-    /// An upload older than this (by its `startedat`) is debris.
+    /// An upload older than this (by its start time) is debris.
     pub upload_max_age: Duration,
     /// "Now" for upload ages (injected so tests control it).
     pub now: SystemTime,
@@ -36,6 +45,8 @@ pub struct WalkOptions {
     pub top_repositories: usize,
     /// Keep the digests of reclaimable blobs (for the CLI and the GC comparison tests).
     pub collect_reclaimable: bool,
+    /// References of manifests read by earlier walks: these are not read again.
+    pub known_manifests: Option<Arc<ManifestRefs>>,
 }
 
 impl Default for WalkOptions {
@@ -45,8 +56,19 @@ impl Default for WalkOptions {
             now: SystemTime::now(),
             top_repositories: 10,
             collect_reclaimable: false,
+            known_manifests: None,
         }
     }
+}
+
+/// Requests a walk made of its storage (S3; zero on a filesystem).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Requests {
+    /// ListObjectsV2, ListMultipartUploads, ListParts.
+    pub list: u64,
+    /// Manifest blobs and tag links read.
+    pub get: u64,
+    pub head: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,18 +82,31 @@ pub struct WalkReport {
     /// Digests of the reclaimable blobs, only with [`WalkOptions::collect_reclaimable`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reclaimable: Vec<String>,
-    /// Uploads older than the configured age: count and bytes of every file they hold.
+    /// Uploads older than the configured age: count and bytes of everything they hold
+    /// (on S3 also the parts of their unfinished multipart upload).
     pub stale_uploads: u64,
     pub upload_bytes: u64,
     /// All uploads still in `_uploads`, whatever their age.
     pub uploads: u64,
     /// Repositories as GC and the catalog count them (a directory holding `_layers`).
     pub repositories: u64,
+    /// Tags whose `current` link names a manifest.
+    pub tags: u64,
+    /// Manifest revisions GC keeps that no tag points to (what `--delete-untagged` would
+    /// also delete).
+    pub untagged_manifests: u64,
     /// The largest repositories, largest first.
     pub top_repositories: Vec<RepoUsage>,
     /// Manifest revisions whose blob could not be parsed; their references were not marked,
     /// so `reclaimable_*` may be too high (GC itself would stop with an error).
     pub unreadable_manifests: u64,
+    /// Manifests whose references came from the cache of earlier walks (not read).
+    pub cached_manifests: u64,
+    /// Everything stored under the layout (S3: every object and upload part), where the
+    /// backend can tell; a filesystem's usage comes from statvfs instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    pub requests: Requests,
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
 }
@@ -88,48 +123,118 @@ pub struct RepoUsage {
     pub name: String,
     pub manifests: u64,
     pub layers: u64,
+    pub tags: u64,
+}
+
+/// A walk and what it learned about manifests, for the cache.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub report: WalkReport,
+    /// Every manifest this walk expanded (from the cache or read): what the cache keeps.
+    pub present: Vec<Digest>,
+    /// The manifests it read (not in the cache), with their references.
+    pub new: Vec<(Digest, Box<[Digest]>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("walking the registry storage at {path}: {source}")]
-pub struct WalkError {
-    pub path: PathBuf,
-    pub source: io::Error,
+pub enum WalkError {
+    #[error("walking the registry storage at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// An S3 request failed (message already names the bucket and what to check).
+    #[error("walking the registry storage at {0}")]
+    S3(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
-    move |source| WalkError {
-        path: path.to_path_buf(),
-        source,
+/// The blobs under `blobs/`.
+#[derive(Debug, Default)]
+pub struct BlobList {
+    /// sha256 blobs with their sizes, in any order.
+    pub sha256: Vec<(Digest, u64)>,
+    /// Blobs of other algorithms: counted, never indexed.
+    pub other: u64,
+    pub other_bytes: u64,
+}
+
+/// One repository as the layout lists it; only what exists (a link file or object, not an
+/// empty directory a delete left behind).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Repository {
+    /// `team/app`.
+    pub name: String,
+    /// Whether it holds `_layers` (GC's and the catalog's test for a repository); a
+    /// directory with only `_uploads` has its uploads counted and is not a repository.
+    pub has_layers: bool,
+    /// `_layers/sha256/<hex>/link`.
+    pub layers: Vec<Digest>,
+    /// `_manifests/revisions/sha256/<hex>/link`: the directory's digest and the digest its
+    /// link names (the same, as distribution writes them).
+    pub revisions: Vec<(Digest, Digest)>,
+    /// `_manifests/tags/<tag>/current/link`: what each tag points to (`None` when the link
+    /// is missing or unreadable).
+    pub tags: Vec<(String, Option<Digest>)>,
+    /// `_uploads/<id>/`.
+    pub uploads: Vec<Upload>,
+}
+
+/// An unfinished upload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Upload {
+    /// When it started (`startedat`, else the best time the backend has).
+    pub started: Option<SystemTime>,
+    /// Everything it holds.
+    pub bytes: u64,
+}
+
+/// What a storage backend must list of distribution's layout: the seam between the GC
+/// rules ([`walk`]) and where the bytes are.
+pub trait Layout: Sync {
+    /// Every blob with its size.
+    fn blobs(&self) -> Result<BlobList, WalkError>;
+    /// Hands every repository (and every directory with uploads) to `visit`, possibly from
+    /// several threads at once.
+    fn repositories(&self, visit: &(dyn Fn(Repository) + Sync)) -> Result<(), WalkError>;
+    /// The content of the blob `digest` (a manifest), which is `size` bytes.
+    fn read_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, String>;
+    /// Where the layout is, for messages.
+    fn describe(&self) -> String;
+    /// Requests made so far.
+    fn requests(&self) -> Requests {
+        Requests::default()
     }
-}
-
-/// The registry changes the tree while we walk it; something that vanished meanwhile was
-/// simply not there.
-fn gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-}
-
-/// Lists a directory: `None` when it does not exist.
-fn list(path: &Path) -> Result<Option<fs::ReadDir>, WalkError> {
-    match fs::read_dir(path) {
-        Ok(r) => Ok(Some(r)),
-        Err(e) if gone(&e) => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
+    /// Bytes of everything stored under the layout, if the listing saw it all.
+    fn stored_bytes(&self) -> Option<u64> {
+        None
     }
 }
 
 /// Every blob with its size, sorted by digest; bitsets for the mark phase.
 struct BlobIndex {
     blobs: Vec<(Digest, u64)>,
-    /// Atomic so that the repository walkers on several threads can mark concurrently.
+    /// Atomic so that repositories handed over on several threads mark concurrently.
     marked: Vec<AtomicU64>,
     expanded: Vec<AtomicU64>,
 }
 
 impl BlobIndex {
+    fn new(mut blobs: Vec<(Digest, u64)>) -> Self {
+        blobs.sort_unstable_by_key(|b| b.0);
+        blobs.dedup_by_key(|b| b.0);
+        blobs.shrink_to_fit();
+        let words = blobs.len().div_ceil(64);
+        BlobIndex {
+            blobs,
+            marked: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            expanded: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
     fn find(&self, d: &Digest) -> Option<usize> {
         self.blobs.binary_search_by(|(k, _)| k.cmp(d)).ok()
+    }
+    fn size(&self, d: &Digest) -> Option<(usize, u64)> {
+        self.find(d).map(|i| (i, self.blobs[i].1))
     }
     fn mark(&self, d: &Digest) {
         if let Some(i) = self.find(d) {
@@ -146,58 +251,46 @@ impl BlobIndex {
     }
 }
 
-/// Walks the storage rooted at `root` (distribution's `rootdirectory`). An empty or fresh
-/// root (no `docker/registry/v2` yet) gives an empty report.
-pub fn walk(root: &Path, opts: &WalkOptions) -> Result<WalkReport, WalkError> {
-    let started = Instant::now();
-    let v2 = root.join("docker/registry/v2");
-    let mut report = WalkReport::default();
-    let blobs_root = v2.join("blobs/sha256");
-    let index = index_blobs(&v2.join("blobs"), &mut report)?;
+/// Walks the filesystem storage rooted at `root` (distribution's `rootdirectory`). An empty
+/// or fresh root (no `docker/registry/v2` yet) gives an empty report.
+pub fn walk(root: &std::path::Path, opts: &WalkOptions) -> Result<WalkReport, WalkError> {
+    walk_layout(&super::fs::FsLayout::new(root), opts).map(|w| w.report)
+}
 
-    let queue = WorkQueue::new(v2.join("repositories"));
-    let threads = workers();
-    let results: Vec<Result<RepoWalker<'_>, WalkError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (queue, index, blobs_root) = (&queue, &index, &blobs_root);
-                scope.spawn(move || {
-                    let mut w = RepoWalker {
-                        blobs_root,
-                        opts,
-                        index,
-                        report: WalkReport::default(),
-                        top: BinaryHeap::new(),
-                    };
-                    while let Some((dir, name)) = queue.pop() {
-                        let r = w.visit(&dir, &name, queue);
-                        queue.done();
-                        if let Err(e) = r {
-                            queue.abort();
-                            return Err(e);
-                        }
-                    }
-                    Ok(w)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("repository walk thread panicked"))
-            .collect()
-    });
-    let mut top = Vec::new();
-    for r in results {
-        let w = r?;
-        report.stale_uploads += w.report.stale_uploads;
-        report.upload_bytes += w.report.upload_bytes;
-        report.uploads += w.report.uploads;
-        report.repositories += w.report.repositories;
-        report.unreadable_manifests += w.report.unreadable_manifests;
-        top.extend(w.top.into_iter().map(|Reverse(r)| r));
-    }
+/// Walks any [`Layout`].
+pub fn walk_layout(layout: &dyn Layout, opts: &WalkOptions) -> Result<Walked, WalkError> {
+    let started = Instant::now();
+    let list = layout.blobs()?;
+    let mut report = WalkReport {
+        blobs: list.sha256.len() as u64 + list.other,
+        blob_bytes: list.sha256.iter().map(|b| b.1).sum::<u64>() + list.other_bytes,
+        ..WalkReport::default()
+    };
+    tracing::debug!(storage = %layout.describe(), blobs = report.blobs,
+        seconds = started.elapsed().as_secs_f64(), "storage walk: blobs listed");
+    let index = BlobIndex::new(list.sha256);
+    let marker = Marker {
+        layout,
+        opts,
+        index: &index,
+        totals: Mutex::new(Totals::default()),
+        manifests: Mutex::new(Vec::new()),
+    };
+    layout.repositories(&|repo| marker.repository(repo))?;
+    tracing::debug!(storage = %layout.describe(),
+        seconds = started.elapsed().as_secs_f64(), "storage walk: repositories listed");
+    let totals = marker.totals.into_inner().expect("totals lock");
+    let manifests = marker.manifests.into_inner().expect("manifests lock");
+    report.stale_uploads = totals.stale_uploads;
+    report.upload_bytes = totals.upload_bytes;
+    report.uploads = totals.uploads;
+    report.repositories = totals.repositories;
+    report.tags = totals.tags;
+    report.untagged_manifests = totals.untagged_manifests;
+    report.unreadable_manifests = totals.unreadable_manifests;
+    report.cached_manifests = totals.cached_manifests;
+    let mut top: Vec<RepoUsage> = totals.top.into_iter().map(|Reverse(r)| r).collect();
     top.sort_by(|a, b| b.cmp(a));
-    top.truncate(opts.top_repositories);
     report.top_repositories = top;
 
     for (i, (d, size)) in index.blobs.iter().enumerate() {
@@ -209,518 +302,286 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<WalkReport, WalkError> {
             }
         }
     }
+    report.stored_bytes = layout.stored_bytes();
+    report.requests = layout.requests();
     report.duration = started.elapsed();
-    Ok(report)
-}
-
-/// `blobs/<algorithm>/<2 hex>/<hex>/data`: one `stat` per blob, no listing of the blob
-/// directories themselves. The prefix directories are shared out to a few threads: the
-/// walk is bound by system-call latency, not by one core.
-fn index_blobs(blobs: &Path, report: &mut WalkReport) -> Result<BlobIndex, WalkError> {
-    let mut prefixes = Vec::new();
-    if let Some(algs) = list(blobs)? {
-        for alg in algs {
-            let alg = alg.map_err(io_err(blobs))?;
-            let sha256 = alg.file_name() == "sha256";
-            let alg_path = alg.path();
-            let Some(entries) = list(&alg_path)? else {
-                continue;
-            };
-            for prefix in entries {
-                prefixes.push((prefix.map_err(io_err(&alg_path))?.path(), sha256));
-            }
-        }
-    }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let chunk = prefixes.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<BlobPart, WalkError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = prefixes
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || index_prefixes(c)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("blob index thread panicked"))
-            .collect()
-    });
-    let mut out = Vec::new();
-    for part in parts {
-        let part = part?;
-        report.blobs += part.blobs;
-        report.blob_bytes += part.bytes;
-        if out.is_empty() {
-            out = part.index;
-        } else {
-            out.extend(part.index);
-        }
-    }
-    out.sort_unstable_by_key(|b| b.0);
-    out.shrink_to_fit();
-    let words = out.len().div_ceil(64);
-    Ok(BlobIndex {
-        blobs: out,
-        marked: (0..words).map(|_| AtomicU64::new(0)).collect(),
-        expanded: (0..words).map(|_| AtomicU64::new(0)).collect(),
+    let present = manifests.iter().map(|m| m.0).collect();
+    let new = manifests
+        .into_iter()
+        .filter(|m| m.2)
+        .map(|(d, r, _)| (d, r))
+        .collect();
+    Ok(Walked {
+        report,
+        present,
+        new,
     })
 }
 
-struct BlobPart {
-    index: Vec<(Digest, u64)>,
-    blobs: u64,
-    bytes: u64,
-}
-
-fn index_prefixes(prefixes: &[(PathBuf, bool)]) -> Result<BlobPart, WalkError> {
-    let mut part = BlobPart {
-        index: Vec::new(),
-        blobs: 0,
-        bytes: 0,
-    };
-    for (prefix_path, sha256) in prefixes {
-        let Some(entries) = list(prefix_path)? else {
-            continue;
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(prefix_path))?;
-            let mut data = entry.path();
-            data.push("data");
-            let size = match fs::metadata(&data) {
-                Ok(m) if m.is_file() => m.len(),
-                Ok(_) => continue,
-                Err(e) if gone(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
-                Err(e) => return Err(io_err(&data)(e)),
-            };
-            part.blobs += 1;
-            part.bytes += size;
-            if *sha256 {
-                if let Some(d) = entry.file_name().to_str().and_then(gc::parse_hex) {
-                    part.index.push((d, size));
-                }
-            }
-        }
-    }
-    Ok(part)
-}
-
-/// Threads for the walk: it waits on system calls far more than it computes.
-fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(2, 4)
-}
-
-/// Directories under `repositories/` still to visit, shared by the walker threads; a
-/// thread that lists a namespace pushes its children, so one large namespace is shared too.
-struct WorkQueue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-}
-
-struct QueueState {
-    dirs: Vec<(PathBuf, String)>,
-    busy: usize,
-    aborted: bool,
-}
-
-impl WorkQueue {
-    fn new(root: PathBuf) -> Self {
-        WorkQueue {
-            state: Mutex::new(QueueState {
-                dirs: vec![(root, String::new())],
-                busy: 0,
-                aborted: false,
-            }),
-            ready: Condvar::new(),
-        }
-    }
-    /// The next directory, or `None` when every directory is done (or the walk failed).
-    fn pop(&self) -> Option<(PathBuf, String)> {
-        let mut s = self.state.lock().expect("queue lock");
-        loop {
-            if s.aborted {
-                return None;
-            }
-            if let Some(d) = s.dirs.pop() {
-                s.busy += 1;
-                return Some(d);
-            }
-            if s.busy == 0 {
-                return None;
-            }
-            s = self.ready.wait(s).expect("queue lock");
-        }
-    }
-    fn push(&self, dir: PathBuf, name: String) {
-        self.state
-            .lock()
-            .expect("queue lock")
-            .dirs
-            .push((dir, name));
-        self.ready.notify_one();
-    }
-    fn done(&self) {
-        let mut s = self.state.lock().expect("queue lock");
-        s.busy -= 1;
-        if s.busy == 0 && s.dirs.is_empty() {
-            self.ready.notify_all();
-        }
-    }
-    fn abort(&self) {
-        self.state.lock().expect("queue lock").aborted = true;
-        self.ready.notify_all();
-    }
-}
-
-struct RepoWalker<'a> {
-    blobs_root: &'a Path,
-    opts: &'a WalkOptions,
-    index: &'a BlobIndex,
-    /// This thread's counts, summed after the walk.
-    report: WalkReport,
+#[derive(Default)]
+struct Totals {
+    stale_uploads: u64,
+    upload_bytes: u64,
+    uploads: u64,
+    repositories: u64,
+    tags: u64,
+    untagged_manifests: u64,
+    unreadable_manifests: u64,
+    cached_manifests: u64,
     /// Min-heap of the largest repositories seen so far.
     top: BinaryHeap<Reverse<RepoUsage>>,
 }
 
-impl RepoWalker<'_> {
-    /// A directory under `repositories/`: a repository when it holds `_layers` (GC's and the
-    /// catalog's rule), and a namespace for nested repositories either way.
-    fn visit(&mut self, dir: &Path, name: &str, queue: &WorkQueue) -> Result<(), WalkError> {
-        let Some(entries) = list(dir)? else {
-            return Ok(());
+/// A manifest expanded: its digest, its references, whether it was read (not cached).
+type Expanded = (Digest, Box<[Digest]>, bool);
+
+/// GC's mark phase over the repositories a layout hands over.
+struct Marker<'a> {
+    layout: &'a dyn Layout,
+    opts: &'a WalkOptions,
+    index: &'a BlobIndex,
+    totals: Mutex<Totals>,
+    manifests: Mutex<Vec<Expanded>>,
+}
+
+/// What one repository adds to the totals, computed without holding the lock.
+#[derive(Default)]
+struct RepoCounts {
+    stale_uploads: u64,
+    upload_bytes: u64,
+    uploads: u64,
+    untagged: u64,
+    unreadable: u64,
+    cached: u64,
+}
+
+impl Marker<'_> {
+    fn repository(&self, repo: Repository) {
+        let mut c = RepoCounts::default();
+        self.uploads(&repo.uploads, &mut c);
+        let usage = repo.has_layers.then(|| self.mark(&repo, &mut c));
+        let mut t = self.totals.lock().expect("totals lock");
+        t.stale_uploads += c.stale_uploads;
+        t.upload_bytes += c.upload_bytes;
+        t.uploads += c.uploads;
+        t.unreadable_manifests += c.unreadable;
+        t.cached_manifests += c.cached;
+        if let Some(usage) = usage {
+            t.repositories += 1;
+            t.tags += usage.tags;
+            t.untagged_manifests += c.untagged;
+            keep_top(&mut t.top, self.opts.top_repositories, usage);
+        }
+    }
+
+    fn uploads(&self, uploads: &[Upload], c: &mut RepoCounts) {
+        for u in uploads {
+            c.uploads += 1;
+            let age = u
+                .started
+                .and_then(|t| self.opts.now.duration_since(t).ok())
+                .unwrap_or_default();
+            if age > self.opts.upload_max_age {
+                c.stale_uploads += 1;
+                c.upload_bytes += u.bytes;
+            }
+        }
+    }
+
+    /// GC's rules for one repository: every revision with a link keeps its manifest blob
+    /// (when that digest's own revision link and blob exist) and what the manifest
+    /// references; `_layers` links count toward the repository's bytes but keep nothing.
+    fn mark(&self, repo: &Repository, c: &mut RepoCounts) -> RepoUsage {
+        let mut usage = RepoUsage {
+            bytes: 0,
+            name: repo.name.clone(),
+            manifests: 0,
+            layers: 0,
+            tags: 0,
         };
-        let mut children = Vec::new();
-        let (mut layers, mut manifests, mut uploads) = (false, false, false);
-        for e in entries {
-            let e = e.map_err(io_err(dir))?;
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let n = e.file_name();
-            match n.to_str() {
-                Some("_layers") => layers = true,
-                Some("_manifests") => manifests = true,
-                Some("_uploads") => uploads = true,
-                Some(s) if s.starts_with('_') => {}
-                Some(s) => children.push(s.to_string()),
-                None => {}
-            }
-        }
-        if uploads {
-            self.uploads(&dir.join("_uploads"))?;
-        }
-        if layers {
-            self.report.repositories += 1;
-            let mut usage = RepoUsage {
-                bytes: 0,
-                name: name.to_string(),
-                manifests: 0,
-                layers: 0,
-            };
-            self.layers(&dir.join("_layers/sha256"), &mut usage)?;
-            if manifests {
-                self.revisions(&dir.join("_manifests/revisions/sha256"), &mut usage)?;
-            }
-            self.keep_top(usage);
-        }
-        for child in children {
-            let full = if name.is_empty() {
-                child.clone()
-            } else {
-                format!("{name}/{child}")
-            };
-            queue.push(dir.join(&child), full);
-        }
-        Ok(())
-    }
-
-    fn keep_top(&mut self, usage: RepoUsage) {
-        if self.opts.top_repositories == 0 {
-            return;
-        }
-        if self.top.len() < self.opts.top_repositories {
-            self.top.push(Reverse(usage));
-        } else if let Some(Reverse(min)) = self.top.peek() {
-            if usage > *min {
-                self.top.pop();
-                self.top.push(Reverse(usage));
-            }
-        }
-    }
-
-    fn blob_size(&self, d: &Digest) -> Option<(usize, u64)> {
-        self.index.find(d).map(|i| (i, self.index.blobs[i].1))
-    }
-
-    /// `_layers/sha256/<hex>/link`: the blob is linked into the repository.
-    fn layers(&mut self, dir: &Path, usage: &mut RepoUsage) -> Result<(), WalkError> {
-        let Some(entries) = list(dir)? else {
-            return Ok(());
-        };
-        for e in entries {
-            let e = e.map_err(io_err(dir))?;
-            let Some(d) = e.file_name().to_str().and_then(gc::parse_hex) else {
-                continue;
-            };
-            let mut link = e.path();
-            link.push("link");
-            match fs::symlink_metadata(&link) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => continue,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(io_err(&link)(e)),
-            }
-            if let Some((_, size)) = self.blob_size(&d) {
+        for d in &repo.layers {
+            if let Some((_, size)) = self.index.size(d) {
                 usage.layers += 1;
                 usage.bytes += size;
             }
         }
-        Ok(())
-    }
-
-    /// `_manifests/revisions/sha256/<hex>/link`: GC marks the digest the link names (when
-    /// that digest's own revision link and blob exist) and the manifest's references.
-    fn revisions(&mut self, dir: &Path, usage: &mut RepoUsage) -> Result<(), WalkError> {
-        let Some(entries) = list(dir)? else {
-            return Ok(());
-        };
-        for e in entries {
-            let e = e.map_err(io_err(dir))?;
-            let Some(name) = e.file_name().to_str().and_then(gc::parse_hex) else {
-                continue;
-            };
-            let mut link = e.path();
-            link.push("link");
-            let target = match fs::read(&link) {
-                Ok(t) => t,
-                Err(e) if gone(&e) || e.kind() == io::ErrorKind::IsADirectory => continue,
-                Err(e) => return Err(io_err(&link)(e)),
-            };
-            let Some(d) = std::str::from_utf8(&target).ok().and_then(gc::parse_digest) else {
-                continue;
-            };
-            if d != name && !dir.join(hex::encode(d)).join("link").is_file() {
+        let linked: HashSet<&Digest> = repo.revisions.iter().map(|(name, _)| name).collect();
+        let tagged: HashSet<&Digest> = repo.tags.iter().filter_map(|(_, t)| t.as_ref()).collect();
+        usage.tags = repo.tags.iter().filter(|(_, t)| t.is_some()).count() as u64;
+        for (name, d) in &repo.revisions {
+            if d != name && !linked.contains(d) {
                 continue;
             }
-            let Some((i, size)) = self.blob_size(&d) else {
+            let Some((i, size)) = self.index.size(d) else {
                 continue;
             };
             usage.manifests += 1;
             usage.bytes += size;
-            self.index.mark(&d);
+            if !tagged.contains(d) {
+                c.untagged += 1;
+            }
+            self.index.mark(d);
             if self.index.expand_once(i) {
-                self.expand(&d, size);
+                self.expand(d, size, c);
             }
         }
-        Ok(())
+        usage
     }
 
     /// Marks what the manifest blob `d` references; once per digest for the whole walk,
     /// since the content (and so the references) is the same in every repository.
-    fn expand(&mut self, d: &Digest, size: u64) {
-        let hex = hex::encode(d);
-        let path = self.blobs_root.join(&hex[..2]).join(&hex).join("data");
-        let bytes = if size > MAX_MANIFEST_BYTES {
-            Err(io::Error::other(format!(
-                "{size} bytes is too large for a manifest"
-            )))
-        } else {
-            fs::read(&path)
+    fn expand(&self, d: &Digest, size: u64, c: &mut RepoCounts) {
+        let known = self.opts.known_manifests.as_ref().and_then(|k| k.get(d));
+        let (refs, read) = match known {
+            Some(refs) => {
+                c.cached += 1;
+                (refs.clone(), false)
+            }
+            None => match self.read_references(d, size) {
+                Ok(refs) => (refs, true),
+                Err(e) => {
+                    c.unreadable += 1;
+                    tracing::warn!(manifest = %gc::format_digest(d), storage = %self.layout.describe(), error = %e,
+                        "cannot read a manifest revision; its blobs may be counted as reclaimable");
+                    return;
+                }
+            },
         };
-        let result = bytes
-            .map_err(|e| e.to_string())
-            .and_then(|b| gc::references(&b, |r| self.index.mark(&r)).map_err(|e| e.to_string()));
-        if let Err(e) = result {
-            self.report.unreadable_manifests += 1;
-            tracing::warn!(manifest = %gc::format_digest(d), path = %path.display(), error = %e,
-                "cannot read a manifest revision; its blobs may be counted as reclaimable");
+        for r in refs.iter() {
+            self.index.mark(r);
         }
+        self.manifests
+            .lock()
+            .expect("manifests lock")
+            .push((*d, refs, read));
     }
 
-    /// `_uploads/<uuid>/`: `startedat` holds the start time (RFC 3339); a cancelled upload
-    /// has none left, so the directory's modification time stands in.
-    fn uploads(&mut self, dir: &Path) -> Result<(), WalkError> {
-        let Some(entries) = list(dir)? else {
-            return Ok(());
-        };
-        for e in entries {
-            let e = e.map_err(io_err(dir))?;
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let path = e.path();
-            self.report.uploads += 1;
-            let started = fs::read_to_string(path.join("startedat"))
-                .ok()
-                .and_then(|s| {
-                    time::OffsetDateTime::parse(
-                        s.trim(),
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok()
-                })
-                .map(SystemTime::from)
-                .or_else(|| e.metadata().and_then(|m| m.modified()).ok());
-            let age = started
-                .and_then(|t| self.opts.now.duration_since(t).ok())
-                .unwrap_or_default();
-            if age > self.opts.upload_max_age {
-                self.report.stale_uploads += 1;
-                self.report.upload_bytes += tree_bytes(&path)?;
-            }
+    fn read_references(&self, d: &Digest, size: u64) -> Result<Box<[Digest]>, String> {
+        if size > MAX_MANIFEST_BYTES {
+            return Err(format!("{size} bytes is too large for a manifest"));
         }
-        Ok(())
+        let bytes = self.layout.read_blob(d, size)?;
+        let mut refs = Vec::new();
+        gc::references(&bytes, |r| refs.push(r)).map_err(|e| e.to_string())?;
+        Ok(refs.into_boxed_slice())
     }
 }
 
-/// Apparent size of every regular file below `dir` (an upload's data, startedat, hash states).
-fn tree_bytes(dir: &Path) -> Result<u64, WalkError> {
-    let mut total = 0;
-    let Some(entries) = list(dir)? else {
-        return Ok(0);
-    };
-    for e in entries {
-        let e = e.map_err(io_err(dir))?;
-        let Ok(t) = e.file_type() else { continue };
-        if t.is_dir() {
-            total += tree_bytes(&e.path())?;
-        } else if t.is_file() {
-            match e.metadata() {
-                Ok(m) => total += m.len(),
-                Err(e) if gone(&e) => {}
-                Err(err) => return Err(io_err(&e.path())(err)),
-            }
-        }
+fn keep_top(top: &mut BinaryHeap<Reverse<RepoUsage>>, keep: usize, usage: RepoUsage) {
+    if keep == 0 {
+        return;
     }
-    Ok(total)
+    if top.len() < keep {
+        top.push(Reverse(usage));
+    } else if let Some(Reverse(min)) = top.peek()
+        && usage > *min
+    {
+        top.pop();
+        top.push(Reverse(usage));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest as _, Sha256};
 
-    struct T(PathBuf);
-    impl T {
-        fn blob(&self, content: &[u8]) -> String {
-            let hex = hex::encode(Sha256::digest(content));
-            let d = self
-                .0
-                .join("docker/registry/v2/blobs/sha256")
-                .join(&hex[..2])
-                .join(&hex);
-            fs::create_dir_all(&d).unwrap();
-            fs::write(d.join("data"), content).unwrap();
-            format!("sha256:{hex}")
+    /// A layout held in memory: the rules, without any storage.
+    struct Mem {
+        blobs: Vec<(Digest, u64, Vec<u8>)>,
+        repos: Vec<Repository>,
+        reads: AtomicU64,
+    }
+
+    impl Layout for Mem {
+        fn blobs(&self) -> Result<BlobList, WalkError> {
+            Ok(BlobList {
+                sha256: self.blobs.iter().map(|b| (b.0, b.1)).collect(),
+                ..BlobList::default()
+            })
         }
-        fn link(&self, repo: &str, kind: &str, digest: &str, with_link: bool) {
-            let d = self
-                .0
-                .join("docker/registry/v2/repositories")
-                .join(repo)
-                .join(kind)
-                .join("sha256")
-                .join(&digest[7..]);
-            fs::create_dir_all(&d).unwrap();
-            if with_link {
-                fs::write(d.join("link"), digest).unwrap();
-            }
+        fn repositories(&self, visit: &(dyn Fn(Repository) + Sync)) -> Result<(), WalkError> {
+            self.repos.iter().cloned().for_each(visit);
+            Ok(())
+        }
+        fn read_blob(&self, d: &Digest, _: u64) -> Result<Vec<u8>, String> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let b = self.blobs.iter().find(|b| b.0 == *d).ok_or("missing")?;
+            Ok(b.2.clone())
+        }
+        fn describe(&self) -> String {
+            "memory".into()
         }
     }
 
+    fn blob(content: &[u8]) -> (Digest, u64, Vec<u8>) {
+        use sha2::Digest as _;
+        (
+            sha2::Sha256::digest(content).into(),
+            content.len() as u64,
+            content.to_vec(),
+        )
+    }
+
     #[test]
-    fn marks_like_gc_and_trusts_links_not_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = T(dir.path().to_path_buf());
-        let layer = t.blob(b"shared layer");
-        let own = t.blob(b"deleted image's own layer");
-        let config = t.blob(b"{\"os\":\"linux\"}");
-        let m = |c: &str, l: &[&str]| {
-            let layers: Vec<String> = l
-                .iter()
-                .map(|d| format!("{{\"digest\":\"{d}\"}}"))
-                .collect();
-            format!(
-                "{{\"schemaVersion\":2,\"config\":{{\"digest\":\"{c}\"}},\"layers\":[{}]}}",
-                layers.join(",")
+    fn a_revision_naming_another_digest_counts_only_with_that_digests_own_link() {
+        let layer = blob(b"layer");
+        let m = |l: &Digest| {
+            blob(
+                format!(
+                    "{{\"schemaVersion\":2,\"layers\":[{{\"digest\":\"{}\"}}]}}",
+                    gc::format_digest(l)
+                )
+                .as_bytes(),
             )
         };
-        let kept = t.blob(m(&config, &[&layer]).as_bytes());
-        let deleted = t.blob(m(&config, &[&layer, &own]).as_bytes());
-        let index = t.blob(
-            format!("{{\"schemaVersion\":2,\"manifests\":[{{\"digest\":\"{kept}\"}}]}}").as_bytes(),
-        );
-        let orphan = t.blob(b"monolithic upload nobody references");
-        for d in [&layer, &own, &config] {
-            t.link("team/app", "_layers", d, true);
-            t.link("team/app/nested", "_layers", d, true);
-        }
-        t.link("team/app", "_manifests/revisions", &kept, true);
-        // A deleted revision leaves its directory without a link.
-        t.link("team/app", "_manifests/revisions", &deleted, false);
-        t.link("team/app/nested", "_manifests/revisions", &index, true);
-        t.link("team/app/nested", "_manifests/revisions", &kept, true);
-        let up = dir
-            .path()
-            .join("docker/registry/v2/repositories/team/app/_uploads/u1");
-        fs::create_dir_all(up.join("hashstates/sha256")).unwrap();
-        fs::write(up.join("startedat"), "2020-01-01T00:00:00Z").unwrap();
-        fs::write(up.join("hashstates/sha256/0"), [0u8; 108]).unwrap();
+        let kept = m(&layer.0);
+        let other = blob(b"other layer");
+        let stray = m(&other.0);
+        let repo = Repository {
+            name: "a".into(),
+            has_layers: true,
+            layers: vec![layer.0, other.0],
+            // kept: a normal revision; stray's directory names `kept` but links `stray`,
+            // whose own revision link is missing: GC skips it.
+            revisions: vec![(kept.0, kept.0), (kept.0, stray.0)],
+            tags: vec![("1.0".into(), Some(kept.0)), ("gone".into(), None)],
+            uploads: vec![Upload {
+                started: None,
+                bytes: 7,
+            }],
+        };
+        let mem = Mem {
+            blobs: vec![layer.clone(), kept.clone(), other.clone(), stray.clone()],
+            repos: vec![repo],
+            reads: AtomicU64::new(0),
+        };
+        let opts = WalkOptions {
+            collect_reclaimable: true,
+            ..WalkOptions::default()
+        };
+        let w = walk_layout(&mem, &opts).unwrap();
+        let mut want = vec![gc::format_digest(&other.0), gc::format_digest(&stray.0)];
+        want.sort();
+        let mut got = w.report.reclaimable.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!((w.report.tags, w.report.untagged_manifests), (1, 0));
+        assert_eq!((w.report.uploads, w.report.stale_uploads), (1, 0));
+        assert_eq!((w.present.len(), w.new.len()), (1, 1));
 
-        let r = walk(
-            dir.path(),
+        // A second walk with the first one's manifests reads nothing and marks the same.
+        let known: ManifestRefs = w.new.into_iter().collect();
+        let again = walk_layout(
+            &mem,
             &WalkOptions {
-                collect_reclaimable: true,
-                ..WalkOptions::default()
+                known_manifests: Some(Arc::new(known)),
+                ..opts
             },
         )
         .unwrap();
-        assert_eq!(r.blobs, 7);
-        let mut expect = vec![own.clone(), deleted.clone(), orphan.clone()];
-        expect.sort();
-        let mut got = r.reclaimable.clone();
-        got.sort();
-        assert_eq!(got, expect);
-        let size = |d: &str| {
-            let hex = &d[7..];
-            fs::metadata(
-                dir.path()
-                    .join("docker/registry/v2/blobs/sha256")
-                    .join(&hex[..2])
-                    .join(hex)
-                    .join("data"),
-            )
-            .unwrap()
-            .len()
-        };
-        assert_eq!(
-            r.reclaimable_bytes,
-            size(&own) + size(&deleted) + size(&orphan)
-        );
-        assert_eq!(r.repositories, 2);
-        let app = r
-            .top_repositories
-            .iter()
-            .find(|x| x.name == "team/app")
-            .unwrap();
-        assert_eq!((app.manifests, app.layers), (1, 3));
-        assert!(
-            r.top_repositories
-                .iter()
-                .any(|x| x.name == "team/app/nested")
-        );
-        assert_eq!(
-            (r.uploads, r.stale_uploads, r.upload_bytes),
-            (1, 1, 20 + 108)
-        );
-        assert_eq!(r.unreadable_manifests, 0);
-
-        // A fresh root with nothing pushed yet is empty, not an error.
-        let empty = tempfile::tempdir().unwrap();
-        let r = walk(empty.path(), &WalkOptions::default()).unwrap();
-        assert_eq!((r.blobs, r.reclaimable_blobs, r.repositories), (0, 0, 0));
+        assert_eq!(mem.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(again.report.reclaimable, w.report.reclaimable);
+        assert_eq!((again.report.cached_manifests, again.new.len()), (1, 0));
+        assert_eq!(again.present.len(), 1);
     }
 }

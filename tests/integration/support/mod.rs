@@ -12,6 +12,8 @@
 //!   `skopeo`.
 //! - [`cosign`]: [`SigningKey`] (openssl P-256 keys) and cosign-format signatures,
 //!   attestations and referrers-tag-schema SBOMs pushed over the registry API.
+//! - [`s3`]: [`SeaweedFs`], a real S3 server (SeaweedFS from PyPI) for registries on object
+//!   storage, with its own count of the requests it answered.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
@@ -40,6 +42,7 @@ pub mod nginx;
 pub mod oracles;
 pub mod proc;
 pub mod registry;
+pub mod s3;
 pub mod smtp;
 pub mod token_server;
 pub mod webhook;
@@ -55,6 +58,7 @@ pub use nginx::*;
 pub use oracles::*;
 pub use proc::*;
 pub use registry::*;
+pub use s3::*;
 pub use smtp::*;
 pub use token_server::*;
 pub use webhook::*;

@@ -49,6 +49,20 @@ pub struct RegistryOptions {
     pub log_format: &'static str,
     /// Bearer-token auth against this token server instead of htpasswd.
     pub token: Option<TokenAuth>,
+    /// Storage in an S3 bucket (the s3-aws driver) instead of the filesystem.
+    pub s3: Option<S3Backend>,
+}
+
+/// The registry's `storage.s3` section.
+#[derive(Clone, Debug)]
+pub struct S3Backend {
+    pub endpoint: String,
+    pub bucket: String,
+    /// `rootdirectory`, e.g. `/regprefix`.
+    pub root: String,
+    pub keys: (String, String),
+    /// Blob GETs answered 307 to a presigned URL (the driver's default).
+    pub redirect: bool,
 }
 
 /// The registry's `auth.token` section.
@@ -67,6 +81,7 @@ impl Default for RegistryOptions {
             notify_token: None,
             log_format: "json",
             token: None,
+            s3: None,
         }
     }
 }
@@ -123,6 +138,23 @@ impl Registry {
             .replace("@DEBUG_PORT@", &self.debug_port.to_string())
             .replace("@HTPASSWD@", &format!("{d}/auth/htpasswd"))
             + &notifications;
+        let config = match &self.options.s3 {
+            None => config,
+            Some(s3) => {
+                let fs = format!("  filesystem:\n    rootdirectory: {d}/storage\n");
+                assert!(
+                    config.contains(&fs),
+                    "registry.yml.in changed its storage section"
+                );
+                config.replace(
+                    &fs,
+                    &format!(
+                        "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {}\n    rootdirectory: {}\n    forcepathstyle: true\n    secure: false\n    v4auth: true\n  redirect:\n    disable: {}\n",
+                        s3.keys.0, s3.keys.1, s3.endpoint, s3.bucket, s3.root, !s3.redirect
+                    ),
+                )
+            }
+        };
         let config = match &self.options.token {
             None => config,
             Some(t) => {
