@@ -44,6 +44,13 @@ impl LineHandler {
         if !self.counts {
             return;
         }
+        if crate::model::event::is_self_user_agent(parsed.user_agent.as_deref()) {
+            // The poller reading manifests through nginx: not users' traffic.
+            if parsed.kind == LineKind::Request {
+                self.counters.self_requests.inc();
+            }
+            return;
+        }
         let time = parsed.time.map(|t| t.min(now)).unwrap_or(now);
         let at = time.unix_timestamp();
         match &parsed.kind {
@@ -58,6 +65,7 @@ impl LineHandler {
                         self.auth_failure(&parsed, user, time, at, events);
                     }
                     (_, Outcome::Challenge) => {}
+                    (Operation::Check, _) => self.counters.blob_checks.inc(),
                     (Operation::Pull, outcome) => {
                         let failed = outcome == Outcome::Failed;
                         self.counters.pulls.inc();
