@@ -150,6 +150,7 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
         stats: Arc::new(Mutex::new(RegistryStats::default())),
         counters: counters.clone(),
         alert_wake: None,
+        logins: Default::default(),
     };
     let mut follower = Follower::new("bench", path, StartAt::Beginning, 64 * 1024, None);
     let now = time::OffsetDateTime::now_utc();

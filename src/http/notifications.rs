@@ -93,6 +93,17 @@ pub async fn receive(
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // The registry notifies regwatch of its own poller's manifest reads too: those are
+    // not anyone's pulls, so they are counted apart and never enter the trail.
+    let (own, events): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| crate::model::event::is_self_user_agent(e.user_agent.as_deref()));
+    state
+        .metrics
+        .traffic
+        .self_requests_total
+        .with_label_values(&[&registry, "notification"])
+        .inc_by(own.len() as u64);
     let received = events.len();
     match state.sink.append_all(events).await {
         Ok(stored) => {

@@ -53,11 +53,14 @@ impl TrafficMetrics {
                 "Blob HEAD requests seen in the logs: a pusher asking whether a layer exists (neither pulls nor failures).",
                 "registry",
             ),
-            self_requests_total: counter(
-                "regwatch_self_requests_total",
-                "Requests made by regwatch itself (user agent regwatch/<version>), from the logs and notifications; never counted as traffic.",
-                "registry",
-            ),
+            self_requests_total: IntCounterVec::new(
+                Opts::new(
+                    "regwatch_self_requests_total",
+                    "Requests made by regwatch itself (user agent regwatch/<version>), by where they were seen (source=log|notification); never counted as traffic.",
+                ),
+                &["registry", "source"],
+            )
+            .expect("valid metric"),
             pushes_total: counter(
                 "regwatch_pushes_total",
                 "Manifests pushed (one per image push), seen in the logs.",
@@ -565,12 +568,14 @@ impl Metrics {
             &t.pulls_total,
             &t.pull_failures_total,
             &t.blob_checks_total,
-            &t.self_requests_total,
             &t.pushes_total,
             &t.deletes_total,
             &t.auth_failures_total,
         ] {
             c.with_label_values(&[registry]);
+        }
+        for source in ["log", "notification"] {
+            t.self_requests_total.with_label_values(&[registry, source]);
         }
         t.auth_failure_burst_max
             .with_label_values(&[registry])
@@ -594,7 +599,7 @@ impl Metrics {
             self_requests: self
                 .traffic
                 .self_requests_total
-                .with_label_values(&[registry]),
+                .with_label_values(&[registry, "log"]),
             pushes: self.traffic.pushes_total.with_label_values(&[registry]),
             deletes: self.traffic.deletes_total.with_label_values(&[registry]),
             auth_failures: self

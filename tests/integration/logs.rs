@@ -190,7 +190,8 @@ counts = false
         Some(0.0),
         "{text}"
     );
-    // The error log is read (its failed-login lines parse) but not counted a second time.
+    // The error log is read (its failed-login lines parse) and paired with the access log's
+    // 401s: each failed login counts once (counts = false leaves its requests alone).
     wait_until(Duration::from_secs(10), "the error log read", || {
         metric(
             &daemon.get("/metrics").1,
@@ -221,14 +222,14 @@ counts = false
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'bob' AND remote_addr = '127.0.0.1' AND source = 'log' AND detail = 'log nginx-access'"
+            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'bob' AND remote_addr = '127.0.0.1' AND source = 'log' AND detail IN ('log nginx-access', 'log nginx-error: password mismatch')"
         ),
         3
     );
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'eve' AND user_agent LIKE 'curl/%'"
+            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'eve' AND (user_agent LIKE 'curl/%' OR detail = 'log nginx-error: user not found')"
         ),
         2
     );

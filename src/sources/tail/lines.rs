@@ -1,6 +1,7 @@
 //! What one log line means: counters, sliding windows, and audit events for failed logins
 //! (and, where the registry sends no notifications, for pulls, pushes and deletes).
 
+use super::logins::{self, Attempt, Correlator, Report, Seen};
 use crate::formats::classify::{Operation, Outcome, Route};
 use crate::formats::log::{self, LineKind, LogFormat};
 use crate::metrics::LogCounters;
@@ -8,6 +9,14 @@ use crate::model::event::{Action, Event, Source};
 use crate::model::traffic::RegistryStats;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
+
+/// A failed login as one line reports it.
+struct Login<'a> {
+    report: Report,
+    user: Option<&'a str>,
+    /// The clock, in unix seconds (how long an unpaired report waits).
+    now: i64,
+}
 
 /// Turns lines of one log into counts and events.
 pub struct LineHandler {
@@ -26,6 +35,9 @@ pub struct LineHandler {
     /// a pull), so those rules fire within moments of the line, not at the next tick.
     /// `try_send` on a channel of one: never blocks the tailer, a burst costs one wake.
     pub alert_wake: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The failed logins the registry's logs reported, shared by its tailers, so that
+    /// nginx's access and error logs (or the registry's own log) count each one once.
+    pub logins: Arc<Mutex<Correlator>>,
 }
 
 impl LineHandler {
@@ -41,9 +53,6 @@ impl LineHandler {
                 return;
             }
         };
-        if !self.counts {
-            return;
-        }
         if crate::model::event::is_self_user_agent(parsed.user_agent.as_deref()) {
             // The poller reading manifests through nginx: not users' traffic.
             if parsed.kind == LineKind::Request {
@@ -54,15 +63,27 @@ impl LineHandler {
         let time = parsed.time.map(|t| t.min(now)).unwrap_or(now);
         let at = time.unix_timestamp();
         match &parsed.kind {
+            // A log whose requests another log counts still reports failed logins: the
+            // pairing counts each once, with the reason this line gives.
             LineKind::FailedLogin { user } => {
-                self.auth_failure(&parsed, Some(user.as_ref()), time, at, events);
+                let login = Login {
+                    report: Report::Reason,
+                    user: Some(user.as_ref()),
+                    now: now.unix_timestamp(),
+                };
+                self.auth_failure(&parsed, login, time, at, events);
             }
+            _ if !self.counts => {}
             LineKind::Request => {
                 let Some(c) = parsed.classify() else { return };
                 match (c.operation, c.outcome) {
                     (_, Outcome::AuthFailure) => {
-                        let user = parsed.user.as_deref();
-                        self.auth_failure(&parsed, user, time, at, events);
+                        let login = Login {
+                            report: Report::Response,
+                            user: parsed.user.as_deref(),
+                            now: now.unix_timestamp(),
+                        };
+                        self.auth_failure(&parsed, login, time, at, events);
                     }
                     (_, Outcome::Challenge) => {}
                     (Operation::Check, _) => self.counters.blob_checks.inc(),
@@ -109,13 +130,29 @@ impl LineHandler {
     fn auth_failure(
         &self,
         p: &log::ParsedLine<'_>,
-        user: Option<&str>,
+        login: Login<'_>,
         time: OffsetDateTime,
         at: i64,
         events: &mut Vec<Event>,
     ) {
+        let user = login.user;
+        let attempt = Attempt {
+            address: p.remote_ip(),
+            user,
+            method: p.method.as_deref(),
+            path: p.path.as_deref(),
+            at,
+        };
+        let seen =
+            self.logins
+                .lock()
+                .expect("logins lock")
+                .observe(login.report, &attempt, login.now);
+        if seen == Seen::Again {
+            return;
+        }
         self.counters.auth_failures.inc();
-        let address = p.remote_ip().map(|ip| ip.to_string());
+        let address = attempt.address.map(|ip| ip.to_string());
         self.stats
             .lock()
             .expect("stats lock")
@@ -130,7 +167,10 @@ impl LineHandler {
         e.request_id = p.request_id.as_deref().map(str::to_string);
         e.status = Some(p.status.unwrap_or(401));
         e.repository = p.classify().and_then(|c| c.repository).map(str::to_string);
-        e.detail = Some(format!("log {}", self.log));
+        e.detail = Some(match p.message.as_deref().and_then(logins::reason) {
+            Some(reason) => format!("log {}: {reason}", self.log),
+            None => format!("log {}", self.log),
+        });
         events.push(e);
     }
 

@@ -4,6 +4,7 @@
 
 pub mod follower;
 pub mod lines;
+pub mod logins;
 
 use crate::config::log::StartAt;
 use crate::model::clock::SharedClock;
