@@ -31,3 +31,4 @@ mod signatures;
 mod storage;
 mod storage_s3;
 mod tail_model;
+mod traffic;
