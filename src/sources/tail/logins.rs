@@ -11,9 +11,10 @@
 //! counts every failed login.
 //!
 //! Pure and bounded: the caller passes the time (the injected clock), unmatched reports are
-//! forgotten after [`KEEP_SECS`] of that time, and at most [`MAX_PENDING`] are held.
+//! forgotten after [`KEEP_SECS`] of that time, and at most [`MAX_PENDING`] are held; a
+//! report is judged in O(1), however many wait.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 /// Log times of the two reports of one failed login are at most this far apart (nginx
@@ -65,8 +66,8 @@ struct Pending {
     method: Box<str>,
     path: Box<str>,
     at: i64,
-    /// When it was seen, by the caller's clock.
-    seen: i64,
+    /// Insertion order: tells the live entry from one already paired in [`Correlator::order`].
+    seq: u64,
 }
 
 impl Pending {
@@ -80,56 +81,117 @@ impl Pending {
     }
 }
 
-/// The unmatched reports of one registry, oldest first.
+/// The unmatched reports of one registry, by login (so a report is judged in O(1) however
+/// many others wait), and in arrival order for forgetting the oldest.
 #[derive(Default)]
 pub struct Correlator {
-    pending: VecDeque<Pending>,
+    by_login: HashMap<u64, VecDeque<Pending>>,
+    /// (seen at, login, seq), oldest first; entries already paired are skipped when reached.
+    order: VecDeque<(i64, u64, u64)>,
+    live: usize,
+    next_seq: u64,
 }
 
 impl Correlator {
     /// Judges one report seen at `now` (unix seconds, the clock).
     pub fn observe(&mut self, report: Report, attempt: &Attempt<'_>, now: i64) -> Seen {
         self.expire(now);
-        if let Some(i) = self
-            .pending
-            .iter()
-            .position(|p| p.pairs_with(report, attempt))
-        {
-            self.pending.remove(i);
-            return Seen::Again;
+        let key = login_key(attempt);
+        if let Some(queue) = self.by_login.get_mut(&key) {
+            if let Some(i) = queue.iter().position(|p| p.pairs_with(report, attempt)) {
+                queue.remove(i);
+                if queue.is_empty() {
+                    self.by_login.remove(&key);
+                }
+                self.live -= 1;
+                return Seen::Again;
+            }
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+        if self.live >= MAX_PENDING {
+            self.forget_oldest();
         }
-        self.pending.push_back(Pending {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_login.entry(key).or_default().push_back(Pending {
             report,
             address: attempt.address,
             user: attempt.user.unwrap_or("").into(),
             method: attempt.method.unwrap_or("").into(),
             path: attempt.path.unwrap_or("").into(),
             at: attempt.at,
-            seen: now,
+            seq,
         });
+        self.order.push_back((now, key, seq));
+        self.live += 1;
+        if self.order.len() > 2 * MAX_PENDING {
+            // Many pairs completed without time passing: drop what they left behind.
+            let by_login = &self.by_login;
+            self.order.retain(|(_, k, seq)| {
+                by_login
+                    .get(k)
+                    .is_some_and(|q| q.iter().any(|p| p.seq == *seq))
+            });
+        }
         Seen::First
     }
 
     fn expire(&mut self, now: i64) {
+        self.skip_paired();
         while self
-            .pending
+            .order
             .front()
-            .is_some_and(|p| now - p.seen > KEEP_SECS)
+            .is_some_and(|(seen, _, _)| now - seen > KEEP_SECS)
         {
-            self.pending.pop_front();
+            self.forget_oldest();
         }
     }
 
+    /// Drops the entries at the front of `order` that were paired since.
+    fn skip_paired(&mut self) {
+        while let Some(&(_, key, seq)) = self.order.front() {
+            // A login's queue is in arrival order too: its front is its oldest.
+            let live = self
+                .by_login
+                .get(&key)
+                .and_then(|q| q.front())
+                .is_some_and(|p| p.seq == seq);
+            if live {
+                return;
+            }
+            self.order.pop_front();
+        }
+    }
+
+    /// Forgets the oldest entry still waiting.
+    fn forget_oldest(&mut self) {
+        self.skip_paired();
+        if let Some((_, key, _)) = self.order.pop_front() {
+            if let Some(queue) = self.by_login.get_mut(&key) {
+                queue.pop_front();
+                if queue.is_empty() {
+                    self.by_login.remove(&key);
+                }
+                self.live -= 1;
+            }
+        }
+        self.skip_paired();
+    }
+
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.live == 0
     }
+}
+
+/// The login a report is about (not its time), hashed.
+fn login_key(a: &Attempt<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a.address, a.user, a.method, a.path).hash(&mut h);
+    h.finish()
 }
 
 /// The reason a failed-login line gives: `password mismatch`, `user not found` (nginx), or
@@ -235,6 +297,32 @@ mod tests {
             c.observe(Report::Reason, &bob(i), 5000);
         }
         assert_eq!(c.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn forgetting_the_oldest_passes_over_entries_paired_since() {
+        let mut c = Correlator::default();
+        c.observe(Report::Reason, &bob(100), 1000); // paired below
+        c.observe(Report::Reason, &bob(100), 1001); // waits
+        assert_eq!(c.observe(Report::Response, &bob(100), 1002), Seen::Again);
+        assert_eq!(c.len(), 1);
+        // At 1000 + KEEP_SECS + 1 the first is due, but it is gone: the second stays...
+        assert_eq!(
+            c.observe(Report::Reason, &bob(500), 1000 + KEEP_SECS + 1),
+            Seen::First
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.observe(Report::Response, &bob(100), 1000 + KEEP_SECS + 1),
+            Seen::Again
+        );
+        // ...and pairs all finished without time passing leave nothing behind.
+        let mut c = Correlator::default();
+        for _ in 0..(3 * MAX_PENDING) {
+            c.observe(Report::Reason, &bob(100), 5);
+            c.observe(Report::Response, &bob(100), 5);
+        }
+        assert!(c.is_empty() && c.order.len() <= 2 * MAX_PENDING);
     }
 
     #[test]
