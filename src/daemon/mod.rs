@@ -175,16 +175,17 @@ impl Daemon {
             reports: self.shared.reports.clone(),
             silences: self.shared.silences.clone(),
         };
-        let router = http::router(state, c.server.request_timeout, c.server.max_body_bytes);
-        let stop = self.shutdown.clone();
-        self.tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "HTTP server ended with an error");
-            }
-        });
+        let router = http::router(state, c.server.request_timeout);
+        let limits = http::serve::Limits {
+            header_read_timeout: c.server.header_read_timeout,
+            max_connections: c.server.max_connections,
+        };
+        self.tracker.spawn(http::serve::serve(
+            listener,
+            router,
+            limits,
+            self.shutdown.clone(),
+        ));
     }
 
     /// The long-running tasks, each on the tracker with the shutdown token.
@@ -220,6 +221,9 @@ impl Daemon {
 
     fn log_started(&self, listen: Option<SocketAddr>) {
         let c = self.shared.config.borrow();
+        for w in &c.warnings {
+            tracing::warn!("{w}");
+        }
         tracing::info!(
             listen = %listen.map(|a| a.to_string()).unwrap_or_default(),
             database = %c.database.path.display(),

@@ -283,8 +283,8 @@ pub async fn create_silence(
             Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("ends_at: {e}")),
         },
-        (None, Some(d)) => match humantime::parse_duration(d) {
-            Ok(d) => starts_at + d,
+        (None, Some(d)) => match silence_end(starts_at, d) {
+            Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("duration: {e}")),
         },
         _ => {
@@ -320,6 +320,19 @@ pub async fn create_silence(
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// `starts_at + duration`, checked: a duration past the calendar (`9999999999d`, or any from a
+/// `starts_at` near the year 9999) is the client's error, not a panic.
+fn silence_end(
+    starts_at: time::OffsetDateTime,
+    duration: &str,
+) -> Result<time::OffsetDateTime, String> {
+    let d = humantime::parse_duration(duration).map_err(|e| e.to_string())?;
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| starts_at.checked_add(d))
+        .ok_or_else(|| format!("{duration:?} from {starts_at} ends after the year 9999"))
 }
 
 /// `GET /api/v1/silences`: the silences that have not ended.

@@ -4,12 +4,12 @@
 pub mod api;
 pub mod auth;
 pub mod notifications;
+pub mod serve;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Sink, Store};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -37,7 +37,7 @@ pub struct AppState {
     pub silences: crate::alerting::silence::Silences,
 }
 
-pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     // Every API route is behind the token, checked before the handler parses anything.
     let api = Router::new()
         .route("/api/v1/audit", get(api::audit))
@@ -56,7 +56,8 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
         .route("/", get(landing))
         .route(
             "/notifications",
-            post(crate::http::notifications::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
+            // The handler reads the body itself, after the token, within max_body_bytes.
+            post(crate::http::notifications::receive),
         )
         .merge(api)
         .route("/metrics", get(metrics))

@@ -34,6 +34,17 @@ pub enum StoreError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error(
+        "permission denied: {path} is not {what} by user {user}; the database is not damaged: \
+         fix the ownership or mode (the database, its directory and its -wal/-shm files), \
+         or run regwatch as the user that owns them"
+    )]
+    Permission {
+        path: PathBuf,
+        /// "writable" or "readable".
+        what: &'static str,
+        user: String,
+    },
     #[error("no audit database at {path} (database.path); has regwatch run yet?")]
     Missing { path: PathBuf },
     #[error("database write failed: {0}")]
