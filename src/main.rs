@@ -300,9 +300,11 @@ fn finish(result: anyhow::Result<bool>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             match e.downcast_ref::<StoreError>() {
-                Some(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
-                    ExitCode::from(EXIT_DATABASE)
-                }
+                Some(
+                    StoreError::Corrupt { .. }
+                    | StoreError::TooNew { .. }
+                    | StoreError::HistoryMissing { .. },
+                ) => ExitCode::from(EXIT_DATABASE),
                 _ => ExitCode::FAILURE,
             }
         }

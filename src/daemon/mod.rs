@@ -200,6 +200,11 @@ impl Daemon {
                 stop.clone(),
             ));
         }
+        self.tracker.spawn(tasks::check_integrity(
+            s.store.clone(),
+            s.metrics.database.integrity_ok.clone(),
+            stop.clone(),
+        ));
         self.tracker.spawn(tasks::supervise_alerting(
             s.clone(),
             alert_wake,
@@ -293,8 +298,14 @@ impl Daemon {
         let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
             .with_detail(format!("stopped by {reason}"));
         record(&self.shared.sink, stopped).await;
-        self.writer.close().await;
-        tracing::info!("stopped; every accepted event is committed");
+        match self.writer.close().await {
+            0 => tracing::info!("stopped; every accepted event is committed"),
+            lost => tracing::error!(
+                lost,
+                "stopped; every acknowledged event is committed, but {lost} of regwatch's own \
+                 events (start, reload, stop) could not be stored"
+            ),
+        }
     }
 
     async fn record(&self, event: Event) {

@@ -73,6 +73,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics
         .refresh_traffic(&s.traffic, time::OffsetDateTime::now_utc().unix_timestamp());
+    let (health, db) = (s.sink.health(), &s.metrics.database);
+    db.writable.set(health.writable().into());
+    db.replaced.set(health.replaced().into());
+    db.retained_events.set(health.retained() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -87,11 +91,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready while started, not stopping, and the store takes commits: a load balancer or the
+/// registry's health check should not send events to an agent that cannot keep them.
 async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    let health = s.sink.health();
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    if !s.ready.load(Ordering::Acquire) {
+        (unavailable, "not ready\n")
+    } else if health.replaced() {
+        (
+            unavailable,
+            "not ready: the database file was deleted or replaced; restart regwatch\n",
+        )
+    } else if !health.writable() {
+        (
+            unavailable,
+            "not ready: the database cannot be written (see the log)\n",
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::OK, "ready\n")
     }
 }
 

@@ -101,10 +101,11 @@ pub async fn receive(
             );
         }
     };
-    let events = match notification::parse(&body, &registry) {
+    let mut events = match notification::parse(&body, &registry) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    notification::bound_times(&mut events, time::OffsetDateTime::now_utc());
     let received = events.len();
     match state.sink.append_all(events).await {
         Ok(stored) => {

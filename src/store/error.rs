@@ -45,6 +45,18 @@ pub enum StoreError {
         what: &'static str,
         user: String,
     },
+    #[error(
+        "database {path} was {how} while regwatch had it open: nothing more is stored or \
+         acknowledged; put the file back or restart regwatch (which then refuses to begin a \
+         new trail next to the old one's marker)"
+    )]
+    Replaced { path: PathBuf, how: &'static str },
+    #[error(
+        "database {path} holds no audit trail, but {marker} says one was kept here: the database \
+         was deleted or replaced. Restore it from a backup, or delete {marker} to begin a new \
+         trail on purpose"
+    )]
+    HistoryMissing { path: PathBuf, marker: PathBuf },
     #[error("no audit database at {path} (database.path); has regwatch run yet?")]
     Missing { path: PathBuf },
     #[error("database write failed: {0}")]

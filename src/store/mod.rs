@@ -20,8 +20,10 @@ pub mod audit;
 pub mod chain;
 mod checkpoints;
 mod error;
+mod health;
 pub mod inventory;
 pub mod manifests;
+pub mod marker;
 mod reader;
 mod samples;
 mod schema;
@@ -35,6 +37,7 @@ pub use alerts::{
 };
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
+pub use health::Health;
 pub use inventory::{InventoryUpdate, StoredInventory};
 pub use manifests::ManifestUpdate;
 pub use reader::Reader;
@@ -99,7 +102,7 @@ impl Store {
         match &self.location {
             Location::Sqlite(path) => {
                 let conn = schema::open_for_writing(path)?;
-                let backend = sqlite::SqliteWriter::new(conn, clock)?;
+                let backend = sqlite::SqliteWriter::new(conn, path, clock)?;
                 Writer::start(backend, capacity, on_commit).map_err(|source| StoreError::Create {
                     path: path.clone(),
                     source,

@@ -143,6 +143,9 @@ const MIGRATIONS: &[&str] = &[
         refs     BLOB NOT NULL,
         PRIMARY KEY (registry, digest)
     ) WITHOUT ROWID;",
+    // 8: when the writer committed each row, outside the hash chain. Retention prunes by it
+    // (the trail's own order), so a source's clock, or one event dated 9999, cannot stop it.
+    "ALTER TABLE audit_events ADD COLUMN received_at TEXT;",
 ];
 
 /// The schema version this build writes.
