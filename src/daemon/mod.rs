@@ -72,10 +72,49 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
+    raise_fd_limit(config.server.max_connections);
     let mut daemon = Daemon::start(listener, config_path, config).await?;
     let reason = daemon.serve(shutdown).await?;
     daemon.stop(reason).await;
     Ok(())
+}
+
+/// Descriptors kept for everything but HTTP clients: the database and its WAL, log files,
+/// outgoing requests, the watcher.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft descriptor limit to the hard one (systemd's default soft limit of 1024 is
+/// below what `max_connections` plus the tailers may need), and warns when even the hard
+/// limit leaves too little room beside the connection cap.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let needed = max_connections as u64 + FD_RESERVE;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            max_connections,
+            "the file descriptor limit leaves little room beside server.max_connections; \
+             lower max_connections or raise LimitNOFILE"
+        );
+    }
 }
 
 /// The handles every task shares.

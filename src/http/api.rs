@@ -75,6 +75,16 @@ fn filter(p: &AuditParams) -> Result<Filter, String> {
     })
 }
 
+/// The audit API's query string (`since=7d&actor=bob&limit=50`) as the filter it selects:
+/// what `GET /api/v1/audit` does before it reads the database, for the fuzz target.
+pub fn parse_audit_query(query: &str) -> Result<Filter, String> {
+    let uri: axum::http::Uri = format!("/api/v1/audit?{query}")
+        .parse()
+        .map_err(|e| format!("invalid query string: {e}"))?;
+    let Query(params) = Query::<AuditParams>::try_from_uri(&uri).map_err(|e| e.body_text())?;
+    filter(&params)
+}
+
 pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
