@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../tests/fixtures
-rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest corpus/signature
+rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest corpus/signature corpus/audit_query
 i=0
 # log_line: the first byte picks the format (0..6 by LogFormat::NAMES, 7 the regex format).
 for f in "$fx"/logs/*.log; do
@@ -20,6 +20,13 @@ while IFS= read -r line; do
     printf '%s' "$line" > "corpus/notification/$n"
     n=$((n + 1))
 done < "$fx/notifications.ndjson"
+# audit_query: the query strings the README and the tests use.
+q=0
+for query in 'since=7d' 'since=2026-11-28&until=2026-11-29T10:00:00Z' 'actor=bob&action=auth_failure&limit=50' \
+    'repository=team/*&view=activities' 'cursor=42&limit=10000' 'since=9999999999d' 'address=10.0.0.5&registry=main&source=log'; do
+    printf '%s' "$query" > "corpus/audit_query/$q"
+    q=$((q + 1))
+done
 m=0
 for f in "$fx"/api/*.json; do
     for t in 0 1 2 3 4 5; do

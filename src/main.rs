@@ -12,7 +12,7 @@ use regwatch::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit status for a configuration the user must fix (sysexits EX_USAGE).
+/// Exit status for a configuration or argument the user must fix (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// Exit status for a database regwatch refuses to use (sysexits EX_DATAERR).
 const EXIT_DATABASE: u8 = 65;
@@ -219,6 +219,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => with_config(config.as_deref(), |c| {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
             print!("{}", c.summary());
             Ok(true)
         }),
@@ -293,10 +296,15 @@ fn finish(result: anyhow::Result<bool>) -> ExitCode {
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<regwatch::commands::UsageError>().is_some() {
+                return ExitCode::from(EXIT_CONFIG);
+            }
             match e.downcast_ref::<StoreError>() {
-                Some(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
-                    ExitCode::from(EXIT_DATABASE)
-                }
+                Some(
+                    StoreError::Corrupt { .. }
+                    | StoreError::TooNew { .. }
+                    | StoreError::HistoryMissing { .. },
+                ) => ExitCode::from(EXIT_DATABASE),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -1,5 +1,6 @@
 //! `regwatch audit query | export | verify`.
 
+use super::UsageError;
 use crate::config::report::Format;
 use crate::model::text::parse_time;
 use crate::report::export;
@@ -46,17 +47,19 @@ impl FilterArgs {
         let now = time::OffsetDateTime::now_utc();
         let t = |v: &Option<String>, flag: &str| {
             v.as_deref()
-                .map(|s| parse_time(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+                .map(|s| parse_time(s, now).map_err(|e| UsageError(format!("--{flag}: {e}"))))
                 .transpose()
         };
-        if let Some(a) = &self.action {
-            anyhow::ensure!(
-                crate::model::event::Action::parse(a).is_some(),
+        if let Some(a) = &self.action
+            && crate::model::event::Action::parse(a).is_none()
+        {
+            return Err(UsageError(format!(
                 "--action: unknown action {a:?}: expected one of {}",
                 crate::model::event::Action::ALL
                     .map(|a| a.as_str())
                     .join(", ")
-            );
+            ))
+            .into());
         }
         Ok(Filter {
             since: t(&self.since, "since")?,

@@ -107,6 +107,8 @@ impl<'a> Locator<'a> {
 pub struct Errors<'a> {
     locator: &'a Locator<'a>,
     found: Vec<Diagnostic>,
+    /// Not mistakes: the keys whose secret is inline, for the readable-file warning.
+    inline_secrets: Vec<String>,
 }
 
 impl<'a> Errors<'a> {
@@ -114,6 +116,7 @@ impl<'a> Errors<'a> {
         Errors {
             locator,
             found: Vec::new(),
+            inline_secrets: Vec::new(),
         }
     }
 
@@ -125,6 +128,23 @@ impl<'a> Errors<'a> {
     /// Records `message` at `path.key`.
     pub fn at_key(&mut self, path: &KeyPath, key: &str, message: impl Into<String>) {
         self.at(&path.clone().key(key), message);
+    }
+
+    /// Like [`Errors::at_key`] for a value that holds a credential: the message must not
+    /// repeat it, and the source line is left out of the diagnostic.
+    pub fn at_secret_key(&mut self, path: &KeyPath, key: &str, message: impl Into<String>) {
+        let mut d = self.locator.at_path(&path.clone().key(key), message);
+        d.source_line.clear();
+        self.found.push(d);
+    }
+
+    /// Notes that `path.key` holds its secret inline.
+    pub fn inline_secret(&mut self, path: &KeyPath, key: &str) {
+        self.inline_secrets.push(path.clone().key(key).to_string());
+    }
+
+    pub fn inline_secrets(&self) -> &[String] {
+        &self.inline_secrets
     }
 
     pub fn into_vec(self) -> Vec<Diagnostic> {

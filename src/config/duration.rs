@@ -5,9 +5,19 @@ use std::time::Duration;
 
 const EXPECTED: &str = "a duration such as \"30s\", \"5m\", \"1h\" or \"7d\"";
 
+/// The longest duration any key takes (100 years): longer ones are typos, and date
+/// arithmetic with them would leave the calendar.
+pub const MAX_DAYS: u64 = 36_500;
+
 fn parse(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}): expected {EXPECTED}"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}): expected {EXPECTED}"))?;
+    if d > Duration::from_secs(MAX_DAYS * 86_400) {
+        return Err(format!(
+            "duration {text:?} is too long: at most {MAX_DAYS}d (100 years)"
+        ));
+    }
+    Ok(d)
 }
 
 /// `#[serde(deserialize_with = "duration::required")]`
@@ -66,6 +76,8 @@ mod tests {
         assert!(parse("5 minutes please").is_err());
         assert!(parse("").is_err());
         assert!(parse("10").unwrap_err().contains("expected a duration"));
+        assert!(parse("9999999999d").unwrap_err().contains("at most 36500d"));
+        assert!(parse("36500d").is_ok());
     }
 
     #[test]

@@ -139,6 +139,7 @@ fn log(
             "wildcards (* ?) are allowed in the file name only, not in directories",
         );
     }
+    check_file_kind(&path, at, errs);
     let start_at = start_at(&l.start_at, at, errs);
     if l.max_line_bytes < 256 {
         errs.at_key(at, "max_line_bytes", "must be at least 256");
@@ -158,6 +159,24 @@ fn log(
         max_line_bytes: l.max_line_bytes,
         poll_interval: l.poll_interval,
     })
+}
+
+/// A log path that exists must be a regular file (or a symlink to one); one that does not
+/// exist yet is fine (the tailer waits for it), and a glob's matches are checked as found.
+fn check_file_kind(path: &Path, at: &KeyPath, errs: &mut Errors<'_>) {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        errs.at_key(
+            at,
+            "path",
+            format!(
+                "{} is {}: a log path must be a regular file",
+                path.display(),
+                crate::model::text::file_kind(meta.file_type())
+            ),
+        );
+    }
 }
 
 fn check_registry(registry: &str, registries: &[&str], at: &KeyPath, errs: &mut Errors<'_>) {

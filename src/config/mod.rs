@@ -71,6 +71,11 @@ pub struct Config {
     pub maintenance: Vec<MaintenanceConfig>,
     pub reports: Vec<ReportConfig>,
     pub origin: Origin,
+    /// The keys whose secret is written inline in the file (`server.api_token`, …).
+    pub inline_secrets: Vec<String>,
+    /// What is allowed but unwise (inline secrets in a file every user can read): `check`
+    /// prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// The file as written: what serde reads before the checks.
@@ -141,7 +146,26 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, origin, &base)
+    let mut config = parse(&text, origin, &base)?;
+    config
+        .warnings
+        .extend(readable_secrets(path, &config.inline_secrets));
+    Ok(config)
+}
+
+/// A warning when `path` is readable by every user and holds secrets inline.
+fn readable_secrets(path: &Path, inline: &[String]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0 && !inline.is_empty()).then(|| {
+        format!(
+            "{} is readable by every user (mode {:03o}) and holds secrets inline ({}): \
+             chmod 600 it, or move them to *_file / *_env keys",
+            path.display(),
+            mode & 0o777,
+            inline.join(", ")
+        )
+    })
 }
 
 /// Loads `--config FILE`, or the built-in default without one.
@@ -220,6 +244,8 @@ impl RawConfig {
             maintenance: maintenance?,
             reports: reports?,
             origin,
+            inline_secrets: errs.inline_secrets().to_vec(),
+            warnings: Vec::new(),
         })
     }
 }

@@ -268,6 +268,14 @@ fn signature_keys(
 
 fn check_url(url: &str, at: &KeyPath, errs: &mut Errors<'_>) {
     match reqwest::Url::parse(url) {
+        // Rejected rather than redacted: the URL is shown by `check`, the landing page and
+        // every poller error, and a credential has a key of its own that is never printed.
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => errs.at_secret_key(
+            at,
+            "url",
+            "the URL holds credentials (user:password@): give them as username and \
+             password_file (or password_env) instead, which are never printed",
+        ),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         Ok(u) => errs.at_key(
             at,
@@ -276,6 +284,12 @@ fn check_url(url: &str, at: &KeyPath, errs: &mut Errors<'_>) {
                 "unsupported URL {url:?}: expected http:// or https:// with a host (scheme was {:?})",
                 u.scheme()
             ),
+        ),
+        // Unparsable, yet perhaps with a credential in it: not echoed then.
+        Err(e) if url.contains('@') => errs.at_secret_key(
+            at,
+            "url",
+            format!("invalid URL ({e}): expected e.g. \"http://127.0.0.1:5000\""),
         ),
         Err(e) => errs.at_key(
             at,

@@ -181,7 +181,12 @@ pub(crate) fn read(
     let inline = fields.inline.is_some();
     match resolve(fields, base_dir) {
         Ok(None) => Read::Absent,
-        Ok(Some((value, source))) => Read::Found(Resolved { value, source }),
+        Ok(Some((value, source))) => {
+            if source == SecretSource::Inline {
+                errs.inline_secret(at, key);
+            }
+            Read::Found(Resolved { value, source })
+        }
         Err((suffix, msg)) => {
             errs.at_key(at, &format!("{key}{suffix}"), msg);
             Read::Failed { inline }

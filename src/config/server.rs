@@ -26,6 +26,13 @@ pub(super) struct RawServer {
         deserialize_with = "duration::required"
     )]
     request_timeout: Duration,
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "duration::required"
+    )]
+    header_read_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
 /// `[database]` as written.
@@ -50,6 +57,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest time one HTTP request may take before it is answered 408.
     pub request_timeout: Duration,
+    /// A connection that has not sent a whole request head in this time (a slow client, or
+    /// an idle keep-alive connection) is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +80,12 @@ fn default_listen() -> SocketAddr {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_max_body() -> usize {
     1 << 20
@@ -91,6 +109,8 @@ impl Default for RawServer {
             api_token_env: None,
             max_body_bytes: default_max_body(),
             request_timeout: default_request_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -117,6 +137,12 @@ pub(super) fn server(raw: RawServer, base: &Path, errs: &mut Errors<'_>) -> Opti
     if raw.request_timeout.is_zero() {
         errs.at_key(&at, "request_timeout", "must be greater than 0");
     }
+    if raw.header_read_timeout.is_zero() {
+        errs.at_key(&at, "header_read_timeout", "must be greater than 0");
+    }
+    if raw.max_connections == 0 {
+        errs.at_key(&at, "max_connections", "must be at least 1");
+    }
     if raw.max_body_bytes < 1024 {
         errs.at_key(&at, "max_body_bytes", "must be at least 1024");
     }
@@ -125,6 +151,8 @@ pub(super) fn server(raw: RawServer, base: &Path, errs: &mut Errors<'_>) -> Opti
         api_token: api_token?,
         max_body_bytes: raw.max_body_bytes,
         request_timeout: raw.request_timeout,
+        header_read_timeout: raw.header_read_timeout,
+        max_connections: raw.max_connections,
     })
 }
 

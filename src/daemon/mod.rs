@@ -72,10 +72,49 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
+    raise_fd_limit(config.server.max_connections);
     let mut daemon = Daemon::start(listener, config_path, config).await?;
     let reason = daemon.serve(shutdown).await?;
     daemon.stop(reason).await;
     Ok(())
+}
+
+/// Descriptors kept for everything but HTTP clients: the database and its WAL, log files,
+/// outgoing requests, the watcher.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft descriptor limit to the hard one (systemd's default soft limit of 1024 is
+/// below what `max_connections` plus the tailers may need), and warns when even the hard
+/// limit leaves too little room beside the connection cap.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let needed = max_connections as u64 + FD_RESERVE;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            max_connections,
+            "the file descriptor limit leaves little room beside server.max_connections; \
+             lower max_connections or raise LimitNOFILE"
+        );
+    }
 }
 
 /// The handles every task shares.
@@ -175,16 +214,17 @@ impl Daemon {
             reports: self.shared.reports.clone(),
             silences: self.shared.silences.clone(),
         };
-        let router = http::router(state, c.server.request_timeout, c.server.max_body_bytes);
-        let stop = self.shutdown.clone();
-        self.tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "HTTP server ended with an error");
-            }
-        });
+        let router = http::router(state, c.server.request_timeout);
+        let limits = http::serve::Limits {
+            header_read_timeout: c.server.header_read_timeout,
+            max_connections: c.server.max_connections,
+        };
+        self.tracker.spawn(http::serve::serve(
+            listener,
+            router,
+            limits,
+            self.shutdown.clone(),
+        ));
     }
 
     /// The long-running tasks, each on the tracker with the shutdown token.
@@ -199,6 +239,11 @@ impl Daemon {
                 stop.clone(),
             ));
         }
+        self.tracker.spawn(tasks::check_integrity(
+            s.store.clone(),
+            s.metrics.database.integrity_ok.clone(),
+            stop.clone(),
+        ));
         self.tracker.spawn(tasks::supervise_alerting(
             s.clone(),
             alert_wake,
@@ -220,6 +265,9 @@ impl Daemon {
 
     fn log_started(&self, listen: Option<SocketAddr>) {
         let c = self.shared.config.borrow();
+        for w in &c.warnings {
+            tracing::warn!("{w}");
+        }
         tracing::info!(
             listen = %listen.map(|a| a.to_string()).unwrap_or_default(),
             database = %c.database.path.display(),
@@ -289,8 +337,14 @@ impl Daemon {
         let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
             .with_detail(format!("stopped by {reason}"));
         record(&self.shared.sink, stopped).await;
-        self.writer.close().await;
-        tracing::info!("stopped; every accepted event is committed");
+        match self.writer.close().await {
+            0 => tracing::info!("stopped; every accepted event is committed"),
+            lost => tracing::error!(
+                lost,
+                "stopped; every acknowledged event is committed, but {lost} of regwatch's own \
+                 events (start, reload, stop) could not be stored"
+            ),
+        }
     }
 
     async fn record(&self, event: Event) {

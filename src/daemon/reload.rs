@@ -26,6 +26,9 @@ pub(super) fn reload(
             config_tx.send_replace(Arc::new(new));
             metrics.reload_succeeded();
             tracing::info!(registries, "configuration reloaded");
+            for w in &config_tx.borrow().warnings {
+                tracing::warn!("{w}");
+            }
             event.with_detail("reloaded")
         }
         Err(e) => {

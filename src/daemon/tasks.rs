@@ -199,3 +199,36 @@ pub(super) async fn retain(
         }
     }
 }
+
+/// How often the whole database is checked in the background.
+const INTEGRITY_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// SQLite's structural check of every page on a read-only connection, at start and daily,
+/// into `regwatch_database_integrity_ok`: the start-up check covers databases up to 512 MiB;
+/// this one covers every size and damage that appears while the daemon runs.
+pub(super) async fn check_integrity(
+    store: Store,
+    gauge: prometheus::IntGauge,
+    stop: CancellationToken,
+) {
+    loop {
+        let db = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || db.reader()?.integrity()).await;
+        match outcome {
+            Ok(Ok(Ok(()))) => gauge.set(1),
+            Ok(Ok(Err(problems))) => {
+                gauge.set(0);
+                tracing::error!(
+                    problems,
+                    "the database is damaged (PRAGMA quick_check); restore it from a backup"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot run the database integrity check"),
+            Err(e) => tracing::warn!(error = %e, "the database integrity check did not finish"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(INTEGRITY_EVERY) => {}
+        }
+    }
+}

@@ -65,6 +65,26 @@ struct Actor {
 
 /// Parses a notification body for `registry`. Registry envelopes and Harbor payloads are told
 /// apart by their shape.
+/// How far ahead of regwatch's clock a sender's timestamp may be before it is not believed.
+pub const MAX_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Events dated more than [`MAX_SKEW`] after `now` (a sender's wrong clock, or a forged
+/// `9999-12-31`) are dated `now`, their detail keeping the time they claimed: such a row
+/// would otherwise fall outside every report period. Log times are bounded the same way.
+pub fn bound_times(events: &mut [Event], now: OffsetDateTime) {
+    for e in events.iter_mut().filter(|e| e.time > now + MAX_SKEW) {
+        let claimed = format!(
+            "sender's time {} was in the future",
+            crate::model::text::format_time(e.time)
+        );
+        e.detail = Some(match e.detail.take() {
+            Some(d) => format!("{d}; {claimed}"),
+            None => claimed,
+        });
+        e.time = now;
+    }
+}
+
 pub fn parse(body: &[u8], registry: &str) -> Result<Vec<Event>, NotificationError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| NotificationError::Json(e.to_string()))?;
@@ -337,5 +357,28 @@ mod tests {
                 .collect();
             let _ = parse(&bytes, "m");
         }
+    }
+
+    #[test]
+    fn times_from_the_future_are_dated_on_receipt_and_say_so() {
+        let body = br#"{"events":[
+            {"id":"a","timestamp":"9999-12-31T23:59:59Z","action":"push","target":{"repository":"r","digest":"sha256:00"}},
+            {"id":"b","timestamp":"2026-11-28T19:59:33Z","action":"push","target":{"repository":"r","digest":"sha256:00"}}]}"#;
+        let mut events = parse(body, "main").unwrap();
+        let now = time::macros::datetime!(2026-11-28 20:00 UTC);
+        bound_times(&mut events, now);
+        assert_eq!(events[0].time, now);
+        assert!(
+            events[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("sender's time 9999-12-31T23:59:59.000000Z was in the future")
+        );
+        assert_eq!(
+            events[1].time,
+            time::macros::datetime!(2026-11-28 19:59:33 UTC)
+        );
+        assert_eq!(events[1].detail, None);
     }
 }

@@ -75,6 +75,16 @@ fn filter(p: &AuditParams) -> Result<Filter, String> {
     })
 }
 
+/// The audit API's query string (`since=7d&actor=bob&limit=50`) as the filter it selects:
+/// what `GET /api/v1/audit` does before it reads the database, for the fuzz target.
+pub fn parse_audit_query(query: &str) -> Result<Filter, String> {
+    let uri: axum::http::Uri = format!("/api/v1/audit?{query}")
+        .parse()
+        .map_err(|e| format!("invalid query string: {e}"))?;
+    let Query(params) = Query::<AuditParams>::try_from_uri(&uri).map_err(|e| e.body_text())?;
+    filter(&params)
+}
+
 pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -283,8 +293,8 @@ pub async fn create_silence(
             Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("ends_at: {e}")),
         },
-        (None, Some(d)) => match humantime::parse_duration(d) {
-            Ok(d) => starts_at + d,
+        (None, Some(d)) => match silence_end(starts_at, d) {
+            Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("duration: {e}")),
         },
         _ => {
@@ -320,6 +330,19 @@ pub async fn create_silence(
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// `starts_at + duration`, checked: a duration past the calendar (`9999999999d`, or any from a
+/// `starts_at` near the year 9999) is the client's error, not a panic.
+fn silence_end(
+    starts_at: time::OffsetDateTime,
+    duration: &str,
+) -> Result<time::OffsetDateTime, String> {
+    let d = humantime::parse_duration(duration).map_err(|e| e.to_string())?;
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| starts_at.checked_add(d))
+        .ok_or_else(|| format!("{duration:?} from {starts_at} ends after the year 9999"))
 }
 
 /// `GET /api/v1/silences`: the silences that have not ended.

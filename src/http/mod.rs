@@ -4,12 +4,12 @@
 pub mod api;
 pub mod auth;
 pub mod notifications;
+pub mod serve;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Sink, Store};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -37,7 +37,7 @@ pub struct AppState {
     pub silences: crate::alerting::silence::Silences,
 }
 
-pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     // Every API route is behind the token, checked before the handler parses anything.
     let api = Router::new()
         .route("/api/v1/audit", get(api::audit))
@@ -56,7 +56,8 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
         .route("/", get(landing))
         .route(
             "/notifications",
-            post(crate::http::notifications::receive).layer(DefaultBodyLimit::max(max_body_bytes)),
+            // The handler reads the body itself, after the token, within max_body_bytes.
+            post(crate::http::notifications::receive),
         )
         .merge(api)
         .route("/metrics", get(metrics))
@@ -72,6 +73,10 @@ pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize)
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics
         .refresh_traffic(&s.traffic, time::OffsetDateTime::now_utc().unix_timestamp());
+    let (health, db) = (s.sink.health(), &s.metrics.database);
+    db.writable.set(health.writable().into());
+    db.replaced.set(health.replaced().into());
+    db.retained_events.set(health.retained() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -86,11 +91,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready while started, not stopping, and the store takes commits: a load balancer or the
+/// registry's health check should not send events to an agent that cannot keep them.
 async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    let health = s.sink.health();
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    if !s.ready.load(Ordering::Acquire) {
+        (unavailable, "not ready\n")
+    } else if health.replaced() {
+        (
+            unavailable,
+            "not ready: the database file was deleted or replaced; restart regwatch\n",
+        )
+    } else if !health.writable() {
+        (
+            unavailable,
+            "not ready: the database cannot be written (see the log)\n",
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::OK, "ready\n")
     }
 }
 

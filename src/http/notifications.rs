@@ -8,7 +8,7 @@ use super::auth::{bearer, error};
 use crate::config::Config;
 use crate::formats::notification;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +76,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Query(query): Query<NotifyQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(token) = bearer(&headers) else {
         return error(
@@ -89,13 +89,25 @@ pub async fn receive(
         Ok(r) => r,
         Err((status, msg)) => return error(status, msg),
     };
+    // Only now is the body read: an unauthenticated client cannot make regwatch hold its
+    // megabyte (300 stalled bodies took 300 MB when the body came first).
+    let limit = config.server.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body not read (max_body_bytes is {limit}): {e}"),
+            );
+        }
+    };
     let events = match notification::parse(&body, &registry) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     // The registry notifies regwatch of its own poller's manifest reads too: those are
     // not anyone's pulls, so they are counted apart and never enter the trail.
-    let (own, events): (Vec<_>, Vec<_>) = events
+    let (own, mut events): (Vec<_>, Vec<_>) = events
         .into_iter()
         .partition(|e| crate::model::event::is_self_user_agent(e.user_agent.as_deref()));
     state
@@ -104,6 +116,7 @@ pub async fn receive(
         .self_requests_total
         .with_label_values(&[&registry, "notification"])
         .inc_by(own.len() as u64);
+    notification::bound_times(&mut events, time::OffsetDateTime::now_utc());
     let received = events.len();
     match state.sink.append_all(events).await {
         Ok(stored) => {

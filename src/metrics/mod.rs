@@ -18,6 +18,54 @@ pub struct Metrics {
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
     pub reports: ReportMetrics,
+    pub database: DatabaseMetrics,
+}
+
+/// Whether the audit store can do its job, set from the writer's health at each scrape and
+/// by the background integrity check.
+#[derive(Clone)]
+pub struct DatabaseMetrics {
+    pub writable: IntGauge,
+    pub replaced: IntGauge,
+    pub retained_events: IntGauge,
+    pub integrity_ok: IntGauge,
+}
+
+impl DatabaseMetrics {
+    fn new() -> Self {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let integrity_ok = gauge(
+            "regwatch_database_integrity_ok",
+            "SQLite's structural check of the whole database (PRAGMA quick_check): 1 ok, 0 damaged, -1 not run yet.",
+        );
+        integrity_ok.set(-1);
+        let writable = gauge(
+            "regwatch_database_writable",
+            "Whether the last commit to the audit store succeeded (0: nothing is being stored or acknowledged).",
+        );
+        writable.set(1);
+        DatabaseMetrics {
+            writable,
+            replaced: gauge(
+                "regwatch_database_replaced",
+                "1 when the database file was deleted or replaced under the running daemon (restart needed).",
+            ),
+            retained_events: gauge(
+                "regwatch_database_retained_events",
+                "regwatch's own events waiting for the store to accept a commit again.",
+            ),
+            integrity_ok,
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.writable.clone()),
+            Box::new(self.replaced.clone()),
+            Box::new(self.retained_events.clone()),
+            Box::new(self.integrity_ok.clone()),
+        ]
+    }
 }
 
 /// What the logs say about the traffic, labelled `registry`.
@@ -529,6 +577,7 @@ impl Metrics {
             registries: RegistryMetrics::new(),
             storage: StorageMetrics::new(),
             reports: ReportMetrics::new(),
+            database: DatabaseMetrics::new(),
         };
         metrics.register_all();
         metrics
@@ -549,6 +598,7 @@ impl Metrics {
             .chain(self.registries.collectors())
             .chain(self.storage.collectors())
             .chain(self.reports.collectors())
+            .chain(self.database.collectors())
         {
             self.registry.register(c).expect("metric names are unique");
         }

@@ -27,11 +27,36 @@ pub fn parse_time(arg: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Stri
         return Ok(d.midnight().assume_utc());
     }
     if let Ok(d) = humantime::parse_duration(arg) {
-        return Ok(now - d);
+        // Checked: `since=9999999999d` is a user's typo or an attacker's probe, not a panic.
+        return time::Duration::try_from(d)
+            .ok()
+            .and_then(|d| now.checked_sub(d))
+            .filter(|t| t.year() >= 1)
+            .ok_or_else(|| format!("invalid time {arg:?}: that is before the year 1"));
     }
     Err(format!(
         "invalid time {arg:?}: expected a date (2026-11-28), an RFC 3339 time (2026-11-28T10:00:00Z) or a duration back from now (24h, 7d)"
     ))
+}
+
+/// What a path is, for messages that refuse it: "a directory", "a FIFO".
+pub fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
 }
 
 /// Sizes as people read them, in binary units as `df -h` and `du -h` print them:
@@ -80,6 +105,11 @@ mod tests {
             datetime!(2026-11-28 8:00 UTC)
         );
         assert!(parse_time("last tuesday", now).is_err());
+        assert!(
+            parse_time("9999999999d", now)
+                .unwrap_err()
+                .contains("before the year 1")
+        );
     }
 
     #[test]

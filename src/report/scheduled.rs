@@ -9,7 +9,6 @@ use crate::metrics::ReportMetrics;
 use crate::model::clock::SharedClock;
 use crate::store::{self, Filter, Store};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,47 +75,42 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
     }
 }
 
-/// Writes `r` as of `now`. The export goes to a temporary file beside the output (mode
-/// 0600: reports name people) and is renamed into place, so nobody reads half a report.
+/// Writes `r` as of `now`. The export goes to a temporary file beside the output and is
+/// renamed into place, so nobody reads half a report. That file gets a random name, is
+/// created exclusively (never through a symlink someone planted in the report directory) and
+/// has mode 0600: reports name people.
 pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
     let db = store.reader()?;
     let path = output_path(&r.output, &r.name, now);
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| ReportError::Io { path: p, source }
     };
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    let mut out = std::io::BufWriter::new(file);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut out = std::io::BufWriter::new(tmp);
     // One read snapshot for the export and the head, so the head printed and mailed with the
     // report is the chain the report was read from, however busy the writer is.
-    let result = db
-        .snapshot(|db| {
-            let rows = export::export(db, &filter(r, now), r.format, &mut out)?;
-            out.flush().map_err(io(&tmp))?;
-            out.get_ref().sync_all().map_err(io(&tmp))?;
-            Ok((rows, db.head_hash()?))
-        })
-        .and_then(|done| {
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
-            Ok(done)
-        });
-    match result {
-        Ok((rows, head)) => Ok(Written { path, rows, head }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let (rows, head) = db.snapshot(|db| {
+        let rows = export::export(db, &filter(r, now), r.format, &mut out)?;
+        out.flush().map_err(io(&tmp_path))?;
+        out.get_ref().as_file().sync_all().map_err(io(&tmp_path))?;
+        Ok::<_, ReportError>((rows, db.head_hash()?))
+    })?;
+    // On any error above, dropping the temporary file removes it.
+    let tmp = out
+        .into_inner()
+        .map_err(|e| io(&tmp_path)(e.into_error()))?;
+    tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
+    Ok(Written { path, rows, head })
 }
 
 fn content_type(format: Format) -> &'static str {

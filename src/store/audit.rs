@@ -317,17 +317,21 @@ fn glob_escape(s: &str) -> String {
 
 /// Appends `events` after `head`, chaining each new row to the one before; `head` moves to
 /// the last new row. A re-delivery (same source and event id) is skipped: its flag is false.
+/// `received_at`: the commit's time (not hashed: the chain covers what happened, this is
+/// bookkeeping for retention).
 pub(super) fn insert_events<'a>(
     tx: &Transaction<'_>,
     head: &mut String,
     events: impl Iterator<Item = &'a Event>,
+    received_at: OffsetDateTime,
 ) -> rusqlite::Result<Vec<bool>> {
+    let received_at = format_time(received_at);
     let mut inserted = Vec::new();
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO audit_events (time, registry, action, repository, tag, digest,
             media_type, size, actor, remote_addr, user_agent, request_id, method, source,
-            status, event_id, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            status, event_id, detail, prev_hash, hash, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     for e in events {
         let time = format_time(e.time);
@@ -352,7 +356,8 @@ pub(super) fn insert_events<'a>(
             row.event_id,
             row.detail,
             head.as_str(),
-            hash
+            hash,
+            received_at
         ])?;
         if n == 1 {
             *head = hash;
@@ -395,9 +400,12 @@ pub(super) fn prune(
     let cutoff = format_time(cutoff);
     let tx = conn.transaction()?;
     let first_kept: Option<(i64, String)> = tx
+        // Rows older than the cutoff by when they were stored (rows from before migration 8
+        // by their own time): ids grow with it, so the first young row ends the old ones
+        // whatever time a source put on its events.
         .query_row(
             "SELECT id, prev_hash FROM audit_events
-             WHERE time >= ?1 OR id = (SELECT max(id) FROM audit_events)
+             WHERE coalesce(received_at, time) >= ?1 OR id = (SELECT max(id) FROM audit_events)
              ORDER BY id LIMIT 1",
             [&cutoff],
             |r| Ok((r.get(0)?, r.get(1)?)),

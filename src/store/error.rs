@@ -34,6 +34,29 @@ pub enum StoreError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error(
+        "permission denied: {path} is not {what} by user {user}; the database is not damaged: \
+         fix the ownership or mode (the database, its directory and its -wal/-shm files), \
+         or run regwatch as the user that owns them"
+    )]
+    Permission {
+        path: PathBuf,
+        /// "writable" or "readable".
+        what: &'static str,
+        user: String,
+    },
+    #[error(
+        "database {path} was {how} while regwatch had it open: nothing more is stored or \
+         acknowledged; put the file back or restart regwatch (which then refuses to begin a \
+         new trail next to the old one's marker)"
+    )]
+    Replaced { path: PathBuf, how: &'static str },
+    #[error(
+        "database {path} holds no audit trail, but {marker} says one was kept here: the database \
+         was deleted or replaced. Restore it from a backup, or delete {marker} to begin a new \
+         trail on purpose"
+    )]
+    HistoryMissing { path: PathBuf, marker: PathBuf },
     #[error("no audit database at {path} (database.path); has regwatch run yet?")]
     Missing { path: PathBuf },
     #[error("database write failed: {0}")]

@@ -44,6 +44,7 @@ pub(super) fn apply(
     tx: &Transaction<'_>,
     head: &mut String,
     u: &InventoryUpdate,
+    now: time::OffsetDateTime,
 ) -> rusqlite::Result<Vec<bool>> {
     let r = u.registry.as_str();
     if u.replace {
@@ -66,7 +67,7 @@ pub(super) fn apply(
             u.report
         ],
     )?;
-    audit::insert_events(tx, head, u.events.iter())
+    audit::insert_events(tx, head, u.events.iter(), now)
 }
 
 fn apply_repositories(tx: &Transaction<'_>, u: &InventoryUpdate) -> rusqlite::Result<()> {

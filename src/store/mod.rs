@@ -20,8 +20,10 @@ pub mod audit;
 pub mod chain;
 mod checkpoints;
 mod error;
+mod health;
 pub mod inventory;
 pub mod manifests;
+pub mod marker;
 mod reader;
 mod samples;
 mod schema;
@@ -35,6 +37,7 @@ pub use alerts::{
 };
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
+pub use health::Health;
 pub use inventory::{InventoryUpdate, StoredInventory};
 pub use manifests::ManifestUpdate;
 pub use reader::Reader;
@@ -99,7 +102,7 @@ impl Store {
         match &self.location {
             Location::Sqlite(path) => {
                 let conn = schema::open_for_writing(path)?;
-                let backend = sqlite::SqliteWriter::new(conn, clock)?;
+                let backend = sqlite::SqliteWriter::new(conn, path, clock)?;
                 Writer::start(backend, capacity, on_commit).map_err(|source| StoreError::Create {
                     path: path.clone(),
                     source,
@@ -221,5 +224,42 @@ mod tests {
         let get = |k: &str| totals.iter().find(|(a, _)| a == k).map(|t| t.1);
         assert_eq!(get("pull"), Some(pulls), "{totals:?}");
         assert_eq!(get("blob check"), Some(blob_heads), "{totals:?}");
+    }
+
+    /// Retention follows the trail's own order (when rows were stored), so one event dated
+    /// 9999 by its sender cannot hold back the deletion of everything stored after it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retention_prunes_by_receipt_not_by_the_senders_time() {
+        use crate::model::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let t0 = time::macros::datetime!(2026-01-01 00:00 UTC);
+        let clock = ManualClock::new(t0);
+        let writer = Store::sqlite(&path)
+            .start_writer(8, Arc::new(clock.clone()), Box::new(|_| {}))
+            .unwrap();
+        let sink = writer.sink();
+        let event = |time, id: &str| {
+            let mut e = Event::new(time, Action::Push, Source::Notification);
+            e.event_id = Some(id.into());
+            e
+        };
+        let far = time::macros::datetime!(9999-12-31 23:59 UTC);
+        sink.append(event(far, "far")).await.unwrap();
+        for i in 0..5 {
+            sink.append(event(t0, &format!("old{i}"))).await.unwrap();
+        }
+        clock.advance(time::Duration::days(10));
+        sink.append(event(t0 + time::Duration::days(10), "new"))
+            .await
+            .unwrap();
+        let deleted = sink.prune(t0 + time::Duration::days(5)).await.unwrap();
+        assert_eq!(deleted, 6, "the 9999 row and the five stored with it");
+        writer.close().await;
+        let reader = Store::sqlite(&path).reader().unwrap();
+        assert!(matches!(
+            reader.verify(None).unwrap(),
+            Verdict::Ok { rows: 1, .. }
+        ));
     }
 }

@@ -143,6 +143,9 @@ const MIGRATIONS: &[&str] = &[
         refs     BLOB NOT NULL,
         PRIMARY KEY (registry, digest)
     ) WITHOUT ROWID;",
+    // 8: when the writer committed each row, outside the hash chain. Retention prunes by it
+    // (the trail's own order), so a source's clock, or one event dated 9999, cannot stop it.
+    "ALTER TABLE audit_events ADD COLUMN received_at TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -151,6 +154,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Opens (creating if needed, mode 0600) the database for the single writer and brings its
 /// schema up to date.
 pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    check_access(path)?;
     ensure_private_file(path)?;
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
@@ -173,8 +177,78 @@ pub(super) fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
         .map_err(corrupt)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(corrupt)?;
+    check_integrity_at_start(&conn, path)?;
     migrate(&conn, path)?;
     Ok(conn)
+}
+
+/// Files up to this size get SQLite's whole structural check before the daemon accepts
+/// anything (about 0.5 s here); larger ones are checked in the background instead
+/// (`regwatch_database_integrity_ok`), so a big trail does not delay every start by seconds.
+const START_CHECK_MAX_BYTES: u64 = 512 << 20;
+
+fn check_integrity_at_start(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len > START_CHECK_MAX_BYTES {
+        return Ok(());
+    }
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    integrity(conn)
+        .map_err(|e| corrupt(e.to_string()))?
+        .map_err(corrupt)
+}
+
+/// Says which of the database's directory or file this user cannot write, before SQLite
+/// would report it as a file it cannot open (read as "corrupt, move it aside": advice that
+/// would make an operator discard the trail over a permissions problem).
+fn check_access(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The directory: SQLite creates the -wal and -shm files there.
+    for (p, mode, what) in [
+        (dir, libc::W_OK | libc::X_OK, "writable"),
+        (path, libc::R_OK | libc::W_OK, "readable and writable"),
+    ] {
+        if (p == path && !p.exists()) || effective_access(p, mode) {
+            continue;
+        }
+        return Err(StoreError::Permission {
+            path: p.to_path_buf(),
+            what,
+            user: effective_user(),
+        });
+    }
+    Ok(())
+}
+
+/// `faccessat(AT_EACCESS)`: as the effective user, the one that will open the file.
+fn effective_access(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
+}
+
+/// The effective user's name (or uid when it has none), for the permission message.
+fn effective_user() -> String {
+    // SAFETY: geteuid cannot fail; getpwuid returns a pointer into static storage or null,
+    // read at once on this thread.
+    unsafe {
+        let uid = libc::geteuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        let name = std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy();
+        format!("{name} (uid {uid})")
+    }
 }
 
 /// A read-only connection for queries and exports.
@@ -242,9 +316,8 @@ fn ensure_private_file(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Reads the header, the schema and the newest row, so a foreign or damaged file is refused
-/// at start-up rather than failing on the first write. Deliberately not `PRAGMA
-/// quick_check`: that reads the whole file (11 s on a 10-million-row trail); `regwatch audit
-/// verify` runs it.
+/// at once, also by the read-only commands. The writer adds `PRAGMA quick_check` (see
+/// [`check_integrity_at_start`]); `regwatch audit verify` always runs it.
 fn check_readable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
         path: path.to_path_buf(),

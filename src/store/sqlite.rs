@@ -2,14 +2,17 @@
 //! memory between commits, each command one transaction through the table modules.
 
 use super::alerts::{self, AlertUpdate, DeliveryOutcome};
+use super::chain::GENESIS;
 use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, samples};
+use super::{StoreError, audit, checkpoints, marker, samples};
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
 use rusqlite::Connection;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -18,12 +21,65 @@ pub(super) struct SqliteWriter {
     /// The hash of the newest row: the next row links to it.
     head: String,
     clock: SharedClock,
+    path: PathBuf,
+    /// Device and inode of the file opened: a different one at `path` (or none) means the
+    /// database was replaced or deleted, and the connection would write into a file nobody
+    /// will ever open again.
+    identity: (u64, u64),
+    /// The trail marker exists (written once rows do).
+    marked: bool,
 }
 
 impl SqliteWriter {
-    pub(super) fn new(conn: Connection, clock: SharedClock) -> Result<Self, StoreError> {
+    pub(super) fn new(
+        conn: Connection,
+        path: &Path,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
         let head = audit::head_hash(&conn).map_err(StoreError::Read)?;
-        Ok(SqliteWriter { conn, head, clock })
+        let has_rows = head != GENESIS;
+        marker::check(path, has_rows)?;
+        let meta = std::fs::metadata(path).map_err(|source| StoreError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut w = SqliteWriter {
+            conn,
+            head,
+            clock,
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+            marked: false,
+        };
+        if has_rows {
+            w.mark();
+        }
+        Ok(w)
+    }
+
+    /// Fails with [`StoreError::Replaced`] unless `path` is still the file opened: a `stat`
+    /// per transaction, microseconds next to the commit's fsync.
+    fn check_file(&self) -> Result<(), StoreError> {
+        let how = match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => return Ok(()),
+            Ok(_) => "replaced",
+            Err(_) => "deleted",
+        };
+        Err(StoreError::Replaced {
+            path: self.path.clone(),
+            how,
+        })
+    }
+
+    fn mark(&mut self) {
+        match marker::ensure(&self.path) {
+            Ok(()) => self.marked = true,
+            Err(e) => tracing::warn!(
+                path = %marker::path_for(&self.path).display(),
+                error = %e,
+                "cannot write the trail marker"
+            ),
+        }
     }
 
     /// Runs `f` in a transaction that extends the chain; on failure the head is restored,
@@ -48,39 +104,51 @@ impl SqliteWriter {
 
 impl Backend for SqliteWriter {
     fn write(&mut self, items: &[Item]) -> Result<Vec<Vec<bool>>, StoreError> {
+        self.check_file()?;
         let now = self.clock.now();
-        self.chained(|tx, head| {
-            let mut flags = Vec::with_capacity(items.len());
-            for item in items {
-                flags.push(audit::insert_events(tx, head, item.events.iter())?);
-                if let Some(c) = &item.checkpoint {
-                    checkpoints::save(tx, c, now)?;
+        let flags = self
+            .chained(|tx, head| {
+                let mut flags = Vec::with_capacity(items.len());
+                for item in items {
+                    flags.push(audit::insert_events(tx, head, item.events.iter(), now)?);
+                    if let Some(c) = &item.checkpoint {
+                        checkpoints::save(tx, c, now)?;
+                    }
                 }
-            }
-            Ok(flags)
-        })
-        .map_err(|e| StoreError::Batch(e.to_string()))
+                Ok(flags)
+            })
+            .map_err(|e| StoreError::Batch(e.to_string()))?;
+        if !self.marked && self.head != GENESIS {
+            self.mark();
+        }
+        Ok(flags)
     }
 
     fn prune(&mut self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        self.check_file()?;
         audit::prune(&mut self.conn, cutoff, self.clock.now()).map_err(StoreError::Write)
     }
 
     fn inventory(&mut self, update: &InventoryUpdate) -> Result<Vec<bool>, StoreError> {
-        self.chained(|tx, head| inventory::apply(tx, head, update))
+        self.check_file()?;
+        let now = self.clock.now();
+        self.chained(|tx, head| inventory::apply(tx, head, update, now))
             .map_err(|e| StoreError::Batch(e.to_string()))
     }
 
     fn alerts(&mut self, update: &AlertUpdate) -> Result<(), StoreError> {
+        self.check_file()?;
         alerts::apply(&mut self.conn, update, self.clock.now()).map_err(StoreError::Write)
     }
 
     fn delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        self.check_file()?;
         alerts::record_delivery(&mut self.conn, outcome, self.clock.now())
             .map_err(StoreError::Write)
     }
 
     fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError> {
+        self.check_file()?;
         silences::insert(&self.conn, silence).map_err(StoreError::Write)
     }
 
@@ -90,10 +158,12 @@ impl Backend for SqliteWriter {
         sample: &Sample,
         keep: Duration,
     ) -> Result<(), StoreError> {
+        self.check_file()?;
         samples::record(&mut self.conn, registry, sample, keep).map_err(StoreError::Write)
     }
 
     fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError> {
+        self.check_file()?;
         manifests::apply(&mut self.conn, update).map_err(StoreError::Write)
     }
 

@@ -9,11 +9,13 @@
 
 use super::StoreError;
 use super::alerts::{AlertUpdate, DeliveryOutcome};
+use super::health::Health;
 use super::inventory::InventoryUpdate;
 use super::manifests::ManifestUpdate;
 use super::silences::Silence;
 use crate::model::usage::Sample;
 use crate::model::{Checkpoint, Event};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -22,6 +24,13 @@ use tokio::sync::{mpsc, oneshot};
 /// Most events committed in one transaction. Large enough to amortise the fsync, small
 /// enough that the first event of a batch is not kept waiting.
 const MAX_BATCH: usize = 1024;
+
+/// How long the writer waits before committing regwatch's own retained events again after a
+/// failed commit, when nothing else arrives meanwhile.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Commits tried at shutdown for events still retained, before they are reported lost.
+const CLOSE_ATTEMPTS: usize = 3;
 
 /// Answered with how many of the item's events were new (not re-deliveries).
 type Ack = oneshot::Sender<Result<usize, StoreError>>;
@@ -108,9 +117,15 @@ pub(super) trait Backend: Send + 'static {
 #[derive(Clone)]
 pub struct Sink {
     tx: mpsc::Sender<Command>,
+    health: Arc<Health>,
 }
 
 impl Sink {
+    /// Whether the store could write at its last commit.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Sends the command `make` builds around a reply channel and waits for the reply.
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let (ack, done) = oneshot::channel();
@@ -166,7 +181,8 @@ impl Sink {
     }
 
     /// Queues `event` without waiting for the commit (waits only while the queue is full).
-    /// Everything queued before [`Writer::close`] is committed.
+    /// A failed commit keeps it for the next one; [`Writer::close`] says how many could not
+    /// be committed in the end.
     pub async fn enqueue(&self, event: Event) -> Result<(), StoreError> {
         self.tx
             .send(unacknowledged(event))
@@ -266,7 +282,8 @@ fn unacknowledged(event: Event) -> Command {
 /// Owns the writer thread.
 pub struct Writer {
     sink: Sink,
-    thread: Option<JoinHandle<()>>,
+    /// Answers how many retained events could not be committed by the end.
+    thread: Option<JoinHandle<usize>>,
 }
 
 impl Writer {
@@ -277,19 +294,20 @@ impl Writer {
         on_commit: OnCommit,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(capacity);
+        let health = Arc::new(Health::default());
+        let state = Loop {
+            backend,
+            on_commit,
+            tap: None,
+            batch: Vec::with_capacity(64),
+            retained: Vec::new(),
+            health: health.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || {
-                Loop {
-                    backend,
-                    on_commit,
-                    tap: None,
-                    batch: Vec::with_capacity(64),
-                }
-                .run(rx)
-            })?;
+            .spawn(move || state.run(rx))?;
         Ok(Writer {
-            sink: Sink { tx },
+            sink: Sink { tx, health },
             thread: Some(thread),
         })
     }
@@ -298,21 +316,26 @@ impl Writer {
         self.sink.clone()
     }
 
-    /// Commits everything accepted so far and stops the thread. Appends after this fail
-    /// with [`StoreError::Closed`].
-    pub async fn close(mut self) {
+    /// Commits everything accepted so far and stops the thread; returns how many of the
+    /// unacknowledged events (see [`Sink::enqueue`]) could not be committed. Appends after
+    /// this fail with [`StoreError::Closed`].
+    pub async fn close(mut self) -> usize {
         let _ = self.sink.tx.send(Command::Close).await;
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        match self.thread.take() {
+            Some(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or(0))
+                .await
+                .unwrap_or(0),
+            None => 0,
         }
     }
 
     /// [`close`](Self::close) for callers outside the async runtime.
-    pub fn close_blocking(mut self) {
+    pub fn close_blocking(mut self) -> usize {
         let _ = self.sink.tx.blocking_send(Command::Close);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -322,12 +345,16 @@ struct Loop<B> {
     on_commit: OnCommit,
     tap: Option<EventTap>,
     batch: Vec<Item>,
+    /// Unacknowledged items of a batch that failed: nobody waits to resend them, so they go
+    /// first into the next commit.
+    retained: Vec<Item>,
+    health: Arc<Health>,
 }
 
 impl<B: Backend> Loop<B> {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) -> usize {
         loop {
-            let Some(first) = rx.blocking_recv() else {
+            let Some(first) = self.next(&mut rx) else {
                 return self.finish(&mut rx);
             };
             let after = self.gather(first, &mut rx);
@@ -338,6 +365,20 @@ impl<B: Backend> Loop<B> {
                 None => {}
             }
         }
+    }
+
+    /// The next command; while events are retained, waits at most [`RETRY`] for one and
+    /// commits them alone if none came. `None` when every sender is gone.
+    fn next(&mut self, rx: &mut mpsc::Receiver<Command>) -> Option<Command> {
+        while !self.retained.is_empty() {
+            std::thread::sleep(RETRY);
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => self.commit_batch(),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            }
+        }
+        rx.blocking_recv()
     }
 
     /// Collects writes into the batch, starting with `first`, until [`MAX_BATCH`] events,
@@ -359,7 +400,7 @@ impl<B: Backend> Loop<B> {
     }
 
     /// Refuses new work, then commits what was queued behind the close.
-    fn finish(mut self, rx: &mut mpsc::Receiver<Command>) {
+    fn finish(mut self, rx: &mut mpsc::Receiver<Command>) -> usize {
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
@@ -373,16 +414,34 @@ impl<B: Backend> Loop<B> {
             }
         }
         self.commit_batch();
+        for _ in 1..CLOSE_ATTEMPTS {
+            if self.retained.is_empty() {
+                break;
+            }
+            std::thread::sleep(RETRY);
+            self.commit_batch();
+        }
         self.backend.close();
+        let lost: usize = self.retained.iter().map(|i| i.events.len()).sum();
+        if lost > 0 {
+            tracing::error!(
+                events = lost,
+                "regwatch's own events could not be committed before shutdown"
+            );
+        }
         tracing::debug!("database writer closed");
+        lost
     }
 
     fn commit_batch(&mut self) {
-        if self.batch.is_empty() {
+        let mut batch = std::mem::take(&mut self.retained);
+        batch.append(&mut self.batch);
+        if batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        match self.backend.write(&batch) {
+        let result = self.backend.write(&batch);
+        self.observe(&result);
+        match result {
             Ok(flags) => {
                 let new: Vec<&Event> = batch
                     .iter()
@@ -399,12 +458,26 @@ impl<B: Backend> Loop<B> {
             Err(e) => {
                 tracing::error!(error = %e, items = batch.len(), "audit batch not committed");
                 let message = e.to_string();
-                for item in batch {
-                    if let Some(ack) = item.ack {
-                        let _ = ack.send(Err(StoreError::Batch(message.clone())));
+                for mut item in batch {
+                    match item.ack.take() {
+                        // The sender hears of it and sends again (a tailer, the registry).
+                        Some(ack) => {
+                            let _ = ack.send(Err(StoreError::Batch(message.clone())));
+                        }
+                        None => self.retained.push(item),
                     }
                 }
             }
+        }
+        self.health.set_retained(self.retained.len());
+    }
+
+    /// Keeps [`Health`] up to date with a backend call's outcome.
+    fn observe<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => self.health.set_writable(true),
+            Err(StoreError::Replaced { .. }) => self.health.set_replaced(),
+            Err(_) => self.health.set_writable(false),
         }
     }
 
@@ -422,10 +495,10 @@ impl<B: Backend> Loop<B> {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Prune { cutoff, ack } => {
-                let _ = ack.send(self.backend.prune(cutoff));
+                let _ = ack.send(self.observed(|b| b.prune(cutoff)));
             }
             Command::Inventory { update, ack } => {
-                let result = self.backend.inventory(&update).map(|flags| {
+                let result = self.observed(|b| b.inventory(&update)).map(|flags| {
                     self.committed(&new_events(&update.events, &flags).collect::<Vec<_>>());
                 });
                 if let Err(e) = &result {
@@ -434,13 +507,13 @@ impl<B: Backend> Loop<B> {
                 let _ = ack.send(result);
             }
             Command::Alerts { update, ack } => {
-                let _ = ack.send(self.backend.alerts(&update));
+                let _ = ack.send(self.observed(|b| b.alerts(&update)));
             }
             Command::Delivery { outcome, ack } => {
-                let _ = ack.send(self.backend.delivery(&outcome));
+                let _ = ack.send(self.observed(|b| b.delivery(&outcome)));
             }
             Command::Silence { silence, ack } => {
-                let _ = ack.send(self.backend.silence(&silence));
+                let _ = ack.send(self.observed(|b| b.silence(&silence)));
             }
             Command::Sample {
                 registry,
@@ -448,14 +521,26 @@ impl<B: Backend> Loop<B> {
                 keep,
                 ack,
             } => {
-                let _ = ack.send(self.backend.sample(&registry, &sample, keep));
+                let _ = ack.send(self.observed(|b| b.sample(&registry, &sample, keep)));
             }
             Command::Manifests { update, ack } => {
-                let _ = ack.send(self.backend.manifests(&update));
+                let _ = ack.send(self.observed(|b| b.manifests(&update)));
             }
             Command::Tap(t) => self.tap = Some(t),
             Command::Write(_) | Command::Close => unreachable!("handled by the loop"),
         }
+    }
+}
+
+impl<B: Backend> Loop<B> {
+    /// Runs one backend call and records its outcome in [`Health`].
+    fn observed<T>(
+        &mut self,
+        call: impl FnOnce(&mut B) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = call(&mut self.backend);
+        self.observe(&result);
+        result
     }
 }
 

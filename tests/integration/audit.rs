@@ -633,21 +633,22 @@ fn retention_keeps_the_rest_of_the_chain_verifiable() {
     use regwatch::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.db");
+    let base = time::macros::datetime!(2026-01-01 0:00 UTC);
+    // Retention goes by when rows were stored: one row received each day.
+    let clock = regwatch::model::clock::ManualClock::new(base);
     let writer = Store::sqlite(&db)
-        .start_writer(
-            64,
-            std::sync::Arc::new(regwatch::model::clock::SystemClock),
-            Box::new(|_| {}),
-        )
+        .start_writer(64, std::sync::Arc::new(clock.clone()), Box::new(|_| {}))
         .unwrap();
     let sink = writer.sink();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let base = time::macros::datetime!(2026-01-01 0:00 UTC);
     rt.block_on(async {
         for day in 0..30 {
+            if day > 0 {
+                clock.advance(time::Duration::days(1));
+            }
             let mut e = Event::new(
                 base + time::Duration::days(day),
                 Action::Pull,

@@ -21,6 +21,7 @@ mod audit;
 mod container;
 mod demo;
 mod foundation;
+mod hardening;
 mod harness;
 mod inventory;
 mod logs;

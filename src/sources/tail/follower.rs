@@ -64,6 +64,30 @@ pub struct Progress {
     pub more: bool,
 }
 
+/// Opens a log file, refusing anything but a regular file: opening a FIFO blocks until a
+/// writer comes (so shutdown would never finish), `/dev/zero` never ends, a directory cannot
+/// be read. `O_NONBLOCK` makes the open itself return at once whatever the path is; on a
+/// regular file it changes nothing.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {}, not a regular file: only regular files are tailed",
+            path.display(),
+            crate::model::text::file_kind(kind)
+        ),
+    ))
+}
+
 fn fingerprint(file: &mut File, len: u64) -> io::Result<(u64, String)> {
     let len = len.min(FINGERPRINT_BYTES);
     let mut buf = vec![0u8; len as usize];
@@ -146,7 +170,7 @@ impl Follower {
     }
 
     fn open_at(path: &Path, offset: Option<u64>, start_at: StartAt) -> io::Result<Option<Open>> {
-        let mut file = match File::open(path) {
+        let mut file = match open_regular(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -186,7 +210,7 @@ impl Follower {
             }
         }
         for (p, rotated) in candidates {
-            let Ok(mut file) = File::open(&p) else {
+            let Ok(mut file) = open_regular(&p) else {
                 continue;
             };
             let Ok(meta) = file.metadata() else { continue };
@@ -465,7 +489,7 @@ impl Follower {
             if n == stem || !n.starts_with(&stem) {
                 continue;
             }
-            let Ok(mut file) = File::open(e.path()) else {
+            let Ok(mut file) = open_regular(&e.path()) else {
                 continue;
             };
             let Ok(meta) = file.metadata() else { continue };

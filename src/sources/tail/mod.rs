@@ -81,6 +81,11 @@ impl Glob {
             if self.followers.contains_key(&name) || !glob::matches(&self.pattern, &name) {
                 continue;
             }
+            // A FIFO, device or directory matching the glob is never tailed (it would block,
+            // never end, or spin): only regular files (a symlink to one is fine).
+            if !std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
             let key = format!("{log}:{name}");
             let resume = self.resume.remove(&key);
             let start_at = if first {

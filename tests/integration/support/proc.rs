@@ -125,20 +125,31 @@ impl Proc {
 
     /// Waits until `port` accepts connections, failing with the process's stderr if it dies.
     pub fn wait_port(&mut self, port: u16) {
+        if let Err(e) = self.try_wait_port(port) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Proc::wait_port`] that says why instead of failing, for a caller that can retry.
+    pub fn try_wait_port(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+                return Ok(());
             }
             if !self.is_running() {
-                panic!("{} exited during start-up:\n{}", self.name, self.stderr());
+                return Err(format!(
+                    "{} exited during start-up:\n{}",
+                    self.name,
+                    self.stderr()
+                ));
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "{} did not open 127.0.0.1:{port} within 20s:\n{}",
                     self.name,
                     self.stderr()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(25));
         }

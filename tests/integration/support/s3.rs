@@ -59,6 +59,19 @@ impl SeaweedFs {
     pub fn start() -> SeaweedFs {
         let weed = weed();
         require("curl", "curl");
+        // Ten ports picked free, then bound by weed a moment later: one of them is sometimes
+        // taken in between (often by weed's own outgoing gRPC connections). Start afresh then.
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(&weed) {
+                Ok(s) => return s,
+                Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn try_start(weed: &std::path::Path) -> Result<SeaweedFs, String> {
         let dir = tempfile::Builder::new()
             .prefix("regwatch-seaweedfs-")
             .tempdir()
@@ -109,14 +122,14 @@ impl SeaweedFs {
             &dir.path().join("weed.out"),
             &dir.path().join("weed.err"),
         );
-        proc.wait_port(s3_port);
-        SeaweedFs {
+        proc.try_wait_port(s3_port)?;
+        Ok(SeaweedFs {
             dir,
             s3_port,
             filer_port,
             metrics_port,
             proc,
-        }
+        })
     }
 
     pub fn endpoint(&self) -> String {
