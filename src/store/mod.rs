@@ -7,7 +7,7 @@
 //! [`audit`] (`audit_events`, `chain_anchor`), [`checkpoints`] (`log_checkpoints`),
 //! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
 //! `alert_deliveries`), [`silences`] (`alert_silences`), [`samples`] (`storage_samples`) and
-//! [`manifests`] (`storage_manifests`);
+//! [`manifests`] (`storage_manifests`), [`tag_facts`] (`tag_facts`);
 //! [`schema`] opens the file and migrates it. Nothing outside this module sees SQL or a
 //! connection.
 //!
@@ -29,6 +29,7 @@ mod samples;
 mod schema;
 pub mod silences;
 mod sqlite;
+pub mod tag_facts;
 pub mod verify;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use inventory::{InventoryUpdate, StoredInventory};
 pub use manifests::ManifestUpdate;
 pub use reader::Reader;
 pub use silences::Silence;
+pub use tag_facts::TagFact;
 pub use verify::{Problem, Verdict};
 pub use writer::{EventTap, OnCommit, Sink, Writer};
 

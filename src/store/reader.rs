@@ -7,6 +7,7 @@ use super::audit::{self, AuditRow, Filter};
 use super::inventory::{self, StoredInventory};
 use super::manifests::{self, ManifestRefs};
 use super::silences::{self, Silence};
+use super::tag_facts::{self, TagFact};
 use super::verify::{self, Verdict};
 use super::{StoreError, checkpoints, samples, schema};
 use crate::model::Checkpoint;
@@ -140,6 +141,11 @@ impl Reader {
     /// What the last poll of `registry` stored; `None` when it was never polled.
     pub fn inventory(&self, registry: &str) -> Result<Option<StoredInventory>> {
         inventory::load(self.conn(), registry).map_err(StoreError::Read)
+    }
+
+    /// Every tag of `registry` with its push and pull facts, by repository and tag.
+    pub fn tag_facts(&self, registry: &str) -> Result<Vec<TagFact>> {
+        tag_facts::load(self.conn(), registry).map_err(StoreError::Read)
     }
 
     /// The JSON report of the last poll of `registry`.

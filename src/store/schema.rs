@@ -146,6 +146,20 @@ const MIGRATIONS: &[&str] = &[
     // 8: when the writer committed each row, outside the hash chain. Retention prunes by it
     // (the trail's own order), so a source's clock, or one event dated 9999, cannot stop it.
     "ALTER TABLE audit_events ADD COLUMN received_at TEXT;",
+    // 9 (issue 14): what is known of every tag for retention: its digest, when it was first
+    // seen and pushed, when it was last pulled and by whom. Derived from committed audit
+    // events and poll changes, in their transaction; not part of the hash chain.
+    "CREATE TABLE tag_facts (
+        registry       TEXT NOT NULL,
+        repository     TEXT NOT NULL,
+        tag            TEXT NOT NULL,
+        digest         TEXT,
+        first_seen_at  TEXT NOT NULL,
+        pushed_at      TEXT,
+        last_pulled_at TEXT,
+        last_puller    TEXT,
+        PRIMARY KEY (registry, repository, tag)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -7,7 +7,7 @@ use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, marker, samples};
+use super::{StoreError, audit, checkpoints, marker, samples, tag_facts};
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
 use rusqlite::Connection;
@@ -110,7 +110,9 @@ impl Backend for SqliteWriter {
             .chained(|tx, head| {
                 let mut flags = Vec::with_capacity(items.len());
                 for item in items {
-                    flags.push(audit::insert_events(tx, head, item.events.iter(), now)?);
+                    let new = audit::insert_events(tx, head, item.events.iter(), now)?;
+                    tag_facts::observe(tx, item.events.iter(), &new)?;
+                    flags.push(new);
                     if let Some(c) = &item.checkpoint {
                         checkpoints::save(tx, c, now)?;
                     }
@@ -132,8 +134,12 @@ impl Backend for SqliteWriter {
     fn inventory(&mut self, update: &InventoryUpdate) -> Result<Vec<bool>, StoreError> {
         self.check_file()?;
         let now = self.clock.now();
-        self.chained(|tx, head| inventory::apply(tx, head, update, now))
-            .map_err(|e| StoreError::Batch(e.to_string()))
+        self.chained(|tx, head| {
+            let new = inventory::apply(tx, head, update, now)?;
+            tag_facts::apply_inventory(tx, update)?;
+            Ok(new)
+        })
+        .map_err(|e| StoreError::Batch(e.to_string()))
     }
 
     fn alerts(&mut self, update: &AlertUpdate) -> Result<(), StoreError> {
