@@ -17,7 +17,7 @@
 //!
 //! | layer | module | what it holds | may import |
 //! |---|---|---|---|
-//! | 0 | [`model`] | the event type, clock, checkpoints, traffic windows, observations, signature facts, glob, CSV and text helpers | — |
+//! | 0 | [`model`] | the event type, clock, checkpoints, traffic windows, observations, signature facts, retention plans, glob, CSV and text helpers | — |
 //! | 0 | [`formats`] | pure parsers: log line formats, the request classifier, notification bodies | `model` |
 //! | 1 | [`config`] | the TOML configuration, typed and validated, with located errors | `model`, `formats` |
 //! | 2 | [`store`] | the database: one owner module per table, the single writer, readers | `model`, `config` |

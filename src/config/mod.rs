@@ -16,6 +16,7 @@ pub mod maintenance;
 mod names;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod rule;
 pub mod schedule;
 pub mod secret;
@@ -29,6 +30,7 @@ use log::{LogConfig, RawLog};
 use maintenance::{MaintenanceConfig, RawMaintenance};
 use registry::RawRegistry;
 use report::{RawReport, ReportConfig};
+use retention::RawRetention;
 use rule::{RawRule, RuleConfig};
 use serde::Deserialize;
 use server::{RawDatabase, RawServer};
@@ -70,6 +72,8 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub maintenance: Vec<MaintenanceConfig>,
     pub reports: Vec<ReportConfig>,
+    /// `[[retention]]` policies for cleanup plans.
+    pub retention: Vec<crate::model::retention::Policy>,
     pub origin: Origin,
     /// The keys whose secret is written inline in the file (`server.api_token`, …).
     pub inline_secrets: Vec<String>,
@@ -98,6 +102,8 @@ struct RawConfig {
     maintenance: Vec<RawMaintenance>,
     #[serde(default, rename = "report")]
     reports: Vec<RawReport>,
+    #[serde(default)]
+    retention: Vec<RawRetention>,
 }
 
 /// Every mistake found in one config file.
@@ -228,6 +234,7 @@ impl RawConfig {
             channels: &channel_kinds,
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
+        let retention = retention::retention(self.retention, &registry_names, errs);
         if registry_names.is_empty() {
             errs.at(
                 &KeyPath::default().key("registry"),
@@ -243,6 +250,7 @@ impl RawConfig {
             channels: channels?,
             maintenance: maintenance?,
             reports: reports?,
+            retention: retention?,
             origin,
             inline_secrets: errs.inline_secrets().to_vec(),
             warnings: Vec::new(),

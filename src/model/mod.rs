@@ -8,6 +8,7 @@ pub mod csv;
 pub mod event;
 pub mod glob;
 pub mod observed;
+pub mod retention;
 pub mod signatures;
 pub mod template;
 pub mod text;
