@@ -76,7 +76,14 @@ enum Command {
         /// SBOM (signature and attestation tags are folded into their image's row).
         #[arg(long)]
         tags: bool,
+        /// With --tags: only tags not pulled for this long (`90d`), or never pulled and
+        /// pushed before that (push and pull times from the daemon's database).
+        #[arg(long, requires = "tags", value_parser = parse_duration_arg)]
+        unused: Option<std::time::Duration>,
     },
+    /// Retention: what `[[retention]]` policies would delete, and exactly what it frees.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Storage of each registry with a storage_root: usage, growth trend, days until full,
     /// blobs, reclaimable bytes (what garbage-collect would delete), upload debris, and the
     /// largest repositories. Walks the storage read-only; safe while the registry runs.
@@ -107,6 +114,25 @@ enum AlertsCommand {
         #[arg(long)]
         channel: String,
     },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// List the tags each policy would delete and `reclaimable_bytes`: exactly what deleting
+    /// their manifests and then running `docker-registry garbage-collect` frees (blobs no
+    /// kept manifest in any repository references). Polls live, reads the push and pull
+    /// times the daemon stored; deletes nothing.
+    Plan {
+        #[arg(short, long, env = "REGWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: regwatch::commands::retention::PlanArgs,
+    },
+}
+
+/// `--unused 90d`.
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (e.g. 90d, 12h)"))
 }
 
 #[derive(Subcommand)]
@@ -243,14 +269,20 @@ fn main() -> ExitCode {
             sort,
             violations,
             tags,
+            unused,
         } => with_config(config.as_deref(), |c| {
             let view = match (violations, tags) {
                 (true, _) => inventory_cmd::View::Violations,
                 (_, true) => inventory_cmd::View::Tags,
                 _ => inventory_cmd::View::Repositories,
             };
-            inventory_cmd::run(&c, registry.as_deref(), format, sort, view)
+            inventory_cmd::run(&c, registry.as_deref(), format, sort, view, unused)
         }),
+        Command::Retention(RetentionCommand::Plan { config, args }) => {
+            with_config(config.as_deref(), |c| {
+                regwatch::commands::retention::run(&c, &args).map(|()| true)
+            })
+        }
         Command::Storage { config, args } => with_config(config.as_deref(), |c| {
             storage_cmd::run(&c, &args).map(|()| true)
         }),

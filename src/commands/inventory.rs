@@ -2,13 +2,17 @@
 //! running daemon) and prints repositories with their total / exclusive / shared bytes, the
 //! naming-policy violations, or one row per image tag with its signatures.
 
+use crate::commands::retention as retention_cmd;
 use crate::config::Config;
 use crate::model::csv;
+use crate::model::retention::{self, Tag};
 use crate::model::text::human_bytes;
 use crate::sources::registry_api::inventory;
 use crate::sources::registry_api::tags::TagRow;
-use crate::sources::registry_api::{Report, poll_once};
+use crate::sources::registry_api::{Report, TagGraph, poll_once, poll_with_graph};
+use crate::store::TagFact;
 use anyhow::Context;
+use std::collections::HashMap;
 use std::io::Write;
 
 /// What `regwatch inventory` lists.
@@ -58,6 +62,7 @@ pub fn run(
     format: OutputFormat,
     sort: Sort,
     view: View,
+    unused: Option<std::time::Duration>,
 ) -> anyhow::Result<bool> {
     let selected: Vec<_> = match registry {
         Some(name) => vec![config.registry(name).with_context(|| {
@@ -78,11 +83,22 @@ pub fn run(
         .build()
         .context("starting the async runtime")?;
     let mut reports = Vec::new();
+    let mut retention = Vec::new();
     for r in selected {
-        let mut rep = runtime
-            .block_on(poll_once(r))
+        let poll = async {
+            if view == View::Tags {
+                poll_with_graph(r).await.map(|(rep, tg)| (rep, Some(tg)))
+            } else {
+                poll_once(r).await.map(|rep| (rep, None))
+            }
+        };
+        let (mut rep, tg) = runtime
+            .block_on(poll)
             .with_context(|| format!("polling registry {} ({})", r.name, r.url))?;
         inventory::Sort::from(sort).apply(&mut rep.accounting.per_repository);
+        if let Some(tg) = tg {
+            retention.push(Facts::of(config, &r.name, tg)?);
+        }
         reports.push(rep);
     }
     let stdout = std::io::stdout();
@@ -93,7 +109,8 @@ pub fn run(
             return Ok(reports.iter().all(|r| r.violations.is_empty()));
         }
         View::Tags => {
-            print_tags(&mut out, &reports, format)?;
+            let cutoff = unused.map(|d| time::OffsetDateTime::now_utc() - d);
+            print_tags(&mut out, &reports, &retention, cutoff, format)?;
             out.flush()?;
             return Ok(true);
         }
@@ -199,12 +216,89 @@ fn print_table(out: &mut impl Write, rep: &Report) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What the store knows of a registry's tags, and each tagged manifest's exclusive bytes.
+struct Facts {
+    by_tag: HashMap<(String, String), Tag>,
+    stored: HashMap<(String, String), TagFact>,
+    exclusive: HashMap<(String, String), u64>,
+}
+
+impl Facts {
+    fn of(config: &Config, registry: &str, tg: TagGraph) -> anyhow::Result<Facts> {
+        let stored = retention_cmd::stored_facts(config, registry)?;
+        let joined = retention_cmd::tags_with_facts(&tg, &stored);
+        let tags: Vec<Tag> = joined.iter().map(|(t, _)| t.clone()).collect();
+        let excl = retention::exclusive_bytes(&tags, &tg.graph);
+        let exclusive = tags
+            .iter()
+            .map(|t| {
+                let key = (t.repository.clone(), t.digest.clone());
+                let bytes = excl(&t.repository, &t.digest);
+                (key, bytes)
+            })
+            .collect();
+        let mut by_tag = HashMap::new();
+        let mut kept = HashMap::new();
+        for (t, f) in joined {
+            let key = (t.repository.clone(), t.tag.clone());
+            if let Some(f) = f {
+                kept.insert(key.clone(), f);
+            }
+            by_tag.insert(key, t);
+        }
+        Ok(Facts {
+            by_tag,
+            stored: kept,
+            exclusive,
+        })
+    }
+}
+
 /// One tag row with its registry: the unit of `--tags` output in every format.
 #[derive(serde::Serialize)]
 struct TagLine<'a> {
     registry: &'a str,
     #[serde(flatten)]
     row: &'a TagRow,
+    /// When it was pushed to this digest (or first seen there); `null` when unknown.
+    pushed_at: Option<String>,
+    /// `null` when never seen pulled.
+    last_pulled_at: Option<String>,
+    last_puller: Option<String>,
+    /// What deleting this tag's manifest alone would free.
+    exclusive_bytes: u64,
+}
+
+impl<'a> TagLine<'a> {
+    fn new(registry: &'a str, row: &'a TagRow, facts: &Facts) -> TagLine<'a> {
+        let key = (row.repository.clone(), row.tag.clone());
+        let tag = facts.by_tag.get(&key);
+        let fmt = |t: Option<time::OffsetDateTime>| t.map(crate::model::text::format_time);
+        TagLine {
+            registry,
+            row,
+            pushed_at: fmt(tag.and_then(|t| t.pushed_at)),
+            last_pulled_at: fmt(tag.and_then(|t| t.last_pulled_at)),
+            last_puller: facts.stored.get(&key).and_then(|f| f.last_puller.clone()),
+            exclusive_bytes: facts
+                .exclusive
+                .get(&(row.repository.clone(), row.digest.clone()))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Not pulled since `cutoff`, or never pulled and pushed before it.
+    fn unused_since(&self, cutoff: time::OffsetDateTime) -> bool {
+        let before = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| t < crate::model::text::format_time(cutoff).as_str())
+        };
+        match &self.last_pulled_at {
+            Some(_) => before(&self.last_pulled_at),
+            None => before(&self.pushed_at),
+        }
+    }
 }
 
 /// A column of the `--tags` table and CSV: its header, its CSV name, its value (as CSV and
@@ -271,21 +365,45 @@ const TAG_COLUMNS: &[Column] = &[
     Column::left("SBOM", "sbom", |l| l.row.sbom.to_string())
         .shown_as(|l| if l.row.sbom { "yes" } else { "no" }.into()),
     Column::left("SIGNED BY", "signed_by", |l| l.row.signed_by.join(" ")),
+    Column::left("PUSHED", "pushed_at", |l| opt(&l.pushed_at))
+        .shown_as(|l| short_time(&l.pushed_at, "-")),
+    Column::left("LAST PULLED", "last_pulled_at", |l| opt(&l.last_pulled_at))
+        .shown_as(|l| short_time(&l.last_pulled_at, "never")),
+    Column::left("LAST PULLER", "last_puller", |l| opt(&l.last_puller)),
+    Column::right("EXCLUSIVE", "exclusive_bytes", |l| {
+        l.exclusive_bytes.to_string()
+    })
+    .shown_as(|l| human_bytes(l.exclusive_bytes)),
 ];
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+/// `2026-11-28 10:00` in the table (minutes are enough to read).
+fn short_time(v: &Option<String>, none: &str) -> String {
+    match v {
+        Some(t) => t.get(..16).unwrap_or(t).replace('T', " "),
+        None => none.to_string(),
+    }
+}
 
 fn print_tags(
     out: &mut impl Write,
     reports: &[Report],
+    facts: &[Facts],
+    unused: Option<time::OffsetDateTime>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     let lines: Vec<TagLine<'_>> = reports
         .iter()
-        .flat_map(|rep| {
-            rep.tag_rows.iter().map(|row| TagLine {
-                registry: &rep.registry,
-                row,
-            })
+        .zip(facts)
+        .flat_map(|(rep, f)| {
+            rep.tag_rows
+                .iter()
+                .map(move |row| TagLine::new(&rep.registry, row, f))
         })
+        .filter(|l| unused.is_none_or(|cutoff| l.unused_since(cutoff)))
         .collect();
     match format {
         OutputFormat::Json => {

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod audit;
 pub mod inventory;
 pub mod report;
+pub mod retention;
 pub mod storage;
 
 /// A command-line argument the user must fix (`--since 9999999999d`): `main` exits 64

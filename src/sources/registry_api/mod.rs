@@ -12,4 +12,4 @@ pub mod supply;
 pub mod tags;
 
 pub use client::{ApiError, Client};
-pub use poller::{Report, Reports, Violation, poll_once};
+pub use poller::{Report, Reports, TagGraph, Violation, poll_once, poll_with_graph};

@@ -304,6 +304,58 @@ pub async fn poll_once(cfg: &RegistryConfig) -> Result<Report, ApiError> {
     ))
 }
 
+/// Every tag of a registry and what each manifest references: the input of retention plans
+/// and of per-tag exclusive bytes.
+#[derive(Debug, Clone, Default)]
+pub struct TagGraph {
+    /// (repository, tag, digest), every tag (signature tags included: they are tags too).
+    pub tags: Vec<(String, String, String)>,
+    pub graph: crate::model::retention::Graph,
+}
+
+/// [`poll_once`], with the registry's [`TagGraph`].
+pub async fn poll_with_graph(cfg: &RegistryConfig) -> Result<(Report, TagGraph), ApiError> {
+    let client = Client::new(cfg)?;
+    let cache = Cache::default();
+    let started = Instant::now();
+    let detection = Detection::new(cfg.signature_keys.clone(), Checks::default());
+    let polled = poll(&client, cfg, &cache, &Snapshot::default(), &detection).await?;
+    let rep = report(
+        cfg,
+        &polled,
+        started,
+        client.requests(),
+        time::OffsetDateTime::now_utc(),
+    );
+    Ok((rep, tag_graph(&polled, &cache)))
+}
+
+fn tag_graph(polled: &Polled, cache: &Cache) -> TagGraph {
+    use crate::model::retention::Node;
+    let tags = polled
+        .repos
+        .iter()
+        .flat_map(|(repo, c)| {
+            c.tags
+                .iter()
+                .map(move |(t, d)| (repo.clone(), t.clone(), d.clone()))
+        })
+        .collect();
+    let cache = cache.lock().expect("not poisoned");
+    let graph = cache
+        .iter()
+        .map(|(d, m)| {
+            let node = Node {
+                size: m.size,
+                blobs: m.blobs.clone(),
+                children: m.children.clone(),
+            };
+            (d.clone(), node)
+        })
+        .collect();
+    TagGraph { tags, graph }
+}
+
 /// The changes from `prev` to `now` as the writer's update (events included).
 fn diff(
     registry: &str,
