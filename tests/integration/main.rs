@@ -27,6 +27,7 @@ mod inventory;
 mod logs;
 mod packaging;
 mod reports;
+mod retention;
 mod rules;
 mod signatures;
 mod storage;

@@ -92,7 +92,7 @@ pub(crate) fn garbage_collect(config: &Path, dry_run: bool) -> String {
 }
 
 /// Sum of the `data` files under `blobs/`: the bytes GC frees are the difference.
-fn blob_data_bytes(dir: &Path) -> u64 {
+pub(crate) fn blob_data_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
