@@ -226,7 +226,7 @@ struct Facts {
 impl Facts {
     fn of(config: &Config, registry: &str, tg: TagGraph) -> anyhow::Result<Facts> {
         let stored = retention_cmd::stored_facts(config, registry)?;
-        let joined = retention_cmd::tags_with_facts(&tg, &stored);
+        let joined = crate::sources::registry_api::retention::tags_with_facts(&tg, &stored);
         let tags: Vec<Tag> = joined.iter().map(|(t, _)| t.clone()).collect();
         let excl = retention::exclusive_bytes(&tags, &tg.graph);
         let exclusive = tags

@@ -4,15 +4,15 @@
 //! stored (push and pull times), and never deletes anything; `--emit-script` prints the
 //! `curl -X DELETE` lines an operator would run.
 //!
-//! Also the join of a live poll with the stored facts that `inventory --tags` shows.
 
 use crate::config::{Config, RegistryConfig};
 use crate::model::csv;
 use crate::model::retention::{self, Plan, Policy, Tag};
 use crate::model::text::human_bytes;
+use crate::sources::registry_api::retention::{FactsByTag, by_tag, tags_with_facts};
 use crate::sources::registry_api::{TagGraph, poll_with_graph};
 use crate::sources::storage::{self as monitor, Storage, walk};
-use crate::store::{Store, StoreError, TagFact};
+use crate::store::{Store, StoreError};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -38,9 +38,6 @@ pub struct PlanArgs {
     pub emit_script: bool,
 }
 
-/// Stored tag facts by (repository, tag).
-pub type FactsByTag = HashMap<(String, String), TagFact>;
-
 /// The stored facts of `registry`'s tags by (repository, tag); empty (with a note on
 /// stderr) when the daemon has not created the database yet.
 pub fn stored_facts(config: &Config, registry: &str) -> anyhow::Result<FactsByTag> {
@@ -56,41 +53,7 @@ pub fn stored_facts(config: &Config, registry: &str) -> anyhow::Result<FactsByTa
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(facts
-        .into_iter()
-        .map(|f| ((f.repository.clone(), f.tag.clone()), f))
-        .collect())
-}
-
-fn parse_time(t: Option<&str>) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t?, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// The live tags with their stored facts. A fact about another digest than the one the
-/// registry serves now (a move the daemon has not seen yet) is not this image's: its times
-/// are unknown.
-pub fn tags_with_facts(tg: &TagGraph, facts: &FactsByTag) -> Vec<(Tag, Option<TagFact>)> {
-    tg.tags
-        .iter()
-        .map(|(repo, tag, digest)| {
-            let fact = facts
-                .get(&(repo.clone(), tag.clone()))
-                .filter(|f| f.digest.as_deref().is_none_or(|d| d == digest))
-                .cloned();
-            let t = Tag {
-                repository: repo.clone(),
-                tag: tag.clone(),
-                digest: digest.clone(),
-                pushed_at: fact.as_ref().and_then(|f| {
-                    parse_time(f.pushed_at.as_deref().or(Some(f.first_seen_at.as_str())))
-                }),
-                last_pulled_at: fact
-                    .as_ref()
-                    .and_then(|f| parse_time(f.last_pulled_at.as_deref())),
-            };
-            (t, fact)
-        })
-        .collect()
+    Ok(by_tag(facts))
 }
 
 /// One candidate as printed.

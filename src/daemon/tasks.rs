@@ -33,10 +33,18 @@ pub(super) async fn supervise_pollers(s: Shared, stop: CancellationToken) {
     let mut config = s.config.clone();
     loop {
         let generation = stop.child_token();
-        let registries = config.borrow_and_update().registries.clone();
+        let (registries, policies) = {
+            let c = config.borrow_and_update();
+            (c.registries.clone(), c.retention.clone())
+        };
         let mut tasks = JoinSet::new();
         for r in registries {
-            tasks.spawn(poller::run(r, ctx.clone(), generation.clone()));
+            tasks.spawn(poller::run(
+                r,
+                policies.clone(),
+                ctx.clone(),
+                generation.clone(),
+            ));
         }
         let changed = tokio::select! {
             _ = stop.cancelled() => false,

@@ -340,6 +340,10 @@ pub struct RegistryMetrics {
     pub naming_violations: IntGaugeVec,
     /// Image tags by signature verdict, labelled `registry` and `signature`.
     pub signature_tags: IntGaugeVec,
+    /// Per `[[retention]]` policy (labelled `policy`; policies are few): the tags its plan
+    /// would delete and the bytes garbage-collect would then free.
+    pub retention_candidates: IntGaugeVec,
+    pub retention_reclaimable_bytes: IntGaugeVec,
 }
 
 impl RegistryMetrics {
@@ -395,6 +399,22 @@ impl RegistryMetrics {
                 &["registry", "signature"],
             )
             .expect("valid metric"),
+            retention_candidates: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_retention_candidates",
+                    "Tags the retention policy's plan would delete, at the last inventory poll.",
+                ),
+                &["policy"],
+            )
+            .expect("valid metric"),
+            retention_reclaimable_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_retention_reclaimable_bytes",
+                    "Bytes garbage-collect would free after deleting the policy's candidate manifests (blobs no kept manifest references), at the last inventory poll.",
+                ),
+                &["policy"],
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -416,6 +436,8 @@ impl RegistryMetrics {
             Box::new(self.unique_bytes.clone()),
             Box::new(self.naming_violations.clone()),
             Box::new(self.signature_tags.clone()),
+            Box::new(self.retention_candidates.clone()),
+            Box::new(self.retention_reclaimable_bytes.clone()),
         ]
     }
 }

@@ -197,9 +197,16 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
     assert_eq!(rows["dev/app:1.0"]["exclusive_bytes"], 0);
     assert!(rows["dev/app:1.1"]["exclusive_bytes"].as_u64().unwrap() > 16 * 1024);
     let (out, _) = plan(&cfg, &["--format", "json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The daemon's gauges, refreshed after each poll, say the same as the command.
+    wait_until(Duration::from_secs(20), "the retention gauges", || {
+        let text = daemon.get("/metrics").1;
+        let policy = |m: &str| metric(&text, &format!("{m}{{policy=\"stale-dev\"}}"));
+        policy("regwatch_retention_candidates") == Some(3.0)
+            && policy("regwatch_retention_reclaimable_bytes") == p["reclaimable_bytes"].as_f64()
+    });
     let _dir = daemon.stop(); // kept: the plan reads its database below
 
-    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
     let candidates: BTreeSet<String> = p["candidates"]
         .as_array()
         .unwrap()

@@ -8,6 +8,7 @@ pub mod client;
 pub mod cosign;
 pub mod inventory;
 pub mod poller;
+pub mod retention;
 pub mod supply;
 pub mod tags;
 

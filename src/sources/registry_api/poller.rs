@@ -465,7 +465,12 @@ pub struct PollerContext {
 }
 
 /// Runs the probe and the inventory of one registry until `stop`.
-pub async fn run(cfg: RegistryConfig, ctx: PollerContext, stop: CancellationToken) {
+pub async fn run(
+    cfg: RegistryConfig,
+    policies: Vec<crate::model::retention::Policy>,
+    ctx: PollerContext,
+    stop: CancellationToken,
+) {
     let client = match Client::new(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -476,7 +481,7 @@ pub async fn run(cfg: RegistryConfig, ctx: PollerContext, stop: CancellationToke
     ctx.metrics.init(&cfg.name);
     tokio::join!(
         probe_loop(&cfg, &client, &ctx, &stop),
-        inventory_loop(&cfg, &client, &ctx, &stop)
+        inventory_loop(&cfg, &policies, &client, &ctx, &stop)
     );
 }
 
@@ -696,6 +701,7 @@ fn forget_unused(cache: &Cache, polled: &Polled, detection: &Detection) {
 
 async fn inventory_loop(
     cfg: &RegistryConfig,
+    policies: &[crate::model::retention::Policy],
     client: &Arc<Client>,
     ctx: &PollerContext,
     stop: &CancellationToken,
@@ -751,6 +757,16 @@ async fn inventory_loop(
                             seconds = rep.duration_seconds,
                             "inventory polled"
                         );
+                        let tg = tag_graph(&polled, &cache);
+                        super::retention::refresh_metrics(
+                            &ctx.store,
+                            &ctx.metrics,
+                            name,
+                            policies,
+                            tg,
+                            at,
+                        )
+                        .await;
                         forget_unused(&cache, &polled, &detection);
                         publish(&published, rep, at);
                         cfg.poll_interval
