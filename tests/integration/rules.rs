@@ -73,6 +73,9 @@ name = "weekly-audit"
 schedule = "0 6 * * MON"
 format = "html"
 output = "{{dir}}/audit-{{date}}.html"
+[[retention]]
+name = "stale"
+keep_pulled_within = "30d"
 "#,
             nginx.access_log().display()
         ))
