@@ -267,10 +267,19 @@ struct TagLine<'a> {
     last_puller: Option<String>,
     /// What deleting this tag's manifest alone would free.
     exclusive_bytes: u64,
+    /// The naming-policy pattern (`tag_pattern`) the tag does not match; `null` when it does
+    /// (or no policy is set).
+    naming_violation: Option<&'a str>,
 }
 
 impl<'a> TagLine<'a> {
-    fn new(registry: &'a str, row: &'a TagRow, facts: &Facts) -> TagLine<'a> {
+    fn new(rep: &'a Report, row: &'a TagRow, facts: &Facts) -> TagLine<'a> {
+        let registry = rep.registry.as_str();
+        let naming_violation = rep
+            .violations
+            .iter()
+            .find(|v| v.repository == row.repository && v.tag.as_deref() == Some(&row.tag))
+            .map(|v| v.pattern.as_str());
         let key = (row.repository.clone(), row.tag.clone());
         let tag = facts.by_tag.get(&key);
         let fmt = |t: Option<time::OffsetDateTime>| t.map(crate::model::text::format_time);
@@ -285,6 +294,7 @@ impl<'a> TagLine<'a> {
                 .get(&(row.repository.clone(), row.digest.clone()))
                 .copied()
                 .unwrap_or(0),
+            naming_violation,
         }
     }
 
@@ -374,6 +384,13 @@ const TAG_COLUMNS: &[Column] = &[
         l.exclusive_bytes.to_string()
     })
     .shown_as(|l| human_bytes(l.exclusive_bytes)),
+    Column::left("NAMING", "naming_violation", |l| {
+        l.naming_violation.unwrap_or_default().to_string()
+    })
+    .shown_as(|l| match l.naming_violation {
+        Some(p) => format!("violates {p}"),
+        None => "ok".into(),
+    }),
 ];
 
 fn opt(v: &Option<String>) -> String {
@@ -401,7 +418,7 @@ fn print_tags(
         .flat_map(|(rep, f)| {
             rep.tag_rows
                 .iter()
-                .map(move |row| TagLine::new(&rep.registry, row, f))
+                .map(move |row| TagLine::new(rep, row, f))
         })
         .filter(|l| unused.is_none_or(|cutoff| l.unused_since(cutoff)))
         .collect();

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 const NOTIFY_TOKEN: &str = "retention-notify-token";
 
+/// Version tags only: `old` and `release-1.0` violate it.
+const NAMING: &str = "^[0-9][0-9.]*$";
+
 const POLICY: &str = r#"
 [[retention]]
 name = "stale-dev"
@@ -89,6 +92,7 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
         .registry("notifications_token", NOTIFY_TOKEN)
         .registry("poll_interval", "1s")
         .registry("storage_root", registry.storage())
+        .registry("tag_pattern", NAMING)
         .extra(POLICY)
         .build();
     let dir = tempfile::Builder::new()
@@ -165,6 +169,7 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
         "last_pulled_at",
         "last_puller",
         "exclusive_bytes",
+        "naming_violation",
     ];
     for (k, r) in &rows {
         for key in keys {
@@ -193,6 +198,10 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
             rows[never]
         );
     }
+    // The naming policy per tag, in the same view.
+    assert_eq!(rows["dev/tool:old"]["naming_violation"], NAMING);
+    assert_eq!(rows["dev/base:release-1.0"]["naming_violation"], NAMING);
+    assert!(rows["dev/app:1.0"]["naming_violation"].is_null());
     // The same manifest in two repositories: deleting one alone frees nothing.
     assert_eq!(rows["dev/app:1.0"]["exclusive_bytes"], 0);
     assert!(rows["dev/app:1.1"]["exclusive_bytes"].as_u64().unwrap() > 16 * 1024);

@@ -263,7 +263,7 @@ fn verdict_per_tag_for_trusted_other_and_copied_signatures_sboms_indexes_and_hos
     assert_eq!(
         out.lines().next().unwrap(),
         "registry,repository,tag,digest,signature,signatures,attestations,sbom,signed_by,\
-         pushed_at,last_pulled_at,last_puller,exclusive_bytes"
+         pushed_at,last_pulled_at,last_puller,exclusive_bytes,naming_violation"
     );
     assert!(
         out.lines()
