@@ -15,6 +15,8 @@
 //! `_manifests/revisions`, `_manifests/tags/<t>/{current,index}`), then the registry is
 //! restarted over it: pushing 6,000 images would take longer than the benchmark. HTTP
 //! requests are counted twice: by regwatch's client and in the registry's access log.
+//! A retention round plans a 30-day policy over the same inventory with 10,000 pulls stored
+//! through the writer: its time and memory next to the poll's.
 //! Needs docker-registry and skopeo (apt-get install -y docker-registry skopeo).
 
 #[path = "../tests/integration/support/mod.rs"]
@@ -373,5 +375,115 @@ fn main() {
         skopeo_secs / report.duration_seconds,
         report.requests as f64 / skopeo_requests
     );
+    retention_round(rcfg, &runtime, if full { 10_000 } else { 300 });
     signed_round(&mut reg, &names, sample, report.duration_seconds);
+}
+
+/// Resident set of this process now and at its peak (kB), from /proc.
+fn rss_kb() -> (u64, u64) {
+    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The retention plan over the same inventory: every tag stored with a push time 200 days
+/// ago (one inventory update, as a first poll writes it), `pulls` pull events from a log
+/// spread over 60 days through the writer, then the plan of a 30-day policy, timed, with the
+/// memory it adds; next to the inventory poll it needs.
+fn retention_round(
+    rcfg: &regwatch::config::RegistryConfig,
+    runtime: &tokio::runtime::Runtime,
+    pulls: usize,
+) {
+    use regwatch::model::retention::{self, Policy};
+    use regwatch::model::{Action, Event, Source};
+    use regwatch::sources::registry_api::poll_with_graph;
+    use regwatch::sources::registry_api::retention::{by_tag, tags_with_facts};
+    use regwatch::store::{InventoryUpdate, Store};
+
+    let t = Instant::now();
+    let (_, tg) = runtime.block_on(poll_with_graph(rcfg)).unwrap();
+    let poll_secs = t.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::sqlite(dir.path().join("bench.db"));
+    let clock: regwatch::model::clock::SharedClock =
+        std::sync::Arc::new(regwatch::model::clock::SystemClock);
+    let writer = store.start_writer(4096, clock, Box::new(|_| {})).unwrap();
+    let sink = writer.sink();
+    let now = time::OffsetDateTime::now_utc();
+    let update = InventoryUpdate {
+        registry: rcfg.name.clone(),
+        time: now - time::Duration::days(200),
+        replace: true,
+        add_repositories: Vec::new(),
+        remove_repositories: Vec::new(),
+        upsert_tags: tg.tags.clone(),
+        remove_tags: Vec::new(),
+        events: Vec::new(),
+        repositories: 0,
+        tags: tg.tags.len(),
+        unique_bytes: 0,
+        report: None,
+    };
+    runtime.block_on(sink.store_inventory(update)).unwrap();
+    let t = Instant::now();
+    for (i, chunk) in (0..pulls).collect::<Vec<_>>().chunks(1000).enumerate() {
+        let events = chunk
+            .iter()
+            .map(|n| {
+                let (repo, tag, _) = &tg.tags[(n * 7919) % tg.tags.len()];
+                let at = now - time::Duration::hours((*n % (60 * 24)) as i64);
+                let mut e = Event::new(at, Action::Pull, Source::Log);
+                e.registry = Some(rcfg.name.clone());
+                e.repository = Some(repo.clone());
+                e.tag = Some(tag.clone());
+                e.actor = Some(format!("ci{}", n % 10));
+                e.method = Some("GET".into());
+                e.event_id = Some(format!("bench-{i}-{n}"));
+                e
+            })
+            .collect();
+        runtime.block_on(sink.append_all(events)).unwrap();
+    }
+    let write_secs = t.elapsed().as_secs_f64();
+    writer.close_blocking();
+    let policy = Policy {
+        name: "bench".into(),
+        registry: rcfg.name.clone(),
+        repositories: Vec::new(),
+        keep_pulled_within: Some(std::time::Duration::from_secs(30 * 86400)),
+        keep_pushed_within: None,
+        keep_last: 1,
+        protect_tags: Vec::new(),
+    };
+    let (rss_before, _) = rss_kb();
+    let t = Instant::now();
+    let facts = store.reader().unwrap().tag_facts(&rcfg.name).unwrap();
+    let read_secs = t.elapsed().as_secs_f64();
+    let tags: Vec<_> = tags_with_facts(&tg, &by_tag(facts))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let plan = retention::plan(&policy, &tags, &tg.graph, now);
+    let plan_secs = t.elapsed().as_secs_f64();
+    let (rss_after, peak) = rss_kb();
+    println!(
+        "retention: {} tags, {pulls} pulls stored through the writer in {write_secs:.2}s; \
+         plan {plan_secs:.3}s (facts read {read_secs:.3}s): {} candidates, {} reclaimable bytes; \
+         RSS +{} kB (peak {} kB); the poll it needs: {poll_secs:.2}s",
+        tags.len(),
+        plan.candidates.len(),
+        plan.reclaimable_bytes,
+        rss_after.saturating_sub(rss_before),
+        peak
+    );
+    println!(
+        "ratio:    the plan takes {:.1}% of the inventory poll",
+        100.0 * plan_secs / poll_secs
+    );
 }
