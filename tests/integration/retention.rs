@@ -198,6 +198,29 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
             rows[never]
         );
     }
+    // --unused: nothing is an hour old; a second ago, every tag qualifies (never pulled and
+    // pushed before, or pulled before).
+    let unused = |age: &str| {
+        let c = cfg.display().to_string();
+        let args = [
+            "inventory",
+            "--config",
+            &c,
+            "--tags",
+            "--unused",
+            age,
+            "--format",
+            "json",
+        ];
+        let (code, out, err) = regwatch(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(unused("1h"), 0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(unused("1s"), 9);
     // The naming policy per tag, in the same view.
     assert_eq!(rows["dev/tool:old"]["naming_violation"], NAMING);
     assert_eq!(rows["dev/base:release-1.0"]["naming_violation"], NAMING);
