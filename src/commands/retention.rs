@@ -92,17 +92,12 @@ struct Deletion {
 }
 
 /// Computes the plan of `policy` (pure) from a poll of its registry and the stored facts.
-fn plan_of(
-    policy: &Policy,
-    tg: &TagGraph,
-    facts: &FactsByTag,
-    now: OffsetDateTime,
-) -> (Plan, Vec<Tag>) {
+fn plan_of(policy: &Policy, tg: &TagGraph, facts: &FactsByTag, now: OffsetDateTime) -> Plan {
     let tags: Vec<Tag> = tags_with_facts(tg, facts)
         .into_iter()
         .map(|(t, _)| t)
         .collect();
-    (retention::plan(policy, &tags, &tg.graph, now), tags)
+    retention::plan(policy, &tags, &tg.graph, now)
 }
 
 fn fmt_time(t: Option<OffsetDateTime>) -> Option<String> {
@@ -160,7 +155,7 @@ pub fn run(config: &Config, args: &PlanArgs) -> anyhow::Result<()> {
             polled.insert(&r.name, (tg, stored_facts(config, &r.name)?));
         }
         let (tg, facts) = &polled[r.name.as_str()];
-        let (plan, _) = plan_of(p, tg, facts, now);
+        let plan = plan_of(p, tg, facts, now);
         plans.push((r, output(p, &r.name, plan, already_reclaimable(config, r)?)));
     }
     let stdout = std::io::stdout();
