@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod diagnose;
 pub mod duration;
+pub mod forward;
 pub mod keys;
 pub mod log;
 pub mod maintenance;
@@ -25,6 +26,7 @@ mod summary;
 
 use channel::{ChannelConfig, RawChannel};
 use diagnose::{Diagnostic, Errors, KeyPath, Locator};
+use forward::{ForwardConfig, RawForward};
 use log::{LogConfig, RawLog};
 use maintenance::{MaintenanceConfig, RawMaintenance};
 use registry::RawRegistry;
@@ -70,6 +72,8 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub maintenance: Vec<MaintenanceConfig>,
     pub reports: Vec<ReportConfig>,
+    /// `[[forward]]`: where the audit trail is shipped.
+    pub forwards: Vec<ForwardConfig>,
     pub origin: Origin,
 }
 
@@ -93,6 +97,8 @@ struct RawConfig {
     maintenance: Vec<RawMaintenance>,
     #[serde(default, rename = "report")]
     reports: Vec<RawReport>,
+    #[serde(default, rename = "forward")]
+    forwards: Vec<RawForward>,
 }
 
 /// Every mistake found in one config file.
@@ -204,6 +210,7 @@ impl RawConfig {
             channels: &channel_kinds,
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
+        let forwards = forward::forwards(self.forwards, &registry_names, base, errs);
         if registry_names.is_empty() {
             errs.at(
                 &KeyPath::default().key("registry"),
@@ -219,6 +226,7 @@ impl RawConfig {
             channels: channels?,
             maintenance: maintenance?,
             reports: reports?,
+            forwards: forwards?,
             origin,
         })
     }

@@ -91,6 +91,8 @@ struct Shared {
     reports: Reports,
     silences: crate::alerting::silence::Silences,
     config: watch::Receiver<Arc<Config>>,
+    /// Changes after each commit of audit rows (forwarders wait on it).
+    commits: watch::Receiver<u64>,
 }
 
 struct Daemon {
@@ -115,7 +117,8 @@ impl Daemon {
         let clock: SharedClock = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
         let store = Store::sqlite(&config.database.path);
-        let writer = start_writer(&store, &config, &clock, &metrics)?;
+        let (commits_tx, commits) = watch::channel(0u64);
+        let writer = start_writer(&store, &config, &clock, &metrics, commits_tx)?;
         let traffic = Arc::new(traffic_windows(&config, &metrics));
         let listen = listener.local_addr().ok();
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -130,6 +133,7 @@ impl Daemon {
             reports: Reports::default(),
             silences: Default::default(),
             config: config_rx,
+            commits,
         };
         restore(&shared)?;
         let shutdown = CancellationToken::new();
@@ -213,6 +217,8 @@ impl Daemon {
         ));
         self.tracker
             .spawn(tasks::supervise_pollers(s.clone(), stop.clone()));
+        self.tracker
+            .spawn(tasks::supervise_forwards(s.clone(), stop.clone()));
         for monitor in tasks::storage_monitors(s, &self.config_tx, stop) {
             self.tracker.spawn(monitor.run());
         }
@@ -298,12 +304,14 @@ impl Daemon {
     }
 }
 
-/// The writer, counting committed rows by action for `regwatch_audit_events_total`.
+/// The writer, counting committed rows by action for `regwatch_audit_events_total` and
+/// telling the forwarders (through `commits`) that there are new rows.
 fn start_writer(
     store: &Store,
     config: &Config,
     clock: &SharedClock,
     metrics: &Metrics,
+    commits: watch::Sender<u64>,
 ) -> anyhow::Result<Writer> {
     let counter = metrics.audit_events_total.clone();
     Ok(store.start_writer(
@@ -312,6 +320,9 @@ fn start_writer(
         Box::new(move |actions| {
             for a in actions {
                 counter.with_label_values(&[a]).inc();
+            }
+            if !actions.is_empty() {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
             }
         }),
     )?)

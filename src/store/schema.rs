@@ -143,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
         refs     BLOB NOT NULL,
         PRIMARY KEY (registry, digest)
     ) WITHOUT ROWID;",
+    // 8: where each `[[forward]]` is in the audit trail: the id of the last row its
+    // receiver accepted (or that its filters skipped). Advanced only after a send
+    // succeeded, so a restart resends at most the batch in flight.
+    "CREATE TABLE forward_cursors (
+        forward    TEXT    PRIMARY KEY,
+        last_id    INTEGER NOT NULL,
+        updated_at TEXT    NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -6,7 +6,7 @@ use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, samples};
+use super::{StoreError, audit, checkpoints, forward_cursors, samples};
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
 use rusqlite::Connection;
@@ -95,6 +95,11 @@ impl Backend for SqliteWriter {
 
     fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError> {
         manifests::apply(&mut self.conn, update).map_err(StoreError::Write)
+    }
+
+    fn forward_cursor(&mut self, forward: &str, last_id: i64) -> Result<(), StoreError> {
+        forward_cursors::save(&self.conn, forward, last_id, self.clock.now())
+            .map_err(StoreError::Write)
     }
 
     fn close(&mut self) {

@@ -15,6 +15,8 @@
 //! - [`s3`]: [`SeaweedFs`], a real S3 server (SeaweedFS from PyPI) for registries on object
 //!   storage, with its own count of the requests it answered.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
+//! - [`rsyslog`]: [`Rsyslog`], Debian's rsyslogd with an imtcp input (plain or TLS with a
+//!   test CA), writing what it receives raw and as parsed, stoppable and restartable.
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
 //!   fail or close on demand.
@@ -42,6 +44,7 @@ pub mod nginx;
 pub mod oracles;
 pub mod proc;
 pub mod registry;
+pub mod rsyslog;
 pub mod s3;
 pub mod smtp;
 pub mod token_server;
@@ -58,6 +61,7 @@ pub use nginx::*;
 pub use oracles::*;
 pub use proc::*;
 pub use registry::*;
+pub use rsyslog::*;
 pub use s3::*;
 pub use smtp::*;
 pub use token_server::*;
