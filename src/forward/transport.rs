@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -35,6 +35,10 @@ pub enum TransportError {
     Write(std::io::Error),
     #[error("the receiver closed the connection")]
     Closed,
+    #[error(
+        "{address} closed the TLS session after the handshake (is a client certificate it trusts configured? tls_cert_file, tls_key_file)"
+    )]
+    Rejected { address: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 }
@@ -122,10 +126,22 @@ pub async fn connect(
             (Transport::Tcp, _) => Ok(Stream::Tcp(tcp)),
         }
     };
-    tokio::time::timeout(limit, open)
+    let mut stream = tokio::time::timeout(limit, open)
         .await
-        .map_err(|_| TransportError::Timeout(limit))?
+        .map_err(|_| TransportError::Timeout(limit))??;
+    if matches!(stream, Stream::Tls(_)) && stream.rejected_within(REJECTION_WAIT).await {
+        return Err(TransportError::Rejected {
+            address: address.clone(),
+        });
+    }
+    Ok(stream)
 }
+
+/// How long a new TLS session is watched for the receiver's verdict on it. In TLS 1.3 the
+/// client finishes its handshake before the server has checked the client certificate; a
+/// receiver that refuses it (rsyslog's `x509/certvalid`) closes right after, and a batch
+/// written in between would count as sent. Paid once per connection.
+const REJECTION_WAIT: Duration = Duration::from_millis(250);
 
 impl Stream {
     /// Writes `bytes` and flushes them to the socket within `limit`.
@@ -166,6 +182,18 @@ impl Stream {
             })
         })
         .await
+    }
+
+    /// Whether the receiver closes the connection within `wait` (see [`REJECTION_WAIT`]).
+    async fn rejected_within(&mut self, wait: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        let read = async {
+            match self {
+                Stream::Tcp(s) => s.read(&mut buf).await,
+                Stream::Tls(s) => s.read(&mut buf).await,
+            }
+        };
+        matches!(tokio::time::timeout(wait, read).await, Ok(Ok(0) | Err(_)))
     }
 
     /// Ends the session politely (TLS close_notify), within a short limit.

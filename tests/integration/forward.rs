@@ -261,3 +261,56 @@ fn kill_9_during_a_catch_up_loses_nothing() {
     assert!(duplicates <= 2, "{duplicates} duplicates");
     assert_eq!(seen.len(), rows.len(), "nothing lost");
 }
+
+#[test]
+fn tls_to_rsyslog_with_a_test_ca_and_a_client_certificate() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = make_test_ca(ca_dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ca = make_test_ca(other_dir.path());
+    let rsyslog = Rsyslog::start(SyslogInput::Tls(&ca, true));
+    let tls = |name: &str, app: &str, ca_file: &std::path::Path, client: bool| {
+        let mut extra = format!(
+            "transport = \"tls\"\napp_name = \"{app}\"\ntls_ca_file = {}\n",
+            ca_file.to_toml()
+        );
+        if client {
+            extra += &format!(
+                "tls_cert_file = {}\ntls_key_file = {}\n",
+                ca.client_cert().to_toml(),
+                ca.client_key().to_toml()
+            );
+        }
+        syslog_forward(name, rsyslog.port, &extra)
+    };
+    let forwards = tls("siem", "regwatch", &ca.ca(), true)
+        + &tls("nocert", "regwatch-nocert", &ca.ca(), false)
+        + &tls("wrongca", "regwatch-wrongca", &other_ca.ca(), true);
+    let daemon = Daemon::start(&config(&forwards));
+    post_events(daemon.port, "tls", "push", 20);
+    let rows = stored(&daemon.db_path());
+    wait_until(Duration::from_secs(20), "every row over TLS", || {
+        received(&rsyslog, "regwatch").len() >= rows.len()
+    });
+    let want: Vec<(i64, String)> = rows.iter().map(|(id, _, h)| (*id, h.clone())).collect();
+    assert_eq!(received(&rsyslog, "regwatch"), want);
+    // Without a client certificate rsyslog refuses the session; with a server certificate
+    // from another CA regwatch refuses it. Neither counts anything as sent.
+    for name in ["nocert", "wrongca"] {
+        let errors = format!("regwatch_forward_errors_total{{forward=\"{name}\"}}");
+        wait_until(Duration::from_secs(10), &errors, || {
+            metric_of(&daemon, &errors).unwrap_or(0.0) >= 2.0
+        });
+        let sent = format!("regwatch_forward_sent_total{{forward=\"{name}\"}}");
+        assert_eq!(metric_of(&daemon, &sent), Some(0.0));
+        let lag = format!("regwatch_forward_lag_rows{{forward=\"{name}\"}}");
+        assert_eq!(metric_of(&daemon, &lag), Some(rows.len() as f64));
+    }
+    assert!(received(&rsyslog, "regwatch-nocert").is_empty());
+    assert!(received(&rsyslog, "regwatch-wrongca").is_empty());
+    let log = std::fs::read_to_string(daemon.dir.path().join("stderr.log")).unwrap();
+    assert!(
+        log.contains("closed the TLS session after the handshake"),
+        "{log}"
+    );
+}
