@@ -38,6 +38,17 @@ if ! [ -x "$weed_dir/weed" ] || ! grep -qx "Version: ${SEAWEEDFS#*==}" <<<"$weed
   python3 -m pip install -q --disable-pip-version-check "$SEAWEEDFS" 2>/dev/null ||
     $SUDO python3 -m pip install -q --disable-pip-version-check --break-system-packages "$SEAWEEDFS"
 fi
+# The CloudEvents Python SDK validates what the forwarding tests' CloudEvents receiver gets.
+CLOUDEVENTS=cloudevents==2.2.0
+if ! python3 -c "import cloudevents.core.formats.json" 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  }
+  echo "deps: installing $CLOUDEVENTS (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check "$CLOUDEVENTS" 2>/dev/null ||
+    $SUDO python3 -m pip install -q --disable-pip-version-check --break-system-packages "$CLOUDEVENTS"
+fi
 command -v cargo >/dev/null || {
   echo "deps: cargo not found: install Rust (https://rustup.rs, or 'apt-get install cargo' for Debian's)" >&2
   exit 1

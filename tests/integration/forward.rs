@@ -314,3 +314,57 @@ fn tls_to_rsyslog_with_a_test_ca_and_a_client_certificate() {
         "{log}"
     );
 }
+
+#[test]
+fn cloudevents_batches_pass_the_sdk_and_a_failing_receiver_gets_everything_once() {
+    const SECRET: &str = "ce-secret-41d0";
+    let receiver = CloudEventsReceiver::start(Some(SECRET));
+    let forwards = format!(
+        "\n[[forward]]\nname = \"ce\"\nkind = \"cloudevents\"\nurl = {}\nsource = \"/regwatch/test\"\nsecret = {}\nbatch_size = 10\n",
+        receiver.url().to_toml(),
+        SECRET.to_toml()
+    );
+    let daemon = Daemon::start(&config(&forwards));
+    post_events(daemon.port, "ce", "push", 25);
+    let rows = stored(&daemon.db_path());
+    wait_until(Duration::from_secs(20), "every row as a CloudEvent", || {
+        receiver.events().len() >= rows.len()
+    });
+    assert_eq!(receiver.refused(), "", "{}", receiver.stderr());
+    let events = receiver.events();
+    for (e, (id, action, hash)) in events.iter().zip(&rows) {
+        assert_eq!(e["id"], format!("{id}-{}", &hash[..16]));
+        assert_eq!(e["type"], format!("dev.regwatch.audit.{action}"));
+        assert_eq!(e["source"], "/regwatch/test");
+        assert_eq!(e["data"]["id"], *id);
+        assert_eq!(e["data"]["hash"], hash.as_str());
+    }
+    assert_eq!(events[1]["subject"], "team/ce");
+    assert_eq!(events[1]["time"], "2026-11-28T19:59:33.405167+00:00");
+
+    receiver.set_failing(true);
+    post_events(daemon.port, "down", "delete", 15);
+    wait_until(Duration::from_secs(20), "refused batches", || {
+        metric_of(&daemon, "regwatch_forward_errors_total{forward=\"ce\"}").unwrap_or(0.0) >= 2.0
+    });
+    receiver.set_failing(false);
+    let rows = stored(&daemon.db_path());
+    wait_until(Duration::from_secs(30), "the missed rows", || {
+        receiver.events().len() >= rows.len()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let got: Vec<String> = receiver
+        .events()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = rows
+        .iter()
+        .map(|(id, _, hash)| format!("{id}-{}", &hash[..16]))
+        .collect();
+    assert_eq!(got, want, "in order, none twice");
+    assert_eq!(
+        metric_of(&daemon, "regwatch_forward_sent_total{forward=\"ce\"}"),
+        Some(rows.len() as f64)
+    );
+}

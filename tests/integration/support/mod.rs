@@ -20,6 +20,8 @@
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
 //!   fail or close on demand.
+//! - [`cloudevents`]: [`CloudEventsReceiver`], batches validated by the CloudEvents Python
+//!   SDK, HMAC-checked, failing on demand.
 //! - [`daemon`]: [`Daemon`], the regwatch binary under test, and [`regwatch`] for one CLI run.
 //! - [`config`]: [`ConfigBuilder`], the `[server]`/`[database]`/`[[registry]]` preamble of
 //!   a test's regwatch config.
@@ -34,6 +36,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod cloudevents;
 pub mod config;
 pub mod cosign;
 pub mod daemon;
@@ -51,6 +54,7 @@ pub mod token_server;
 pub mod webhook;
 
 pub use alertmanager::*;
+pub use cloudevents::*;
 pub use config::*;
 pub use cosign::*;
 pub use daemon::*;
