@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod duration;
 pub mod forward;
 pub mod keys;
+pub mod listen;
 pub mod log;
 pub mod maintenance;
 mod names;
@@ -27,6 +28,7 @@ mod summary;
 use channel::{ChannelConfig, RawChannel};
 use diagnose::{Diagnostic, Errors, KeyPath, Locator};
 use forward::{ForwardConfig, RawForward};
+use listen::{ListenConfig, RawListen};
 use log::{LogConfig, RawLog};
 use maintenance::{MaintenanceConfig, RawMaintenance};
 use registry::RawRegistry;
@@ -74,6 +76,8 @@ pub struct Config {
     pub reports: Vec<ReportConfig>,
     /// `[[forward]]`: where the audit trail is shipped.
     pub forwards: Vec<ForwardConfig>,
+    /// `[[listen]]`: inputs besides the HTTP server (Harbor's audit log forwarding).
+    pub listens: Vec<ListenConfig>,
     pub origin: Origin,
 }
 
@@ -99,6 +103,8 @@ struct RawConfig {
     reports: Vec<RawReport>,
     #[serde(default, rename = "forward")]
     forwards: Vec<RawForward>,
+    #[serde(default, rename = "listen")]
+    listens: Vec<RawListen>,
 }
 
 /// Every mistake found in one config file.
@@ -211,6 +217,8 @@ impl RawConfig {
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
         let forwards = forward::forwards(self.forwards, &registry_names, base, errs);
+        let http = server.as_ref().map(|s| s.listen);
+        let listens = listen::listens(self.listens, &registry_names, http, errs);
         if registry_names.is_empty() {
             errs.at(
                 &KeyPath::default().key("registry"),
@@ -227,6 +235,7 @@ impl RawConfig {
             maintenance: maintenance?,
             reports: reports?,
             forwards: forwards?,
+            listens: listens?,
             origin,
         })
     }

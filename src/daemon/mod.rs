@@ -139,6 +139,8 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let (alert_wake, alert_wake_rx) = crate::alerting::evaluator::wake_channel();
         let tails = Tails::start(&shared, &alert_wake, shutdown.child_token())?;
+        let config_now = shared.config.borrow().clone();
+        let listeners = bind_listeners(&config_now).await?;
         let mut daemon = Daemon {
             shared,
             writer,
@@ -159,6 +161,7 @@ impl Daemon {
             .await;
         daemon.ready.store(true, Ordering::Release);
         daemon.spawn_tasks(alert_wake_rx);
+        daemon.spawn_listeners(listeners);
         daemon.log_started(listen);
         Ok(daemon)
     }
@@ -221,6 +224,22 @@ impl Daemon {
             .spawn(tasks::supervise_forwards(s.clone(), stop.clone()));
         for monitor in tasks::storage_monitors(s, &self.config_tx, stop) {
             self.tracker.spawn(monitor.run());
+        }
+    }
+
+    /// The `[[listen]]` inputs, bound at start-up (a reload that changes them warns).
+    fn spawn_listeners(
+        &mut self,
+        listeners: Vec<(TcpListener, crate::config::listen::ListenConfig)>,
+    ) {
+        for (listener, config) in listeners {
+            self.tracker.spawn(crate::sources::harbor_syslog::run(
+                listener,
+                config,
+                self.shared.sink.clone(),
+                self.shared.clock.clone(),
+                self.shutdown.clone(),
+            ));
         }
     }
 
@@ -326,6 +345,24 @@ fn start_writer(
             }
         }),
     )?)
+}
+
+/// Binds every `[[listen]]` address, so a taken port stops the start with its name.
+async fn bind_listeners(
+    config: &Config,
+) -> anyhow::Result<Vec<(TcpListener, crate::config::listen::ListenConfig)>> {
+    let mut bound = Vec::new();
+    for l in &config.listens {
+        let listener = TcpListener::bind(l.address).await.with_context(|| {
+            format!(
+                "cannot listen on {} ([[listen]] {})",
+                l.address,
+                l.kind.as_str()
+            )
+        })?;
+        bound.push((listener, l.clone()));
+    }
+    Ok(bound)
 }
 
 /// The traffic windows of every registry, made at start-up (a registry added by a reload

@@ -368,3 +368,140 @@ fn cloudevents_batches_pass_the_sdk_and_a_failing_receiver_gets_everything_once(
         Some(rows.len() as f64)
     );
 }
+
+/// Harbor's audit log forwarding lines (Go log/syslog around Harbor's text logger, built
+/// from Harbor's formatter: 2.13 lines with resourceType, one older line without).
+const HARBOR_LINES: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/harbor-audit-forward.log"
+));
+
+#[test]
+fn harbor_audit_lines_over_tcp_become_rows_that_are_forwarded_too() {
+    use std::io::Write;
+    let rsyslog = Rsyslog::start(SyslogInput::Tcp);
+    let harbor_port = free_port();
+    let extra = format!(
+        "\n[[listen]]\nkind = \"harbor_syslog\"\naddress = \"127.0.0.1:{harbor_port}\"\nregistry = \"main\"\nmax_line_bytes = 4096\n{}",
+        syslog_forward(
+            "siem",
+            rsyslog.port,
+            "actions = [\"push\", \"pull\", \"delete\", \"auth_failure\"]\n"
+        )
+    );
+    let daemon = Daemon::start(&config(&extra));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", harbor_port)).unwrap();
+    let mut lines: Vec<&str> = HARBOR_LINES.lines().collect();
+    let long = format!("<6>2026-12-01T09:40:00Z h audit[1]: {}", "x".repeat(10_000));
+    lines.insert(3, "this is not syslog");
+    lines.insert(4, &long);
+    for line in &lines {
+        conn.write_all(line.as_bytes()).unwrap();
+        conn.write_all(b"\n").unwrap();
+    }
+    drop(conn);
+    let db = daemon.db_path();
+    let query = "SELECT time, action, repository, tag, digest, actor, registry, source, remote_addr FROM audit_events WHERE source = 'log' ORDER BY id";
+    wait_until(Duration::from_secs(10), "the Harbor rows", || {
+        Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM audit_events WHERE source = 'log'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            >= 6
+    });
+    let conn = Connection::open(&db).unwrap();
+    let mut stmt = conn.prepare(query).unwrap();
+    let got: Vec<Vec<Option<String>>> = stmt
+        .query_map([], |r| {
+            (0..9).map(|i| r.get::<_, Option<String>>(i)).collect()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let want: Vec<Vec<Option<String>>> = [
+        [
+            "2026-12-01T09:14:02.118734Z",
+            "push",
+            "library/app",
+            "1.4.2",
+            "",
+            "alice",
+        ],
+        [
+            "2026-12-01T09:14:09.550012Z",
+            "pull",
+            "library/app",
+            "1.4.2",
+            "",
+            "ci-bot",
+        ],
+        [
+            "2026-12-01T09:15:31.002000Z",
+            "pull",
+            "library/app",
+            "",
+            "sha256:5b1c6e0f3d2a4b8c9e7f6a5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291",
+            "robot$deploy",
+        ],
+        [
+            "2026-12-01T09:21:44.900000Z",
+            "auth_failure",
+            "",
+            "",
+            "",
+            "mallory",
+        ],
+        [
+            "2026-12-01T09:30:12.400000Z",
+            "delete",
+            "library/app",
+            "1.4.1",
+            "",
+            "alice",
+        ],
+        [
+            "2026-12-01T09:31:00.250000Z",
+            "pull",
+            "legacy/tool",
+            "latest",
+            "",
+            "bob",
+        ],
+    ]
+    .iter()
+    .map(|r| {
+        let mut row: Vec<Option<String>> = r.iter().map(|v| s(v)).collect();
+        row.extend([s("main"), s("log"), s("127.0.0.1")]);
+        row
+    })
+    .collect();
+    assert_eq!(got, want);
+    let stderr = std::fs::read_to_string(daemon.dir.path().join("stderr.log")).unwrap();
+    assert!(stderr.contains("line not understood"), "{stderr}");
+    assert!(stderr.contains("line too long"), "{stderr}");
+    // The same trail, so the same forwarding: the Harbor rows reach rsyslog with their hashes.
+    wait_until(
+        Duration::from_secs(10),
+        "the Harbor rows in rsyslog",
+        || received(&rsyslog, "regwatch").len() >= 6,
+    );
+    let hashes: Vec<String> = conn
+        .prepare("SELECT hash FROM audit_events WHERE source = 'log' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let forwarded: Vec<String> = received(&rsyslog, "regwatch")
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    assert_eq!(forwarded, hashes);
+    let (code, out, _) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
