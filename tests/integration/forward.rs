@@ -505,3 +505,31 @@ fn harbor_audit_lines_over_tcp_become_rows_that_are_forwarded_too() {
     let (code, out, _) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn check_names_each_forward_and_listen_mistake_at_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regwatch.toml");
+    // Written literally: the line numbers are what this test asserts.
+    std::fs::write(
+        &path,
+        "[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [[forward]]\nname = \"siem\"\nkind = \"syslog\"\naddress = \"siem.example.com:6514\"\ntransport = \"udp\"\n\n\
+         [[forward]]\nname = \"lake\"\nkind = \"cloudevents\"\nurl = \"ftp://lake\"\nfacility = \"auth\"\n\n\
+         [[listen]]\nkind = \"harbor_syslog\"\naddress = \"127.0.0.1:1514\"\nregistry = \"harbor\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = regwatch(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}{err}");
+    let file = path.display().to_string();
+    for want in [
+        format!("{file}:9:1: forward[0].transport: expected \"tcp\" or \"tls\", not \"udp\""),
+        format!(
+            "{file}:14:1: forward[1].url: expected an http:// or https:// URL, not \"ftp://lake\""
+        ),
+        format!("{file}:15:1: forward[1].facility: facility is not used by cloudevents forwarders"),
+        format!("{file}:20:1: listen[0].registry: no [[registry]] is named \"harbor\""),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
