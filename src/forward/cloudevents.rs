@@ -51,7 +51,12 @@ pub async fn post(
             sign(secret.value.expose().as_bytes(), &body),
         );
     }
-    let resp = req.body(body).send().await.map_err(ForwardError::Http)?;
+    // Without the URL: it may carry a token, and errors end up in the log.
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| ForwardError::Http(e.without_url()))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());

@@ -25,6 +25,9 @@ use transport::{Stream, TransportError};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts: a receiver that comes back is served within this.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a send under way may still take once regwatch stops (below the daemon's drain
+/// deadline, so its cursor commit still reaches the writer).
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often the trail is looked at without a commit notice (a reader's own safety net).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
@@ -258,10 +261,22 @@ impl Sender {
             .build();
         let mut failures = 0u32;
         loop {
-            let result = tokio::select! {
-                _ = stop.cancelled() => return false,
-                r = self.send(config, rows) => r,
+            let result = {
+                let send = self.send(config, rows);
+                tokio::pin!(send);
+                tokio::select! {
+                    r = &mut send => r,
+                    // A send under way when regwatch stops is finished (and its cursor
+                    // committed), so a clean stop never makes the receiver see rows twice.
+                    _ = stop.cancelled() => match tokio::time::timeout(STOP_GRACE, &mut send).await {
+                        Ok(r) => r,
+                        Err(_) => return false,
+                    },
+                }
             };
+            if result.is_err() && stop.is_cancelled() {
+                return false;
+            }
             match result {
                 Ok(()) => {
                     ctx.counters.sent.inc_by(rows.len() as u64);
