@@ -10,7 +10,9 @@
 pub mod channel;
 pub mod diagnose;
 pub mod duration;
+pub mod forward;
 pub mod keys;
+pub mod listen;
 pub mod log;
 pub mod maintenance;
 mod names;
@@ -25,6 +27,8 @@ mod summary;
 
 use channel::{ChannelConfig, RawChannel};
 use diagnose::{Diagnostic, Errors, KeyPath, Locator};
+use forward::{ForwardConfig, RawForward};
+use listen::{ListenConfig, RawListen};
 use log::{LogConfig, RawLog};
 use maintenance::{MaintenanceConfig, RawMaintenance};
 use registry::RawRegistry;
@@ -70,6 +74,10 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub maintenance: Vec<MaintenanceConfig>,
     pub reports: Vec<ReportConfig>,
+    /// `[[forward]]`: where the audit trail is shipped.
+    pub forwards: Vec<ForwardConfig>,
+    /// `[[listen]]`: inputs besides the HTTP server (Harbor's audit log forwarding).
+    pub listens: Vec<ListenConfig>,
     pub origin: Origin,
     /// The keys whose secret is written inline in the file (`server.api_token`, …).
     pub inline_secrets: Vec<String>,
@@ -98,6 +106,10 @@ struct RawConfig {
     maintenance: Vec<RawMaintenance>,
     #[serde(default, rename = "report")]
     reports: Vec<RawReport>,
+    #[serde(default, rename = "forward")]
+    forwards: Vec<RawForward>,
+    #[serde(default, rename = "listen")]
+    listens: Vec<RawListen>,
 }
 
 /// Every mistake found in one config file.
@@ -228,6 +240,9 @@ impl RawConfig {
             channels: &channel_kinds,
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
+        let forwards = forward::forwards(self.forwards, &registry_names, base, errs);
+        let http = server.as_ref().map(|s| s.listen);
+        let listens = listen::listens(self.listens, &registry_names, http, errs);
         if registry_names.is_empty() {
             errs.at(
                 &KeyPath::default().key("registry"),
@@ -243,6 +258,8 @@ impl RawConfig {
             channels: channels?,
             maintenance: maintenance?,
             reports: reports?,
+            forwards: forwards?,
+            listens: listens?,
             origin,
             inline_secrets: errs.inline_secrets().to_vec(),
             warnings: Vec::new(),

@@ -130,6 +130,8 @@ struct Shared {
     reports: Reports,
     silences: crate::alerting::silence::Silences,
     config: watch::Receiver<Arc<Config>>,
+    /// Changes after each commit of audit rows (forwarders wait on it).
+    commits: watch::Receiver<u64>,
 }
 
 struct Daemon {
@@ -154,7 +156,8 @@ impl Daemon {
         let clock: SharedClock = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
         let store = Store::sqlite(&config.database.path);
-        let writer = start_writer(&store, &config, &clock, &metrics)?;
+        let (commits_tx, commits) = watch::channel(0u64);
+        let writer = start_writer(&store, &config, &clock, &metrics, commits_tx)?;
         let traffic = Arc::new(traffic_windows(&config, &metrics));
         let listen = listener.local_addr().ok();
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -169,11 +172,14 @@ impl Daemon {
             reports: Reports::default(),
             silences: Default::default(),
             config: config_rx,
+            commits,
         };
         restore(&shared)?;
         let shutdown = CancellationToken::new();
         let (alert_wake, alert_wake_rx) = crate::alerting::evaluator::wake_channel();
         let tails = Tails::start(&shared, &alert_wake, shutdown.child_token())?;
+        let config_now = shared.config.borrow().clone();
+        let listeners = bind_listeners(&config_now).await?;
         let mut daemon = Daemon {
             shared,
             writer,
@@ -194,6 +200,7 @@ impl Daemon {
             .await;
         daemon.ready.store(true, Ordering::Release);
         daemon.spawn_tasks(alert_wake_rx);
+        daemon.spawn_listeners(listeners);
         daemon.log_started(listen);
         Ok(daemon)
     }
@@ -258,8 +265,26 @@ impl Daemon {
         ));
         self.tracker
             .spawn(tasks::supervise_pollers(s.clone(), stop.clone()));
+        self.tracker
+            .spawn(tasks::supervise_forwards(s.clone(), stop.clone()));
         for monitor in tasks::storage_monitors(s, &self.config_tx, stop) {
             self.tracker.spawn(monitor.run());
+        }
+    }
+
+    /// The `[[listen]]` inputs, bound at start-up (a reload that changes them warns).
+    fn spawn_listeners(
+        &mut self,
+        listeners: Vec<(TcpListener, crate::config::listen::ListenConfig)>,
+    ) {
+        for (listener, config) in listeners {
+            self.tracker.spawn(crate::sources::harbor_syslog::run(
+                listener,
+                config,
+                self.shared.sink.clone(),
+                self.shared.clock.clone(),
+                self.shutdown.clone(),
+            ));
         }
     }
 
@@ -352,12 +377,14 @@ impl Daemon {
     }
 }
 
-/// The writer, counting committed rows by action for `regwatch_audit_events_total`.
+/// The writer, counting committed rows by action for `regwatch_audit_events_total` and
+/// telling the forwarders (through `commits`) that there are new rows.
 fn start_writer(
     store: &Store,
     config: &Config,
     clock: &SharedClock,
     metrics: &Metrics,
+    commits: watch::Sender<u64>,
 ) -> anyhow::Result<Writer> {
     let counter = metrics.audit_events_total.clone();
     Ok(store.start_writer(
@@ -367,8 +394,29 @@ fn start_writer(
             for a in actions {
                 counter.with_label_values(&[a]).inc();
             }
+            if !actions.is_empty() {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }),
     )?)
+}
+
+/// Binds every `[[listen]]` address, so a taken port stops the start with its name.
+async fn bind_listeners(
+    config: &Config,
+) -> anyhow::Result<Vec<(TcpListener, crate::config::listen::ListenConfig)>> {
+    let mut bound = Vec::new();
+    for l in &config.listens {
+        let listener = TcpListener::bind(l.address).await.with_context(|| {
+            format!(
+                "cannot listen on {} ([[listen]] {})",
+                l.address,
+                l.kind.as_str()
+            )
+        })?;
+        bound.push((listener, l.clone()));
+    }
+    Ok(bound)
 }
 
 /// The traffic windows of every registry, made at start-up (a registry added by a reload

@@ -53,6 +53,9 @@ fn warn_restart_only(old: &Config, new: &Config) {
             "database.path changed; the new database is used after a restart"
         );
     }
+    if new.listens != old.listens {
+        tracing::warn!("[[listen]] changed; the new listeners start after a restart");
+    }
     let before: Vec<String> = crate::sources::storage::monitored(old)
         .into_iter()
         .map(|(n, _)| n)

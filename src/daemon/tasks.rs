@@ -153,6 +153,44 @@ fn warn_orphaned_outbox(c: &Config, store: &Store) {
     }
 }
 
+/// One forwarder per `[[forward]]`; restarted when a reload changes them (the cursors are
+/// in the database, so a restarted forwarder resumes where its receiver is).
+pub(super) async fn supervise_forwards(s: Shared, stop: CancellationToken) {
+    let mut config = s.config.clone();
+    loop {
+        let generation = stop.child_token();
+        let forwards = config.borrow_and_update().forwards.clone();
+        let mut tasks = JoinSet::new();
+        for f in forwards.iter().cloned() {
+            let ctx = crate::forward::Context {
+                store: s.store.clone(),
+                sink: s.sink.clone(),
+                counters: s.metrics.forwards.counters(&f.name),
+                commits: s.commits.clone(),
+            };
+            tasks.spawn(crate::forward::run(f, ctx, generation.clone()));
+        }
+        let changed = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break false,
+                r = config.changed() => {
+                    if r.is_err() {
+                        break false;
+                    }
+                    if config.borrow().forwards != forwards {
+                        break true;
+                    }
+                }
+            }
+        };
+        generation.cancel();
+        while tasks.join_next().await.is_some() {}
+        if !changed {
+            return;
+        }
+    }
+}
+
 /// A storage monitor per registry with storage configured at start-up.
 pub(super) fn storage_monitors(
     s: &Shared,

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
     pub reports: ReportMetrics,
+    pub forwards: ForwardMetrics,
     pub database: DatabaseMetrics,
 }
 
@@ -308,6 +309,66 @@ impl ReportMetrics {
     }
 }
 
+/// The audit trail's forwarders (`[[forward]]`), labelled `forward`.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    pub sent_total: IntCounterVec,
+    pub errors_total: IntCounterVec,
+    pub lag_rows: IntGaugeVec,
+}
+
+/// One forwarder's series, resolved once.
+#[derive(Clone)]
+pub struct ForwardCounters {
+    pub sent: IntCounter,
+    pub errors: IntCounter,
+    pub lag: IntGauge,
+}
+
+impl ForwardMetrics {
+    const LABEL: &'static str = "forward";
+
+    fn new() -> Self {
+        ForwardMetrics {
+            sent_total: counter(
+                "regwatch_forward_sent_total",
+                "Audit rows the forwarder's receiver accepted (resends after a crash included).",
+                Self::LABEL,
+            ),
+            errors_total: counter(
+                "regwatch_forward_errors_total",
+                "Failed connects or sends to the forwarder's receiver (each is retried).",
+                Self::LABEL,
+            ),
+            lag_rows: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_forward_lag_rows",
+                    "Audit rows committed but not yet forwarded (or skipped by the filters).",
+                ),
+                &[Self::LABEL],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// The series of forwarder `name`, created at zero so rates and alerts see them at once.
+    pub fn counters(&self, name: &str) -> ForwardCounters {
+        ForwardCounters {
+            sent: self.sent_total.with_label_values(&[name]),
+            errors: self.errors_total.with_label_values(&[name]),
+            lag: self.lag_rows.with_label_values(&[name]),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.sent_total.clone()),
+            Box::new(self.errors_total.clone()),
+            Box::new(self.lag_rows.clone()),
+        ]
+    }
+}
+
 /// The poller's per-registry series (all labelled `registry`).
 #[derive(Clone)]
 pub struct RegistryMetrics {
@@ -559,6 +620,7 @@ impl Metrics {
             storage: StorageMetrics::new(),
             reports: ReportMetrics::new(),
             database: DatabaseMetrics::new(),
+            forwards: ForwardMetrics::new(),
         };
         metrics.register_all();
         metrics
@@ -580,6 +642,7 @@ impl Metrics {
             .chain(self.storage.collectors())
             .chain(self.reports.collectors())
             .chain(self.database.collectors())
+            .chain(self.forwards.collectors())
         {
             self.registry.register(c).expect("metric names are unique");
         }

@@ -463,6 +463,13 @@ pub(super) fn head_hash(conn: &Connection) -> rusqlite::Result<String> {
     Ok(head.unwrap_or_else(|| GENESIS.to_string()))
 }
 
+/// The id of the newest row, 0 for an empty trail.
+pub(super) fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_events", [], |r| {
+        r.get(0)
+    })
+}
+
 /// Every row in id order, for the chain walk.
 pub(super) fn for_each_in_chain_order(
     conn: &Connection,

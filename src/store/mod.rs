@@ -5,6 +5,7 @@
 //!
 //! One owner per table: every SQL statement on a table lives in that table's module —
 //! [`audit`] (`audit_events`, `chain_anchor`), [`checkpoints`] (`log_checkpoints`),
+//! [`forward_cursors`] (`forward_cursors`),
 //! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
 //! `alert_deliveries`), [`silences`] (`alert_silences`), [`samples`] (`storage_samples`) and
 //! [`manifests`] (`storage_manifests`);
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod chain;
 mod checkpoints;
 mod error;
+mod forward_cursors;
 mod health;
 pub mod inventory;
 pub mod manifests;

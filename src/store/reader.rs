@@ -8,7 +8,7 @@ use super::inventory::{self, StoredInventory};
 use super::manifests::{self, ManifestRefs};
 use super::silences::{self, Silence};
 use super::verify::{self, Verdict};
-use super::{StoreError, checkpoints, samples, schema};
+use super::{StoreError, checkpoints, forward_cursors, samples, schema};
 use crate::model::Checkpoint;
 use crate::model::usage::Sample;
 use time::OffsetDateTime;
@@ -96,6 +96,16 @@ impl Reader {
     /// The row count and the chain head, cheaply (no walk).
     pub fn head(&self) -> Result<(i64, String)> {
         audit::head(self.conn()).map_err(StoreError::Read)
+    }
+
+    /// The id of the newest row (0 for an empty trail): one index lookup.
+    pub fn last_id(&self) -> Result<i64> {
+        audit::last_id(self.conn()).map_err(StoreError::Read)
+    }
+
+    /// Where `forward` is in the trail; `None` when it never sent anything.
+    pub fn forward_cursor(&self, forward: &str) -> Result<Option<i64>> {
+        forward_cursors::load(self.conn(), forward).map_err(StoreError::Read)
     }
 
     /// The hash of the newest row: one index lookup.

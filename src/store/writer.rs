@@ -82,6 +82,12 @@ enum Command {
         update: Box<ManifestUpdate>,
         ack: Reply<()>,
     },
+    /// A forwarder's receiver accepted the rows up to `last_id`.
+    ForwardCursor {
+        forward: String,
+        last_id: i64,
+        ack: Reply<()>,
+    },
     /// From now on, send every newly committed audit event to this channel (alert rules on
     /// audit events see only what is stored).
     Tap(EventTap),
@@ -109,6 +115,7 @@ pub(super) trait Backend: Send + 'static {
     fn sample(&mut self, registry: &str, sample: &Sample, keep: Duration)
     -> Result<(), StoreError>;
     fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError>;
+    fn forward_cursor(&mut self, forward: &str, last_id: i64) -> Result<(), StoreError>;
     /// Called once after the last command (e.g. to checkpoint a write-ahead log).
     fn close(&mut self);
 }
@@ -257,6 +264,21 @@ impl Sink {
     pub async fn store_manifests(&self, update: ManifestUpdate) -> Result<(), StoreError> {
         self.request(|ack| Command::Manifests {
             update: Box::new(update),
+            ack,
+        })
+        .await
+    }
+
+    /// Moves `forward`'s cursor to `last_id` (never backwards); waits for the commit.
+    pub async fn store_forward_cursor(
+        &self,
+        forward: &str,
+        last_id: i64,
+    ) -> Result<(), StoreError> {
+        let forward = forward.to_string();
+        self.request(|ack| Command::ForwardCursor {
+            forward,
+            last_id,
             ack,
         })
         .await
@@ -525,6 +547,13 @@ impl<B: Backend> Loop<B> {
             }
             Command::Manifests { update, ack } => {
                 let _ = ack.send(self.observed(|b| b.manifests(&update)));
+            }
+            Command::ForwardCursor {
+                forward,
+                last_id,
+                ack,
+            } => {
+                let _ = ack.send(self.observed(|b| b.forward_cursor(&forward, last_id)));
             }
             Command::Tap(t) => self.tap = Some(t),
             Command::Write(_) | Command::Close => unreachable!("handled by the loop"),

@@ -20,6 +20,7 @@ mod alerts;
 mod audit;
 mod container;
 mod demo;
+mod forward;
 mod foundation;
 mod hardening;
 mod harness;

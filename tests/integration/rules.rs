@@ -23,7 +23,7 @@ fn promtool(args: &[&str]) -> std::process::Output {
 fn alert_rules_are_valid_and_their_unit_tests_pass() {
     let out = promtool(&["check", "rules", "regwatch.rules.yml"]);
     assert_ok(&out, "promtool check rules");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 9 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 10 rules found"));
     assert_ok(
         &promtool(&["test", "rules", "regwatch.rules.test.yml"]),
         "promtool test rules",
@@ -73,8 +73,13 @@ name = "weekly-audit"
 schedule = "0 6 * * MON"
 format = "html"
 output = "{{dir}}/audit-{{date}}.html"
+[[forward]]
+name = "siem"
+kind = "syslog"
+address = "127.0.0.1:{}"
 "#,
-            nginx.access_log().display()
+            nginx.access_log().display(),
+            free_port()
         ))
         .build();
     let dir = tempfile::Builder::new()
@@ -220,7 +225,7 @@ output = "{{dir}}/audit-{{date}}.html"
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 9);
+    assert_eq!(loaded.len(), 10);
     for r in loaded {
         assert_eq!(r["health"], "ok", "{r}");
     }
