@@ -176,13 +176,13 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
     let mut follower = Follower::new("bench", path, StartAt::Beginning, 64 * 1024, None);
     let now = time::OffsetDateTime::now_utc();
     let start = Instant::now();
-    let mut events = Vec::new();
     loop {
+        let mut batch = handler.begin();
         let p = follower
-            .poll(4 << 20, &mut |line| handler.handle(line, now, &mut events))
+            .poll(4 << 20, &mut |line| handler.handle(line, now, &mut batch))
             .unwrap();
-        // The daemon commits these with the checkpoint; here they are only counted.
-        events.clear();
+        // The daemon commits these with the checkpoint; here they are only made.
+        drop(handler.finish(batch));
         if !p.more {
             break;
         }

@@ -151,12 +151,12 @@ impl Tail {
         let mut more = false;
         let mut lag = 0u64;
         for follower in followers {
-            let mut events = Vec::new();
             let now = clock.now();
             let truncated_before = follower.truncated_lines;
             let handler = &self.handler;
-            let progress =
-                follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut events));
+            let mut batch = handler.begin();
+            let progress = follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut batch));
+            let events = handler.finish(batch);
             self.truncated
                 .inc_by(follower.truncated_lines - truncated_before);
             match progress {
