@@ -292,7 +292,9 @@ url = "http://127.0.0.1:9/hook"
             start.elapsed().as_secs() < 600,
             "the daemon did not catch up:\n{text}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Often enough to time a second-long catch-up to 1 %, rarely enough that rendering
+        // /metrics is not what the daemon spends its time on.
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid) - cpu_before;
@@ -322,9 +324,21 @@ url = "http://127.0.0.1:9/hook"
     run
 }
 
+/// The fastest of `n` runs.
+fn best(n: usize, mut run: impl FnMut() -> Run) -> Run {
+    (0..n.max(1))
+        .map(|_| run())
+        .min_by(|a, b| a.secs.total_cmp(&b.secs))
+        .unwrap()
+}
+
+fn mtail_available() -> bool {
+    Command::new("mtail").arg("--version").output().is_ok()
+}
+
 /// mtail --one_shot over the file, under /usr/bin/time for its CPU and peak RSS.
 fn mtail(path: &std::path::Path, dir: &std::path::Path) -> Option<Run> {
-    if Command::new("mtail").arg("--version").output().is_err() {
+    if !mtail_available() {
         return None;
     }
     let progs = dir.join("progs");
@@ -435,24 +449,39 @@ fn main() {
         None if full => &[1_000_000, 5_000_000],
         None => &[20_000],
     };
+    // The machine is shared: each contender runs LOGPARSE_RUNS times (3 with --bench) and
+    // its fastest run is shown, the usual way to see past other people's load.
+    let runs: usize = std::env::var("LOGPARSE_RUNS")
+        .ok()
+        .map(|v| v.parse().expect("LOGPARSE_RUNS: a number"))
+        .unwrap_or(if full { 3 } else { 1 });
     let dir = tempfile::tempdir().unwrap();
-    println!("# log parsing: nginx combined, registry traffic (one core for ours)");
+    println!(
+        "# log parsing: nginx combined, registry traffic; fastest of {runs} run(s) each; load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or("?")
+    );
     for &n in sizes {
         let path = dir.path().join(format!("access-{n}.log"));
         generate(&path, n);
         let size = std::fs::metadata(&path).unwrap().len();
         // Read it once so every contender starts from the page cache.
         let _ = wc(&path);
-        let (secs, pulls, failures, auth, rss) = ours_in_own_process(&path);
-        let parser = Run {
-            secs,
-            // One thread, nothing else: its wall time is its CPU time.
-            cpu_secs: secs,
-            rss_kb: rss,
-            pulls,
-            failures,
-            auth,
-        };
+        let parser = best(runs, || {
+            let (secs, pulls, failures, auth, rss) = ours_in_own_process(&path);
+            Run {
+                secs,
+                // One thread, nothing else: its wall time is its CPU time.
+                cpu_secs: secs,
+                rss_kb: rss,
+                pulls,
+                failures,
+                auth,
+            }
+        });
         println!("\n## {n} lines ({:.0} MB)", size as f64 / 1e6);
         let show = |name: &str, r: &Run| {
             println!(
@@ -466,7 +495,7 @@ fn main() {
                 r.auth
             )
         };
-        let daemon = daemon(&path, n);
+        let daemon = best(runs, || daemon(&path, n));
         show("daemon:", &daemon);
         show("parser:", &parser);
         let wc_secs = wc(&path);
@@ -480,7 +509,8 @@ fn main() {
             same(&parser),
             "the daemon and the parser disagree"
         );
-        match mtail(&path, dir.path()) {
+        let mtail = mtail_available().then(|| best(runs, || mtail(&path, dir.path()).unwrap()));
+        match mtail {
             Some(m) => {
                 show("mtail:", &m);
                 println!(
