@@ -402,7 +402,7 @@ fn wc(path: &std::path::Path) -> f64 {
 
 /// The bench binary re-run on one file, so that its peak RSS is this size's alone (in one
 /// process, what earlier sizes left in the allocator would be counted too).
-fn ours_in_own_process(path: &std::path::Path) -> (f64, u64, u64, u64, u64) {
+fn ours_in_own_process(path: &std::path::Path) -> Run {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, path)
         .output()
@@ -414,14 +414,16 @@ fn ours_in_own_process(path: &std::path::Path) -> (f64, u64, u64, u64, u64) {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let v: Vec<&str> = text.split_whitespace().collect();
-    assert_eq!(v.len(), 5, "child printed {text:?}");
-    (
-        v[0].parse().unwrap(),
-        v[1].parse().unwrap(),
-        v[2].parse().unwrap(),
-        v[3].parse().unwrap(),
-        v[4].parse().unwrap(),
-    )
+    assert_eq!(v.len(), 6, "child printed {text:?}");
+    Run {
+        secs: v[0].parse().unwrap(),
+        pulls: v[1].parse().unwrap(),
+        failures: v[2].parse().unwrap(),
+        auth: v[3].parse().unwrap(),
+        rss_kb: v[4].parse().unwrap(),
+        // Generating nothing, reading one file: its CPU is the pipeline's.
+        cpu_secs: v[5].parse().unwrap(),
+    }
 }
 
 const CHILD: &str = "LOGPARSE_CHILD_FILE";
@@ -429,7 +431,8 @@ const CHILD: &str = "LOGPARSE_CHILD_FILE";
 fn main() {
     if let Some(path) = std::env::var_os(CHILD) {
         let (secs, pulls, failures, auth) = ours(std::path::Path::new(&path));
-        println!("{secs} {pulls} {failures} {auth} {}", peak_rss_kb());
+        let cpu = cpu_secs(std::process::id());
+        println!("{secs} {pulls} {failures} {auth} {} {cpu}", peak_rss_kb());
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
@@ -470,25 +473,15 @@ fn main() {
         let size = std::fs::metadata(&path).unwrap().len();
         // Read it once so every contender starts from the page cache.
         let _ = wc(&path);
-        let parser = best(runs, || {
-            let (secs, pulls, failures, auth, rss) = ours_in_own_process(&path);
-            Run {
-                secs,
-                // One thread, nothing else: its wall time is its CPU time.
-                cpu_secs: secs,
-                rss_kb: rss,
-                pulls,
-                failures,
-                auth,
-            }
-        });
+        let parser = best(runs, || ours_in_own_process(&path));
         println!("\n## {n} lines ({:.0} MB)", size as f64 / 1e6);
         let show = |name: &str, r: &Run| {
             println!(
-                "{name:<9} {:6.2} s = {:5.2} M lines/s, CPU {:5.2} s, peak RSS {:3} MB; pulls {}, failures {}, auth failures {}",
+                "{name:<9} {:6.2} s = {:5.2} M lines/s, CPU {:5.2} s = {:5.2} M lines/CPU-s, peak RSS {:3} MB; pulls {}, failures {}, auth failures {}",
                 r.secs,
                 n as f64 / r.secs / 1e6,
                 r.cpu_secs,
+                n as f64 / r.cpu_secs.max(0.01) / 1e6,
                 r.rss_kb / 1024,
                 r.pulls,
                 r.failures,
@@ -514,10 +507,11 @@ fn main() {
             Some(m) => {
                 show("mtail:", &m);
                 println!(
-                    "ratios:   daemon {:.1}x mtail's speed ({:.1}x less CPU), {:.0} % of the parser-only speed",
+                    "ratios:   daemon {:.1}x mtail's speed ({:.1}x less CPU); {:.0} % of the parser-only speed ({:.0} % of its lines per CPU-second)",
                     m.secs / daemon.secs,
                     m.cpu_secs / daemon.cpu_secs.max(0.01),
-                    100.0 * parser.secs / daemon.secs
+                    100.0 * parser.secs / daemon.secs,
+                    100.0 * parser.cpu_secs / daemon.cpu_secs.max(0.01)
                 );
                 assert_eq!(
                     same(&daemon),

@@ -40,7 +40,7 @@ pub use manifests::ManifestUpdate;
 pub use reader::Reader;
 pub use silences::Silence;
 pub use verify::{Problem, Verdict};
-pub use writer::{EventTap, OnCommit, Sink, Writer};
+pub use writer::{EventTap, OnCommit, Sink, TailCommit, Writer};
 
 use crate::model::clock::SharedClock;
 use std::fmt;

@@ -125,11 +125,16 @@ impl Tail {
                 return;
             };
             if !more {
+                // Nothing more to read: the last batch is stored before the tailer sleeps.
+                if settle(&sink, &self.handler.log, &mut state, &stop).is_none() {
+                    return;
+                }
                 let _ = wake.recv_timeout(self.poll_interval);
                 // Several change events for one write: read once.
                 while wake.try_recv().is_ok() {}
             }
         }
+        let _ = settle(&sink, &self.handler.log, &mut state, &stop);
     }
 
     /// Reads every file once (up to [`BUDGET`] each) and commits what it read. Returns
@@ -179,8 +184,14 @@ impl Tail {
                 .checkpoint()
                 .filter(|cp| state.committed.get(&cp.log) != Some(cp) || !events.is_empty())
             {
-                commit(sink, &log, events, &cp, stop)?;
-                state.committed.insert(cp.log.clone(), cp);
+                // The previous batch is stored (or retried) before this one is queued, so
+                // batches commit in order and at most one is in flight while reading on.
+                settle(sink, &log, state, stop)?;
+                let done = match sink.send_tail_blocking(events.clone(), cp.clone()) {
+                    Ok(done) => done,
+                    Err(_) => return None,
+                };
+                state.in_flight = Some(InFlight { done, events, cp });
             }
             lag += follower.lag_bytes();
         }
@@ -202,6 +213,34 @@ struct State {
     committed: HashMap<String, Checkpoint>,
     /// Read failures in a row (logged once, then every hundredth).
     failures: u32,
+    /// The batch the writer is committing while the tailer reads the next one.
+    in_flight: Option<InFlight>,
+}
+
+/// A batch queued for commit, kept until the writer says it is stored.
+struct InFlight {
+    done: crate::store::TailCommit,
+    events: Vec<Event>,
+    cp: Checkpoint,
+}
+
+/// Waits for the batch in flight; if the store refused it, commits it again until it is
+/// stored. `None` when the store is closed or the tailer is stopping.
+fn settle(sink: &Sink, log: &str, state: &mut State, stop: &CancellationToken) -> Option<()> {
+    let Some(InFlight { done, events, cp }) = state.in_flight.take() else {
+        return Some(());
+    };
+    match done.wait() {
+        Ok(_) => {}
+        Err(StoreError::Closed) => return None,
+        Err(e) => {
+            tracing::error!(log = %log, error = %e, "cannot commit log position; retrying");
+            std::thread::sleep(COMMIT_RETRY);
+            commit(sink, log, events, &cp, stop)?;
+        }
+    }
+    state.committed.insert(cp.log.clone(), cp);
+    Some(())
 }
 
 /// How long a tailer waits before committing a batch again after the store refused it.
