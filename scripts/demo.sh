@@ -32,6 +32,15 @@ wait_audit() { # QUERY N
   say "the audit trail still lacks $2 event(s) matching $1 after 20 s; see $DIR/logs/"
 }
 
+# Waits until regwatch has read every line of the log file NAME (at most 20 s).
+wait_log() { # NAME FILE
+  for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$RW_PORT/metrics" | sed -n "s/^regwatch_log_lines_total{log=\"$1\"} //p")" = "$(wc -l <"$2")" ] && return 0
+    sleep 0.2
+  done
+  say "regwatch has not read all of $2 after 20 s; see $DIR/logs/"
+}
+
 start() { # name cmd...
   local name=$1; shift
   nohup "$@" </dev/null >>"$DIR/logs/$name.out" 2>>"$DIR/logs/$name.err" &
@@ -118,6 +127,14 @@ path = "logs/access.log"
 format = "nginx_combined"
 start_at = "beginning"
 
+# nginx's error log says why a login failed; each failed login still counts once.
+[[log]]
+name = "nginx-error"
+registry = "demo"
+path = "logs/error.log"
+format = "nginx_error"
+start_at = "beginning"
+
 # The weekly audit report for compliance (HTML), every Monday at 06:00 UTC.
 [[report]]
 name = "weekly-audit"
@@ -151,13 +168,15 @@ say "bob pulls team/app:1.0; bob tries a wrong password three times"
 skopeo --insecure-policy copy -q --src-tls-verify=false --src-creds bob:bob-pass "docker://127.0.0.1:$NGINX_PORT/team/app:1.0" "dir:$DIR/pull/app"
 for _ in 1 2 3; do curl -s -o /dev/null -u bob:wrong "http://127.0.0.1:$NGINX_PORT/v2/"; done
 
+wait_log nginx-access "$DIR/logs/access.log"
+wait_log nginx-error "$DIR/logs/error.log"
 say "regwatch's metrics (curl -s http://127.0.0.1:$RW_PORT/metrics | grep ^regwatch_):"
 curl -s "http://127.0.0.1:$RW_PORT/metrics" | grep '^regwatch_'
 wait_audit "actor=bob&action=pull" 1
 wait_audit "action=auth_failure" 3
 say "who did what ($RW audit query --grouped --config $DIR/regwatch.toml):"
 "$RW" audit query --grouped --config "$DIR/regwatch.toml"
-say "failed logins, from nginx's access log:"
+say "failed logins, from nginx's access and error logs (one row each):"
 "$RW" audit query --config "$DIR/regwatch.toml" --action auth_failure
 say "what the registry holds (regwatch inventory: shared layers counted once):"
 "$RW" inventory --config "$DIR/regwatch.toml"

@@ -7,9 +7,12 @@ use crate::config::log::LogConfig;
 use crate::model::glob;
 use crate::sources::tail::follower::Follower;
 use crate::sources::tail::lines::LineHandler;
+use crate::sources::tail::logins::Correlator;
 use crate::sources::tail::{Files, Glob, Tail};
 use crate::store::Reader;
 use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +39,11 @@ impl Tails {
             return Ok(tails);
         }
         let db = s.store.reader()?;
+        // One pairing of failed-login reports per registry, shared by all its logs.
+        let mut logins: HashMap<&str, Arc<Mutex<Correlator>>> = HashMap::new();
         for log in &config.logs {
-            let Some(tail) = tail_for(s, &config, &db, log, alert_wake)? else {
+            let shared = logins.entry(log.registry.as_str()).or_default().clone();
+            let Some(tail) = tail_for(s, &config, &db, log, alert_wake, shared)? else {
                 continue;
             };
             let (sink, clock, stop) = (s.sink.clone(), s.clock.clone(), tails.stop.clone());
@@ -73,6 +79,7 @@ fn tail_for(
     db: &Reader,
     log: &LogConfig,
     alert_wake: &mpsc::Sender<()>,
+    logins: Arc<Mutex<Correlator>>,
 ) -> anyhow::Result<Option<Tail>> {
     let (Some(registry), Some(stats)) =
         (config.registry(&log.registry), s.traffic.get(&log.registry))
@@ -89,6 +96,7 @@ fn tail_for(
         stats: stats.clone(),
         counters: s.metrics.log_counters(&log.name, &log.registry),
         alert_wake: Some(alert_wake.clone()),
+        logins,
     };
     let is_glob = log
         .path

@@ -8,8 +8,12 @@
 /// What the request did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
-    /// GET/HEAD of a manifest or blob.
+    /// GET/HEAD of a manifest, GET of a blob. A manifest HEAD is a pull: clients resolve
+    /// tags with it (and a 404 there is a pull that failed).
     Pull,
+    /// HEAD of a blob: a pusher asking whether the registry has a layer before uploading
+    /// it (404 for a new layer, 200 for a known one). Neither a pull nor a failure.
+    Check,
     /// Blob upload steps (POST/PATCH/PUT) and manifest PUT.
     Push,
     /// DELETE of a manifest or blob.
@@ -25,6 +29,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Pull => "pull",
+            Operation::Check => "check",
             Operation::Push => "push",
             Operation::Delete => "delete",
             Operation::Catalog => "catalog",
@@ -193,6 +198,7 @@ pub fn classify<'a>(
         Route::Base if read => Operation::Ping,
         Route::Catalog if read => Operation::Catalog,
         Route::Tags if read => Operation::Tags,
+        Route::Blob if is("HEAD") => Operation::Check,
         Route::Manifest | Route::Blob if read => Operation::Pull,
         Route::Manifest | Route::Blob if is("DELETE") => Operation::Delete,
         Route::Manifest if is("PUT") => Operation::Push,
@@ -264,6 +270,11 @@ mod tests {
             ),
             (
                 "HEAD",
+                &format!("/v2/team/base/blobs/{d}"),
+                (Check, Route::Blob, Some("team/base"), Some(d)),
+            ),
+            (
+                "GET",
                 &format!("/v2/team/base/blobs/{d}"),
                 (Pull, Route::Blob, Some("team/base"), Some(d)),
             ),
@@ -448,11 +459,27 @@ mod tests {
     }
 
     #[test]
+    fn blob_heads_are_existence_checks_and_manifest_heads_are_pulls() {
+        // What skopeo sends while pushing: a HEAD per layer, 404 for a new one.
+        let blob = format!("/v2/team/app/blobs/{DIGEST}");
+        for status in [200, 404, 307] {
+            let c = classify("HEAD", &blob, status, true);
+            assert_eq!(c.operation, Operation::Check, "{status}");
+        }
+        // A tag resolved by HEAD (docker pull, skopeo inspect): a pull, a failed one on 404.
+        let manifest = "/v2/team/app/manifests/9.9";
+        let c = classify("HEAD", manifest, 404, true);
+        assert_eq!((c.operation, c.outcome), (Operation::Pull, Outcome::Failed));
+        let c = classify("HEAD", manifest, 500, true);
+        assert_eq!((c.operation, c.outcome), (Operation::Pull, Outcome::Failed));
+    }
+
+    #[test]
     fn a_blob_get_redirected_to_object_storage_is_a_successful_pull() {
         // distribution on S3 (redirects on, its default there) answers a blob GET with 307
         // to a presigned URL: the client fetches the bytes from the bucket.
         let path = format!("/v2/team/app/blobs/{DIGEST}");
-        for (method, status) in [("GET", 307), ("GET", 302), ("HEAD", 307)] {
+        for (method, status) in [("GET", 307), ("GET", 302)] {
             let c = classify(method, &path, status, true);
             assert_eq!(
                 (c.operation, c.outcome, c.route, c.digest()),

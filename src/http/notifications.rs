@@ -101,10 +101,21 @@ pub async fn receive(
             );
         }
     };
-    let mut events = match notification::parse(&body, &registry) {
+    let events = match notification::parse(&body, &registry) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // The registry notifies regwatch of its own poller's manifest reads too: those are
+    // not anyone's pulls, so they are counted apart and never enter the trail.
+    let (own, mut events): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| crate::model::event::is_self_user_agent(e.user_agent.as_deref()));
+    state
+        .metrics
+        .traffic
+        .self_requests_total
+        .with_label_values(&[&registry, "notification"])
+        .inc_by(own.len() as u64);
     notification::bound_times(&mut events, time::OffsetDateTime::now_utc());
     let received = events.len();
     match state.sink.append_all(events).await {

@@ -74,6 +74,8 @@ impl DatabaseMetrics {
 pub struct TrafficMetrics {
     pub pulls_total: IntCounterVec,
     pub pull_failures_total: IntCounterVec,
+    pub blob_checks_total: IntCounterVec,
+    pub self_requests_total: IntCounterVec,
     pub pushes_total: IntCounterVec,
     pub deletes_total: IntCounterVec,
     pub auth_failures_total: IntCounterVec,
@@ -87,7 +89,7 @@ impl TrafficMetrics {
         TrafficMetrics {
             pulls_total: counter(
                 "regwatch_pulls_total",
-                "Pull requests (manifest and blob GET/HEAD) seen in the logs.",
+                "Pull requests (manifest GET/HEAD, blob GET) seen in the logs; not blob HEADs, not regwatch's own.",
                 "registry",
             ),
             pull_failures_total: counter(
@@ -95,6 +97,19 @@ impl TrafficMetrics {
                 "Pull requests that failed (404, 403, 5xx, ...; not the 401 challenge).",
                 "registry",
             ),
+            blob_checks_total: counter(
+                "regwatch_blob_checks_total",
+                "Blob HEAD requests seen in the logs: a pusher asking whether a layer exists (neither pulls nor failures).",
+                "registry",
+            ),
+            self_requests_total: IntCounterVec::new(
+                Opts::new(
+                    "regwatch_self_requests_total",
+                    "Requests made by regwatch itself (user agent regwatch/<version>), by where they were seen (source=log|notification); never counted as traffic.",
+                ),
+                &["registry", "source"],
+            )
+            .expect("valid metric"),
             pushes_total: counter(
                 "regwatch_pushes_total",
                 "Manifests pushed (one per image push), seen in the logs.",
@@ -133,6 +148,8 @@ impl TrafficMetrics {
         vec![
             Box::new(self.pulls_total.clone()),
             Box::new(self.pull_failures_total.clone()),
+            Box::new(self.blob_checks_total.clone()),
+            Box::new(self.self_requests_total.clone()),
             Box::new(self.pushes_total.clone()),
             Box::new(self.deletes_total.clone()),
             Box::new(self.auth_failures_total.clone()),
@@ -246,6 +263,8 @@ pub struct LogCounters {
     pub parse_errors: IntCounter,
     pub pulls: IntCounter,
     pub pull_failures: IntCounter,
+    pub blob_checks: IntCounter,
+    pub self_requests: IntCounter,
     pub pushes: IntCounter,
     pub deletes: IntCounter,
     pub auth_failures: IntCounter,
@@ -661,11 +680,15 @@ impl Metrics {
         for c in [
             &t.pulls_total,
             &t.pull_failures_total,
+            &t.blob_checks_total,
             &t.pushes_total,
             &t.deletes_total,
             &t.auth_failures_total,
         ] {
             c.with_label_values(&[registry]);
+        }
+        for source in ["log", "notification"] {
+            t.self_requests_total.with_label_values(&[registry, source]);
         }
         t.auth_failure_burst_max
             .with_label_values(&[registry])
@@ -682,6 +705,14 @@ impl Metrics {
                 .traffic
                 .pull_failures_total
                 .with_label_values(&[registry]),
+            blob_checks: self
+                .traffic
+                .blob_checks_total
+                .with_label_values(&[registry]),
+            self_requests: self
+                .traffic
+                .self_requests_total
+                .with_label_values(&[registry, "log"]),
             pushes: self.traffic.pushes_total.with_label_values(&[registry]),
             deletes: self.traffic.deletes_total.with_label_values(&[registry]),
             auth_failures: self

@@ -158,3 +158,8 @@ impl Event {
         self
     }
 }
+
+/// Whether a request came from regwatch itself (its `regwatch/<version>` user agent).
+pub fn is_self_user_agent(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| ua.starts_with(super::SELF_USER_AGENT_PREFIX))
+}

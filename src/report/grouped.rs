@@ -1,7 +1,9 @@
 //! The readable view of the raw events: "bob pulled team/app:1.0 (3 blobs, 1.2 MB)".
 //!
-//! The registry emits one `pull` per manifest and per blob, `pull`s for the HEAD checks a
-//! pusher makes, and two `delete`s for one manifest delete. This folds them into one line per
+//! The registry emits one `pull` per manifest and per blob, `pull`s for the blob HEAD checks
+//! a pusher makes (existence checks, not pulls: a manifest HEAD, though, resolves a tag and is
+//! a pull), and two `delete`s for one manifest delete. Rows of regwatch's own requests (its
+//! `regwatch/<version>` user agent, stored before regwatch dropped them) are left out. This folds them into one line per
 //! thing a person did; the raw rows stay untouched in the store.
 
 use crate::model::text::human_bytes;
@@ -30,8 +32,11 @@ pub struct Activity {
     pub row_ids: Vec<i64>,
 }
 
+/// The media type the registry gives blobs (layers, configs) in its notifications.
+const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
+
 fn is_manifest(media_type: Option<&str>) -> bool {
-    media_type.is_some_and(|m| m != "application/octet-stream")
+    media_type.is_some_and(|m| m != BLOB_MEDIA_TYPE)
 }
 
 fn seconds(time: &str) -> i64 {
@@ -97,9 +102,14 @@ pub struct Grouper {
 impl Grouper {
     pub fn push(&mut self, r: &AuditRow) {
         let t = seconds(&r.time);
-        let head_only = r.method.as_deref() == Some("HEAD");
+        if crate::model::event::is_self_user_agent(r.user_agent.as_deref()) {
+            return;
+        }
+        // Blob rows carry the octet-stream media type (log rows never record blob HEADs).
+        let blob_check =
+            r.method.as_deref() == Some("HEAD") && r.media_type.as_deref() == Some(BLOB_MEDIA_TYPE);
         match r.action.as_str() {
-            "pull" if head_only => {}
+            "pull" if blob_check => {}
             "pull" if is_manifest(r.media_type.as_deref()) => {
                 let k = key(r);
                 if r.tag.is_none() {
@@ -301,9 +311,25 @@ mod tests {
         );
         assert!(has("bob pulled team/multi:1.1"), "{lines:#?}");
         assert!(has("alice deleted team/app:1.0"), "{lines:#?}");
-        // The HEAD checks skopeo makes while pushing are not pulls.
-        assert!(
-            !lines.iter().any(|l| l.starts_with("alice pulled team/app")),
+        // The blob HEAD checks skopeo makes while pushing are not pulls: alice pushed
+        // team/base, team/app and tools/tool and never pulled them...
+        for repo in ["tools/tool", "team/multi"] {
+            assert!(
+                !lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("alice pulled {repo}"))),
+                "{lines:#?}"
+            );
+        }
+        // ...but her one `curl -I` of the team/app:1.0 manifest (traffic.log, "HEAD
+        // manifest") resolved the tag: a pull, without blobs.
+        let alice_app: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("alice pulled team/app"))
+            .collect();
+        assert_eq!(
+            alice_app,
+            ["alice pulled team/app:1.0 from 127.0.0.1"],
             "{lines:#?}"
         );
         assert!(

@@ -250,8 +250,18 @@ pub(super) fn totals_by(
 ) -> rusqlite::Result<Vec<(String, i64)>> {
     assert!(COLUMNS.contains(&column), "totals over a known column only");
     let (clause, params) = filter.unlimited_clause();
+    let value = if column == "action" {
+        // A blob HEAD is a pusher's existence check, not a pull; rows of regwatch's own
+        // requests (stored by versions that did not drop them) are not anyone's pulls.
+        "CASE WHEN user_agent LIKE 'regwatch/%' THEN 'regwatch (own request)' \
+         WHEN action = 'pull' AND method = 'HEAD' AND media_type = 'application/octet-stream' \
+         THEN 'blob check' ELSE action END"
+            .to_string()
+    } else {
+        format!("coalesce({column}, '(none)')")
+    };
     let sql = format!(
-        "SELECT coalesce({column}, '(none)'), count(*) AS n FROM audit_events{clause}
+        "SELECT {value}, count(*) AS n FROM audit_events{clause}
              GROUP BY 1 ORDER BY n DESC, 1 LIMIT {top}"
     );
     let mut stmt = conn.prepare(&sql)?;

@@ -45,7 +45,7 @@ pub use manifests::ManifestUpdate;
 pub use reader::Reader;
 pub use silences::Silence;
 pub use verify::{Problem, Verdict};
-pub use writer::{EventTap, OnCommit, Sink, Writer};
+pub use writer::{EventTap, OnCommit, Sink, TailCommit, Writer};
 
 use crate::model::clock::SharedClock;
 use std::fmt;
@@ -227,5 +227,41 @@ mod tests {
             reader.verify(None).unwrap(),
             Verdict::Ok { rows: 1, .. }
         ));
+    }
+
+    #[test]
+    fn totals_by_action_count_blob_heads_as_checks_not_pulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let writer = writer(&path, 64);
+        let sink = writer.sink();
+        let text = include_str!("../../tests/fixtures/notifications.ndjson");
+        let events: Vec<Event> = text
+            .lines()
+            .flat_map(|l| crate::formats::notification::parse(l.as_bytes(), "main").unwrap())
+            .collect();
+        let is = |e: &Event, method: &str, blob: bool| {
+            e.action == Action::Pull
+                && e.method.as_deref() == Some(method)
+                && (e.media_type.as_deref() == Some("application/octet-stream")) == blob
+        };
+        let blob_heads = events.iter().filter(|e| is(e, "HEAD", true)).count() as i64;
+        let pulls = events
+            .iter()
+            .filter(|e| is(e, "GET", true) || is(e, "GET", false) || is(e, "HEAD", false))
+            .count() as i64;
+        assert!(blob_heads > 0 && pulls > 0);
+        for e in events {
+            sink.enqueue_blocking(e).unwrap();
+        }
+        writer.close_blocking();
+        let totals = Store::sqlite(&path)
+            .reader()
+            .unwrap()
+            .totals_by(&crate::store::Filter::default(), "action", 20)
+            .unwrap();
+        let get = |k: &str| totals.iter().find(|(a, _)| a == k).map(|t| t.1);
+        assert_eq!(get("pull"), Some(pulls), "{totals:?}");
+        assert_eq!(get("blob check"), Some(blob_heads), "{totals:?}");
     }
 }

@@ -120,6 +120,16 @@ pub(super) trait Backend: Send + 'static {
     fn close(&mut self);
 }
 
+/// A tailer's transaction on its way: [`TailCommit::wait`] says how it went.
+pub struct TailCommit(oneshot::Receiver<Result<usize, StoreError>>);
+
+impl TailCommit {
+    /// Waits for the transaction; the number of new events, or why it was not stored.
+    pub fn wait(self) -> Result<usize, StoreError> {
+        self.0.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// A cheap, clonable handle for everything that writes to the database.
 #[derive(Clone)]
 pub struct Sink {
@@ -176,6 +186,17 @@ impl Sink {
         events: Vec<Event>,
         checkpoint: Checkpoint,
     ) -> Result<usize, StoreError> {
+        self.send_tail_blocking(events, checkpoint)?.wait()
+    }
+
+    /// Queues `events` and the log `checkpoint` for one transaction, from a tailer thread,
+    /// without waiting for it: the tailer reads its next batch meanwhile. Transactions are
+    /// committed in the order they are queued.
+    pub fn send_tail_blocking(
+        &self,
+        events: Vec<Event>,
+        checkpoint: Checkpoint,
+    ) -> Result<TailCommit, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .blocking_send(Command::Write(Item {
@@ -184,7 +205,7 @@ impl Sink {
                 ack: Some(ack),
             }))
             .map_err(|_| StoreError::Closed)?;
-        done.blocking_recv().map_err(|_| StoreError::Closed)?
+        Ok(TailCommit(done))
     }
 
     /// Queues `event` without waiting for the commit (waits only while the queue is full).

@@ -74,7 +74,50 @@ fn the_demo_script_runs_the_main_job_and_stops_cleanly() {
         stdout.contains("regwatch_registry_up{registry=\"demo\"} 1"),
         "{stdout}"
     );
-    let db = std::fs::metadata(dir.path().join("regwatch.db")).unwrap();
+    // The demo's figures are nginx's: its one pull, no failed pull (the pushes' blob HEADs
+    // are existence checks), regwatch's polling through nginx apart, each failed login once.
+    let metrics: String = stdout
+        .lines()
+        .filter(|l| l.starts_with("regwatch_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let nginx = crate::support::tally(&dir.path().join("logs/access.log"));
+    let m = |series: &str| crate::support::metric(&metrics, series);
+    assert_eq!(
+        m("regwatch_pull_failures_total{registry=\"demo\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        m("regwatch_pull_failure_ratio{registry=\"demo\",window=\"1m\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        m("regwatch_pulls_total{registry=\"demo\"}"),
+        Some(nginx.counts.pulls as f64),
+        "{metrics}"
+    );
+    assert!(nginx.checks_missing > 0, "{nginx:?}");
+    assert!(
+        m("regwatch_blob_checks_total{registry=\"demo\"}").unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        m("regwatch_auth_failures_total{registry=\"demo\"}"),
+        Some(3.0),
+        "{metrics}"
+    );
+    let db_path = dir.path().join("regwatch.db");
+    assert_eq!(
+        crate::support::count(
+            &db_path,
+            "SELECT count(*) FROM audit_events WHERE user_agent LIKE 'regwatch/%'"
+        ),
+        0,
+        "no row from regwatch's own polling"
+    );
+    let db = std::fs::metadata(&db_path).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(db.permissions().mode() & 0o777, 0o600);
 

@@ -33,6 +33,13 @@ fn registry_requests(
         .sum()
 }
 
+/// Pulls by the registry's own count: manifest GET/HEAD and blob GET (a blob HEAD is a
+/// pusher's existence check).
+fn registry_pulls(registry: &Registry, failed: bool) -> f64 {
+    registry_requests(registry, &["manifest"], &["get", "head"], failed)
+        + registry_requests(registry, &["blob"], &["get"], failed)
+}
+
 #[test]
 fn real_traffic_through_nginx_is_counted_exactly() {
     let registry = Registry::start(RegistryOptions::default());
@@ -73,9 +80,8 @@ counts = false
         .tempdir()
         .unwrap();
     let daemon = Daemon::start_in(dir, &config, &[]);
-    let pulls_before = registry_requests(&registry, &["manifest", "blob"], &["get", "head"], false);
-    let failures_before =
-        registry_requests(&registry, &["manifest", "blob"], &["get", "head"], true);
+    let pulls_before = registry_pulls(&registry, false);
+    let failures_before = registry_pulls(&registry, true);
     let lines_before = std::fs::read_to_string(nginx.access_log())
         .unwrap()
         .lines()
@@ -125,10 +131,8 @@ counts = false
         assert_eq!(curl_status(&[&format!("{}/v2/", nginx.url())]), "401");
     }
 
-    let pulls =
-        registry_requests(&registry, &["manifest", "blob"], &["get", "head"], false) - pulls_before;
-    let failures = registry_requests(&registry, &["manifest", "blob"], &["get", "head"], true)
-        - failures_before;
+    let pulls = registry_pulls(&registry, false) - pulls_before;
+    let failures = registry_pulls(&registry, true) - failures_before;
     assert!(
         pulls >= 6.0 && failures >= 2.0,
         "pulls {pulls}, failures {failures}"
@@ -186,7 +190,8 @@ counts = false
         Some(0.0),
         "{text}"
     );
-    // The error log is read (its failed-login lines parse) but not counted a second time.
+    // The error log is read (its failed-login lines parse) and paired with the access log's
+    // 401s: each failed login counts once (counts = false leaves its requests alone).
     wait_until(Duration::from_secs(10), "the error log read", || {
         metric(
             &daemon.get("/metrics").1,
@@ -217,14 +222,14 @@ counts = false
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'bob' AND remote_addr = '127.0.0.1' AND source = 'log' AND detail = 'log nginx-access'"
+            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'bob' AND remote_addr = '127.0.0.1' AND source = 'log' AND detail IN ('log nginx-access', 'log nginx-error: password mismatch')"
         ),
         3
     );
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'eve' AND user_agent LIKE 'curl/%'"
+            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure' AND actor = 'eve' AND (user_agent LIKE 'curl/%' OR detail = 'log nginx-error: user not found')"
         ),
         2
     );

@@ -33,3 +33,4 @@ mod signatures;
 mod storage;
 mod storage_s3;
 mod tail_model;
+mod traffic;

@@ -43,7 +43,11 @@ mod tests {
         assert_eq!(p.user, None);
         assert_eq!(p.user_agent.as_deref(), Some("skopeo/1.9.3"));
         let c = p.classify().unwrap();
-        assert_eq!((c.operation, c.outcome), (Operation::Pull, Outcome::Failed));
+        // A pusher asking whether the layer exists (404: not yet): not a failed pull.
+        assert_eq!(
+            (c.operation, c.outcome),
+            (Operation::Check, Outcome::Failed)
+        );
         assert_eq!(c.repository, Some("team/base"));
         assert_eq!(
             c.digest(),

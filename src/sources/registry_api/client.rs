@@ -115,7 +115,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
-            .user_agent(concat!("regwatch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::model::SELF_USER_AGENT)
             .pool_max_idle_per_host(cfg.concurrency)
             .build()
             .map_err(|e| ApiError::Transport {

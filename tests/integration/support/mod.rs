@@ -7,6 +7,8 @@
 //!   auth, the debug server with Prometheus metrics, optionally notifications to regwatch.
 //! - [`nginx`]: [`Nginx`] in front of it with its own basic auth (same htpasswd), combined
 //!   and JSON access logs, an error log; `bob` is read-only through it.
+//! - [`nginx_logs`]: [`tally`], nginx's access log counted by hand (pulls, blob checks,
+//!   failed logins, regwatch's own lines), the oracle for the traffic metrics.
 //! - [`token_server`]: [`TokenServer`], a registry token server for bearer-token auth.
 //! - [`images`]: [`Images`], small OCI images built with `umoci`, pushed and pulled with
 //!   `skopeo`.
@@ -44,6 +46,7 @@ pub mod http;
 pub mod images;
 pub mod metrics;
 pub mod nginx;
+pub mod nginx_logs;
 pub mod oracles;
 pub mod proc;
 pub mod registry;
@@ -62,6 +65,7 @@ pub use http::*;
 pub use images::*;
 pub use metrics::*;
 pub use nginx::*;
+pub use nginx_logs::*;
 pub use oracles::*;
 pub use proc::*;
 pub use registry::*;
