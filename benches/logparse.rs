@@ -3,8 +3,9 @@
 //! - **daemon**: the release binary (`regwatch run`) tailing the file as it would in
 //!   production (tailer thread, parse, classify, windows, counters, alert evaluator woken,
 //!   audit rows for failed logins committed with the checkpoint in SQLite), timed from the
-//!   moment the file appears until `/metrics` shows every line counted and the position
-//!   committed; its CPU seconds and peak RSS from /proc;
+//!   moment the file appears until `/metrics` shows every line counted and read (lag 0);
+//!   its CPU seconds and peak RSS from /proc; after it stops, every failed login is checked
+//!   to be an audit row;
 //! - **parser**: the same pipeline in-process without the daemon (read, split, parse,
 //!   classify, windows, counters; events made but not stored);
 //! - **mtail** running an equivalent program over the same file (`--one_shot`), and `wc -l`.
@@ -231,7 +232,7 @@ fn peak_rss_of(pid: u32) -> u64 {
 
 /// The release binary tailing `path` as a `[[log]]` (with the alert rules watching its
 /// windows and the audit trail in SQLite): timed from the moment the file appears in the
-/// tailed directory until `/metrics` shows every line counted and the position committed.
+/// tailed directory until `/metrics` shows every line counted and read (lag 0).
 fn daemon(path: &std::path::Path, lines: u64) -> Run {
     use support::{Daemon, metric};
     let dir = tempfile::Builder::new()
