@@ -148,13 +148,15 @@ fn every_row_reaches_rsyslog_once_with_its_hash_and_a_dead_receiver_holds_up_nob
         .map(|(id, _, h)| (*id, h.clone()))
         .collect();
     assert_eq!(received(&rsyslog, "regwatch-deletes"), deletes);
-    // The dead receiver is retried and behind; the others are at the head.
+    // The dead receiver is retried and behind (its lag follows the trail between attempts);
+    // the others are at the head.
     wait_until(
-        Duration::from_secs(10),
-        "errors for the dead receiver",
+        Duration::from_secs(30),
+        "errors and the whole trail as lag for the dead receiver",
         || {
-            metric_of(&daemon, "regwatch_forward_errors_total{forward=\"dead\"}").unwrap_or(0.0)
-                >= 2.0
+            let m = daemon.get("/metrics").1;
+            metric(&m, "regwatch_forward_errors_total{forward=\"dead\"}").unwrap_or(0.0) >= 2.0
+                && metric(&m, "regwatch_forward_lag_rows{forward=\"dead\"}") == Some(58.0)
         },
     );
     // The dead forwarder measures its lag at each attempt; under load its last attempt may
