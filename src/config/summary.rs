@@ -43,7 +43,7 @@ impl Config {
         let _ = writeln!(
             s,
             "database    {} (retention {retention})",
-            self.database.path.display()
+            self.database.target
         );
     }
 

@@ -114,7 +114,7 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         let clock: SharedClock = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
-        let store = Store::sqlite(&config.database.path);
+        let store = Store::open(&config.database)?.with_agent(&config.server.agent);
         let writer = start_writer(&store, &config, &clock, &metrics)?;
         let traffic = Arc::new(traffic_windows(&config, &metrics));
         let listen = listener.local_addr().ok();
@@ -222,7 +222,8 @@ impl Daemon {
         let c = self.shared.config.borrow();
         tracing::info!(
             listen = %listen.map(|a| a.to_string()).unwrap_or_default(),
-            database = %c.database.path.display(),
+            database = %c.database.target,
+            agent = %c.server.agent,
             registries = c.registries.len(),
             "regwatch started"
         );

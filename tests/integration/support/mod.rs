@@ -14,6 +14,8 @@
 //!   attestations and referrers-tag-schema SBOMs pushed over the registry API.
 //! - [`s3`]: [`SeaweedFs`], a real S3 server (SeaweedFS from PyPI) for registries on object
 //!   storage, with its own count of the requests it answered.
+//! - [`postgres`]: [`Postgres`], a PostgreSQL 15 cluster of its own (`initdb`, `pg_ctl`),
+//!   stoppable under traffic, and `psql` to check what regwatch stored.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
@@ -40,6 +42,7 @@ pub mod images;
 pub mod metrics;
 pub mod nginx;
 pub mod oracles;
+pub mod postgres;
 pub mod proc;
 pub mod registry;
 pub mod s3;
@@ -56,6 +59,7 @@ pub use images::*;
 pub use metrics::*;
 pub use nginx::*;
 pub use oracles::*;
+pub use postgres::*;
 pub use proc::*;
 pub use registry::*;
 pub use s3::*;
