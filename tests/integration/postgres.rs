@@ -7,6 +7,7 @@ use regwatch::model::clock::SystemClock;
 use regwatch::model::event::{Action, Event, Source};
 use regwatch::store::{PgTarget, Store, Verdict, Writer};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn store(pg: &Postgres, agent: &str) -> Store {
     let url = regwatch::config::secret::Secret::new(pg.url());
@@ -174,4 +175,192 @@ fn audit_commands_read_postgres_and_never_show_the_password() {
         "{out}{err}"
     );
     assert!(err.contains("postgres://regwatch@127.0.0.1"), "{err}");
+}
+
+const API_TOKEN: &str = "api-token-5be01c";
+const NOTIFY_TOKEN: &str = "notify-token-91d2aa";
+
+/// A file holding the database URL (with its password), for `url_file`.
+fn url_file(pg: &Postgres) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-url"), format!("{}\n", pg.url())).unwrap();
+    dir
+}
+
+/// One agent's config: the same for every agent but its name (and, filled in by the
+/// harness, its port and directory).
+fn agent_config(registry: &Registry, url_dir: &tempfile::TempDir, agent: &str) -> String {
+    ConfigBuilder::new(&format!("http://127.0.0.1:{}", registry.port))
+        .api_token(API_TOKEN)
+        .login(ALICE)
+        .server("agent", agent)
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .postgres(url_dir.path().join("db-url"))
+        .build()
+}
+
+/// The registry's own counters for its `endpoint`-th notification endpoint: events it
+/// queued, events still waiting, and deliveries answered 503.
+fn endpoint_counts(registry: &Registry, endpoint: usize) -> (u64, u64, u64) {
+    let (_, vars) = http_get(registry.debug_port, "/debug/vars").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&vars).unwrap();
+    let m = &v["registry"]["notifications"]["endpoints"][endpoint]["Metrics"];
+    (
+        m["Events"].as_u64().unwrap(),
+        m["Pending"].as_u64().unwrap(),
+        m["Statuses"]["503 Service Unavailable"]
+            .as_u64()
+            .unwrap_or(0),
+    )
+}
+
+fn push(images: &Images, registry: &Registry, tag: &str) {
+    assert_ok(
+        &skopeo_push(
+            &images.reference("app-1.0"),
+            &format!("127.0.0.1:{}", registry.port),
+            &format!("team/app:{tag}"),
+            ALICE,
+        ),
+        "push",
+    );
+}
+
+fn notification_rows(pg: &Postgres) -> i64 {
+    pg.count("SELECT count(*) FROM audit_events WHERE source = 'notification'")
+}
+
+fn verify_ok(dir: &Daemon) {
+    let (code, out, err) =
+        regwatch(&["audit", "verify", "-c", dir.config_path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A registry notifies two agents of every event: each event is stored once (counted
+/// against the registry's own counters for both endpoints), in one chain.
+#[test]
+fn two_agents_notified_by_one_registry_store_each_event_once() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    let (pa, pb) = (free_port(), free_port());
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{pa}/notifications")),
+        notify_also: vec![format!("http://127.0.0.1:{pb}/notifications")],
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let a = Daemon::start_on(
+        pa,
+        tempfile::tempdir().unwrap(),
+        &agent_config(&registry, &urls, "agent-a"),
+        &[],
+    );
+    let b = Daemon::start_on(
+        pb,
+        tempfile::tempdir().unwrap(),
+        &agent_config(&registry, &urls, "agent-b"),
+        &[],
+    );
+    let images = Images::build();
+    for tag in ["1.0", "1.1", "1.2"] {
+        push(&images, &registry, tag);
+    }
+    let pulled = tempfile::tempdir().unwrap();
+    assert_ok(
+        &skopeo_pull(
+            &format!("127.0.0.1:{}", registry.port),
+            "team/app:1.1",
+            BOB,
+            &pulled.path().join("app"),
+        ),
+        "pull",
+    );
+    wait_until(Duration::from_secs(30), "both endpoints to drain", || {
+        endpoint_counts(&registry, 0).1 == 0 && endpoint_counts(&registry, 1).1 == 0
+    });
+    let (sent_a, _, _) = endpoint_counts(&registry, 0);
+    let (sent_b, _, _) = endpoint_counts(&registry, 1);
+    assert_eq!(
+        sent_a, sent_b,
+        "the registry sends every event to both agents"
+    );
+    assert!(sent_a >= 8, "pushes and a pull: {sent_a} events");
+    assert_eq!(
+        notification_rows(&pg),
+        sent_a as i64,
+        "each event stored once"
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM (SELECT event_id FROM audit_events WHERE event_id IS NOT NULL
+             GROUP BY source, event_id HAVING count(*) > 1) d"
+        ),
+        0
+    );
+    let agents = pg.psql(
+        "SELECT string_agg(DISTINCT agent, ',' ORDER BY agent) FROM audit_events
+         WHERE source = 'notification'",
+    );
+    assert!(
+        agents.split(',').all(|a| a == "agent-a" || a == "agent-b"),
+        "{agents}"
+    );
+    verify_ok(&a);
+    drop(b);
+}
+
+/// PostgreSQL stops under traffic: the agent answers the registry 503, the registry
+/// re-delivers once the database is back, and every event is stored once.
+#[test]
+fn database_down_under_traffic_loses_and_doubles_nothing() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    let port = free_port();
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let mut agent = Daemon::start_on(
+        port,
+        tempfile::tempdir().unwrap(),
+        &agent_config(&registry, &urls, "agent-a"),
+        &[],
+    );
+    let images = Images::build();
+    push(&images, &registry, "1.0");
+    wait_until(Duration::from_secs(20), "the first push stored", || {
+        endpoint_counts(&registry, 0).1 == 0 && notification_rows(&pg) > 0
+    });
+    let before = notification_rows(&pg);
+
+    pg.stop();
+    for tag in ["2.0", "2.1", "2.2"] {
+        push(&images, &registry, tag);
+    }
+    wait_until(Duration::from_secs(20), "the agent to answer 503", || {
+        endpoint_counts(&registry, 0).2 > 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
+    assert!(
+        endpoint_counts(&registry, 0).1 > 0,
+        "the registry holds the events"
+    );
+    pg.start_server();
+
+    wait_until(
+        Duration::from_secs(60),
+        "the registry's queue to drain",
+        || endpoint_counts(&registry, 0).1 == 0,
+    );
+    let (sent, _, refused) = endpoint_counts(&registry, 0);
+    assert!(refused > 0);
+    assert!(notification_rows(&pg) > before);
+    assert_eq!(
+        notification_rows(&pg),
+        sent as i64,
+        "every event once, none lost"
+    );
+    verify_ok(&agent);
 }
