@@ -35,6 +35,8 @@ pub struct AppState {
     pub reports: crate::sources::registry_api::Reports,
     /// Silences in force or scheduled (the API adds, the alert evaluator reads).
     pub silences: crate::alerting::silence::Silences,
+    /// The singleton tasks this agent holds, and whether it reaches the database.
+    pub leases: crate::store::Leases,
 }
 
 pub fn router(state: AppState, request_timeout: Duration, max_body_bytes: usize) -> Router {
@@ -86,12 +88,27 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+/// 200 when started and the database answers; the body says which leases this agent holds
+/// (a load balancer stops sending notifications to an agent that cannot store them).
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    let mut body = String::new();
+    let status = if !s.ready.load(Ordering::Acquire) {
+        body.push_str("not ready\n");
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if !s.leases.database_up() {
+        body.push_str("not ready: database unreachable\n");
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        body.push_str("ready\n");
+        StatusCode::OK
+    };
+    if s.store.is_shared() {
+        for (lease, held) in s.leases.states() {
+            let word = if held { "held" } else { "not held" };
+            body.push_str(&format!("lease {lease}: {word}\n"));
+        }
     }
+    (status, body)
 }
 
 async fn landing(State(s): State<AppState>) -> Html<String> {

@@ -55,6 +55,18 @@ pub struct StoredState {
 }
 
 /// One row of a channel's outbox.
+/// Outbox rows one agent is about to send: each is held (its `next_attempt_ms` moved to
+/// `until_ms`) so the other agents skip it; the attempt's outcome then deletes the row or
+/// sets its retry time. An agent that dies holding a row releases it at `until_ms`, when
+/// another agent sends it (receivers see the same idempotency key).
+#[derive(Debug, Clone)]
+pub struct OutboxClaim {
+    pub channel: String,
+    pub ids: Vec<i64>,
+    pub now_ms: i64,
+    pub until_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
@@ -195,7 +207,7 @@ pub(super) fn outbox_by_channel(conn: &Connection) -> rusqlite::Result<Vec<(Stri
 
 /// The same statements for PostgreSQL: the tables are shared by every agent.
 pub(super) mod pg {
-    use super::{AlertUpdate, DeliveryOutcome, OutboxEntry, StoredState, unix_ms};
+    use super::{AlertUpdate, DeliveryOutcome, OutboxClaim, OutboxEntry, StoredState, unix_ms};
     use crate::model::text::format_time;
     use postgres::{Client, GenericClient};
     use time::OffsetDateTime;
@@ -239,6 +251,25 @@ pub(super) mod pg {
             )?;
         }
         tx.commit()
+    }
+
+    /// Claims the claim's rows that are due and that no other agent is claiming right now
+    /// (`SKIP LOCKED`: a row another transaction holds is left to it).
+    pub(in crate::store) fn claim(
+        c: &mut impl GenericClient,
+        claim: &OutboxClaim,
+    ) -> Result<Vec<i64>, postgres::Error> {
+        Ok(c.query(
+            "UPDATE alert_outbox SET next_attempt_ms = $4
+                 WHERE id IN (SELECT id FROM alert_outbox
+                              WHERE channel = $1 AND id = ANY($2) AND next_attempt_ms <= $3
+                              ORDER BY id FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+            &[&claim.channel, &claim.ids, &claim.now_ms, &claim.until_ms],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
     }
 
     pub(in crate::store) fn record_delivery(

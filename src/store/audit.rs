@@ -105,6 +105,32 @@ impl AuditRow {
         })
     }
 
+    /// The event the row stores (for rules that read what other agents committed); `None`
+    /// for a row this build cannot read back (an unknown action or source, a bad time).
+    pub fn to_event(&self) -> Option<Event> {
+        let time =
+            OffsetDateTime::parse(&self.time, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+        let action = crate::model::Action::parse(&self.action)?;
+        let source = crate::model::Source::parse(&self.source)?;
+        let mut e = Event::new(time, action, source);
+        e.registry = self.registry.clone();
+        e.repository = self.repository.clone();
+        e.tag = self.tag.clone();
+        e.digest = self.digest.clone();
+        e.media_type = self.media_type.clone();
+        e.size = self.size.map(|s| s.max(0) as u64);
+        e.actor = self.actor.clone();
+        e.remote_addr = self.remote_addr.clone();
+        e.user_agent = self.user_agent.clone();
+        e.request_id = self.request_id.clone();
+        e.method = self.method.clone();
+        e.status = self.status.and_then(|s| u16::try_from(s).ok());
+        e.event_id = self.event_id.clone();
+        e.detail = self.detail.clone();
+        Some(e)
+    }
+
     /// The row's columns in chain order, for recomputing its hash.
     pub fn chain_row(&self) -> chain::Row<'_> {
         chain::Row {
@@ -525,6 +551,13 @@ pub(super) fn head_hash(conn: &Connection) -> rusqlite::Result<String> {
         )
         .optional()?;
     Ok(head.unwrap_or_else(|| GENESIS.to_string()))
+}
+
+/// The id of the newest row (0 for an empty trail).
+pub(super) fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_events", [], |r| {
+        r.get(0)
+    })
 }
 
 /// Every row in id order, for the chain walk.

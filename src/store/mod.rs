@@ -24,6 +24,7 @@ pub mod chain;
 mod checkpoints;
 mod error;
 pub mod inventory;
+mod lease;
 pub mod manifests;
 mod pg;
 mod pg_schema;
@@ -37,11 +38,12 @@ pub mod verify;
 mod writer;
 
 pub use alerts::{
-    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, StoredState,
+    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxClaim, OutboxEntry, OutboxRow, StoredState,
 };
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
 pub use inventory::{InventoryUpdate, StoredInventory};
+pub use lease::Leases;
 pub use manifests::ManifestUpdate;
 pub use pg::PgTarget;
 pub use reader::Reader;

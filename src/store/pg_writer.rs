@@ -4,7 +4,7 @@
 //! SQLite writer it keeps no chain head in memory: other agents extend the same chain, so
 //! each append reads the head under the chain lock.
 
-use super::alerts::{self, AlertUpdate, DeliveryOutcome};
+use super::alerts::{self, AlertUpdate, DeliveryOutcome, OutboxClaim};
 use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::pg::{PgTarget, with_client};
@@ -93,6 +93,10 @@ impl Backend for PgWriter {
 
     fn delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
         self.with(|c, _, now| alerts::pg::record_delivery(c, outcome, now))
+    }
+
+    fn claim(&mut self, claim: &OutboxClaim) -> Result<Vec<i64>, StoreError> {
+        self.with(|c, _, _| alerts::pg::claim(c, claim))
     }
 
     fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError> {

@@ -142,6 +142,11 @@ impl Reader {
         self.ask(audit::head, audit::pg::head)
     }
 
+    /// The id of the newest row (0 for an empty trail).
+    pub fn last_id(&self) -> Result<i64> {
+        self.ask(audit::last_id, |c| audit::pg::last(c).map(|(id, _)| id))
+    }
+
     /// The hash of the newest row: one index lookup.
     pub fn head_hash(&self) -> Result<String> {
         self.ask(audit::head_hash, |c| audit::pg::last(c).map(|(_, h)| h))

@@ -364,3 +364,165 @@ fn database_down_under_traffic_loses_and_doubles_nothing() {
     );
     verify_ok(&agent);
 }
+
+/// A notification in the shared outbox is claimed by one agent at a time: the other's claim
+/// gets nothing until the hold runs out (the holder died), then it gets the row.
+#[test]
+fn an_outbox_row_is_claimed_by_one_agent() {
+    use regwatch::store::{AlertUpdate, OutboxClaim, OutboxRow};
+    let pg = Postgres::start();
+    let (a, b) = (store(&pg, "agent-a"), store(&pg, "agent-b"));
+    let (wa, wb) = (writer(&a), writer(&b));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let row = OutboxRow {
+            idempotency_key: "k1".into(),
+            channel: "mail".into(),
+            payload: "{}".into(),
+        };
+        let update = AlertUpdate {
+            states: vec![],
+            outbox: vec![row],
+        };
+        // Both agents decided the same notification: stored once.
+        wa.sink().store_alerts(update.clone()).await.unwrap();
+        wb.sink().store_alerts(update).await.unwrap();
+        assert_eq!(pg.count("SELECT count(*) FROM alert_outbox"), 1);
+        let id = pg.count("SELECT id FROM alert_outbox");
+        let now = pg.count("SELECT next_attempt_ms FROM alert_outbox") + 1;
+        let claim = |now_ms: i64| OutboxClaim {
+            channel: "mail".into(),
+            ids: vec![id],
+            now_ms,
+            until_ms: now_ms + 60_000,
+        };
+        let (sa, sb) = (wa.sink(), wb.sink());
+        let (ga, gb) = tokio::join!(sa.claim_outbox(claim(now)), sb.claim_outbox(claim(now)));
+        let (ga, gb) = (ga.unwrap(), gb.unwrap());
+        assert_eq!(ga.len() + gb.len(), 1, "one agent holds it: {ga:?} {gb:?}");
+        assert!(
+            wb.sink()
+                .claim_outbox(claim(now + 1000))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The holder never reported back: after the hold, another agent takes it.
+        assert_eq!(
+            wb.sink().claim_outbox(claim(now + 60_001)).await.unwrap(),
+            vec![id]
+        );
+    });
+    wa.close_blocking();
+    wb.close_blocking();
+}
+
+/// An audit rule on deletes with two agents, both notified of the delete: one mail.
+#[test]
+fn one_mail_for_one_matching_delete_with_two_agents() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    let smtp = SmtpSink::start();
+    let (pa, pb) = (free_port(), free_port());
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{pa}/notifications")),
+        notify_also: vec![format!("http://127.0.0.1:{pb}/notifications")],
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let rules = format!(
+        r#"
+[[rule]]
+name = "team-delete"
+kind = "audit_match"
+filter = {{ action = "delete", repository = "team/*" }}
+window = "30s"
+channels = ["mail"]
+
+[[channel]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "none"
+from = "regwatch@example.test"
+to = ["oncall@example.test"]
+subject = "[regwatch] {{{{ status }}}}: {{{{ rule }}}}"
+timeout = "2s"
+"#,
+        smtp.port
+    );
+    let config = |agent| {
+        ConfigBuilder::new(&format!("http://127.0.0.1:{}", registry.port))
+            .api_token(API_TOKEN)
+            .login(ALICE)
+            .server("agent", agent)
+            .registry("notifications_token", NOTIFY_TOKEN)
+            .postgres(urls.path().join("db-url"))
+            .extra(&rules)
+            .build()
+    };
+    let a = Daemon::start_on(pa, tempfile::tempdir().unwrap(), &config("agent-a"), &[]);
+    let b = Daemon::start_on(pb, tempfile::tempdir().unwrap(), &config("agent-b"), &[]);
+    let images = Images::build();
+    push(&images, &registry, "1.0");
+    let base = format!("http://127.0.0.1:{}", registry.port);
+    let digest = pg_wait_digest(&pg);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+        ])
+        .args(["-u", &format!("{}:{}", ALICE.0, ALICE.1)])
+        .arg(format!("{base}/v2/team/app/manifests/{digest}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(mails.len(), 1, "{}{}", a.proc.stderr(), b.proc.stderr());
+    wait_until(Duration::from_secs(20), "both endpoints to drain", || {
+        endpoint_counts(&registry, 0).1 == 0 && endpoint_counts(&registry, 1).1 == 0
+    });
+    // Both agents had every delivery round they needed to send it again.
+    std::thread::sleep(Duration::from_secs(3));
+    let firing: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("firing: team-delete"))
+        .collect();
+    assert_eq!(
+        firing.len(),
+        1,
+        "one mail for one delete: {firing:#?}\n{}",
+        pg.psql("SELECT id, action, source, repository, tag, agent FROM audit_events WHERE action = 'delete'")
+    );
+    // The registry reports a manifest delete as two events (manifest and tag), both
+    // stored once; one alert for the repository.
+    let deletes = "FROM audit_events WHERE action = 'delete' AND source = 'notification'";
+    assert_eq!(pg.count(&format!("SELECT count(*) {deletes}")), 2);
+    assert_eq!(
+        pg.count(&format!("SELECT count(DISTINCT event_id) {deletes}")),
+        2
+    );
+}
+
+/// The digest of the manifest the first push stored (from the trail, as psql reads it).
+fn pg_wait_digest(pg: &Postgres) -> String {
+    let mut digest = String::new();
+    wait_until(Duration::from_secs(20), "the push stored", || {
+        digest = pg.psql(
+            "SELECT digest FROM audit_events WHERE action = 'push' AND source = 'notification'
+             AND tag = '1.0' LIMIT 1",
+        );
+        digest.starts_with("sha256:")
+    });
+    digest
+}
