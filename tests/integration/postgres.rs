@@ -526,3 +526,109 @@ fn pg_wait_digest(pg: &Postgres) -> String {
     });
     digest
 }
+
+/// Whether `agent`'s /readyz says it holds `lease`.
+fn holds(agent: &Daemon, lease: &str) -> bool {
+    http_get(agent.port, "/readyz")
+        .map(|(_, body)| body.contains(&format!("lease {lease}: held")))
+        .unwrap_or(false)
+}
+
+/// kill -9 the agent holding the leases while pushes go on: the other takes them over
+/// within seconds (its inventory polls resume from the stored inventory), every event the
+/// registry sent is stored once, and the chain verifies.
+#[test]
+fn kill_9_of_the_lease_holder_moves_its_leases_and_loses_nothing() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    let (pa, pb) = (free_port(), free_port());
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{pa}/notifications")),
+        notify_also: vec![format!("http://127.0.0.1:{pb}/notifications")],
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let config = |agent| {
+        ConfigBuilder::new(&format!("http://127.0.0.1:{}", registry.port))
+            .api_token(API_TOKEN)
+            .login(ALICE)
+            .server("agent", agent)
+            .registry("poll_interval", "1s")
+            .registry("notifications_token", NOTIFY_TOKEN)
+            .postgres(urls.path().join("db-url"))
+            .build()
+    };
+    let a = Daemon::start_on(pa, tempfile::tempdir().unwrap(), &config("agent-a"), &[]);
+    let b = Daemon::start_on(pb, tempfile::tempdir().unwrap(), &config("agent-b"), &[]);
+    wait_until(
+        Duration::from_secs(10),
+        "one agent to hold inventory",
+        || holds(&a, "inventory") || holds(&b, "inventory"),
+    );
+    let (mut holder, survivor, survivor_endpoint, survivor_name) = if holds(&a, "inventory") {
+        (a, b, 1, "agent-b")
+    } else {
+        (b, a, 0, "agent-a")
+    };
+    assert!(!holds(&survivor, "inventory"), "one holder at a time");
+    let (_, metrics) = http_get(survivor.port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("regwatch_lease_held{lease=\"inventory\"} 0")
+            && metrics.contains("regwatch_database_up 1"),
+        "{metrics}"
+    );
+    let images = Images::build();
+    push(&images, &registry, "1.0");
+    holder.proc.signal("KILL");
+    let killed = std::time::Instant::now();
+    holder.proc.wait_exit(Duration::from_secs(5)).unwrap();
+    push(&images, &registry, "2.0");
+    wait_until(
+        Duration::from_secs(10),
+        "the survivor to take the leases",
+        || holds(&survivor, "inventory") && holds(&survivor, "alerting"),
+    );
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    push(&images, &registry, "3.0");
+    // The survivor's poller diffs against the inventory the dead agent stored.
+    wait_until(
+        Duration::from_secs(20),
+        "a poll by the survivor to see 3.0",
+        || {
+            pg.count(&format!(
+                "SELECT count(*) FROM audit_events WHERE source = 'poll' AND tag = '3.0'
+             AND agent = '{survivor_name}'"
+            )) == 1
+        },
+    );
+    // Polls ran on one agent at a time, and the survivor went on from what the dead one
+    // stored: every new tag reported once.
+    for tag in ["1.0", "2.0", "3.0"] {
+        wait_until(Duration::from_secs(10), "each tag's poll event", || {
+            pg.count(&format!(
+                "SELECT count(*) FROM audit_events WHERE source = 'poll' AND tag = '{tag}'"
+            )) >= 1
+        });
+        assert_eq!(
+            pg.count(&format!(
+                "SELECT count(*) FROM audit_events WHERE source = 'poll' AND tag = '{tag}'"
+            )),
+            1,
+            "{}",
+            pg.psql("SELECT id, action, tag, agent FROM audit_events WHERE source = 'poll'")
+        );
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the survivor's endpoint to drain",
+        || endpoint_counts(&registry, survivor_endpoint).1 == 0,
+    );
+    let (sent, _, _) = endpoint_counts(&registry, survivor_endpoint);
+    assert_eq!(notification_rows(&pg), sent as i64, "every event once");
+    let (_, metrics) = http_get(survivor.port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("regwatch_lease_held{lease=\"inventory\"} 1"),
+        "{metrics}"
+    );
+    verify_ok(&survivor);
+}
