@@ -208,6 +208,8 @@ output = "{{dir}}/audit-{{date}}.html"
     for e in dashboard_exprs() {
         let q = e
             .replace("$registry", ".*")
+            .replace("$job", ".*")
+            .replace("$instance", ".*")
             .replace("$__rate_interval", "1m");
         let v = query(&q);
         assert_eq!(v["status"], "success", "dashboard query {q:?} failed: {v}");
