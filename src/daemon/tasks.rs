@@ -133,6 +133,8 @@ pub(super) async fn supervise_alerting(
 
 /// How often the alerting agent reads the rows other agents committed.
 const FEED_EVERY: Duration = Duration::from_millis(500);
+/// Rows read back per query.
+const FEED_PAGE: u64 = 1000;
 
 /// Sends every audit row committed after this call (by any agent) to `tap`, in id order,
 /// until `stop`. Rows committed while no agent held the alerting lease (a few seconds after
@@ -156,7 +158,7 @@ async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: Cancell
                     Some(after) => db
                         .event_rows(&crate::store::Filter {
                             after_id: Some(after),
-                            limit: Some(1000),
+                            limit: Some(FEED_PAGE),
                             ..Default::default()
                         })
                         .map(|rows| (rows.last().map_or(after, |r| r.id), rows)),
@@ -172,6 +174,10 @@ async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: Cancell
                 cursor = Some(last);
                 for e in rows.iter().filter_map(crate::store::AuditRow::to_event) {
                     let _ = tap.send(e);
+                }
+                // A full page: more are waiting, read on at once (a busy trail).
+                if rows.len() as u64 == FEED_PAGE {
+                    continue;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "alerting: cannot read committed audit rows"),

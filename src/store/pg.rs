@@ -24,6 +24,8 @@ pub struct PgTarget {
 
 /// How long a connection attempt may take before the agent reports the database down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a lock (the chain lock another agent holds) before the commit fails.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PgTarget {
     /// Checks that `url` is a PostgreSQL connection string.
@@ -48,6 +50,13 @@ impl PgTarget {
         }
         if c.get_application_name().is_none() {
             c.application_name("regwatch");
+        }
+        // An agent cut off in the middle of an append would hold the chain lock until the
+        // server notices: keepalives end its session soon, and the others give up waiting
+        // after LOCK_TIMEOUT (their senders retry) instead of hanging.
+        c.keepalives(true).keepalives_idle(Duration::from_secs(10));
+        if c.get_options().is_none() {
+            c.options(&format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
         }
         c
     }

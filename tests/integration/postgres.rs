@@ -117,8 +117,12 @@ fn audit_commands_read_postgres_and_never_show_the_password() {
         &config,
         ConfigBuilder::new("http://127.0.0.1:1")
             .postgres(&url_file)
+            .extra(
+                "[[report]]\nname = \"weekly\"\nschedule = \"0 6 * * MON\"\nformat = \"ndjson\"\noutput = \"{dir}/weekly-{date}.ndjson\"\n",
+            )
             .build()
-            .replace("{port}", "1"),
+            .replace("{port}", "1")
+            .replace("{dir}", &dir.path().display().to_string()),
     )
     .unwrap();
     let cfg = config.to_str().unwrap();
@@ -161,6 +165,28 @@ fn audit_commands_read_postgres_and_never_show_the_password() {
     let (code, out, err) = run(&["audit", "export", "-c", cfg, "--format", "csv"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 51, "a header and 50 rows");
+
+    // `report run` writes the report from PostgreSQL, with the chain head psql sees.
+    let (code, out, err) = run(&["report", "run", "weekly", "--config", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let head = pg.psql("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1");
+    assert!(
+        out.contains(&format!("(50 events, chain head {head})")),
+        "{out}"
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.display().to_string().contains("weekly-"))
+        .collect();
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&written[0])
+            .unwrap()
+            .lines()
+            .count(),
+        50
+    );
 
     pg.psql("UPDATE audit_events SET actor = 'mallory' WHERE id = 17");
     let (code, out, err) = run(&["audit", "verify", "-c", cfg]);
