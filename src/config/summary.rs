@@ -103,7 +103,7 @@ impl Config {
         let _ = writeln!(
             s,
             "database    {} (retention {retention})",
-            self.database.path.display()
+            self.database.target
         );
     }
 

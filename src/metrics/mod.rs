@@ -12,6 +12,10 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
     pub audit_events_total: IntCounterVec,
+    /// 1 while this agent reaches its database (PostgreSQL; always 1 on SQLite).
+    pub database_up: IntGauge,
+    /// 1 while this agent holds the lease (labelled `lease`) for a singleton task.
+    pub lease_held: IntGaugeVec,
     pub traffic: TrafficMetrics,
     pub logs: LogMetrics,
     pub alerts: AlertMetrics,
@@ -627,11 +631,26 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let database_up = IntGauge::new(
+            "regwatch_database_up",
+            "1 while this agent reaches its database.",
+        )
+        .expect("valid metric");
+        let lease_held = IntGaugeVec::new(
+            Opts::new(
+                "regwatch_lease_held",
+                "1 while this agent holds the lease of a singleton task (several agents on one PostgreSQL).",
+            ),
+            &["lease"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
             config_last_reload_successful,
             config_last_reload_success_timestamp_seconds,
             audit_events_total,
+            database_up,
+            lease_held,
             traffic: TrafficMetrics::new(),
             logs: LogMetrics::new(),
             alerts: AlertMetrics::new(),
@@ -651,6 +670,8 @@ impl Metrics {
             Box::new(self.config_last_reload_successful.clone()),
             Box::new(self.config_last_reload_success_timestamp_seconds.clone()),
             Box::new(self.audit_events_total.clone()),
+            Box::new(self.database_up.clone()),
+            Box::new(self.lease_held.clone()),
         ];
         for c in own
             .into_iter()

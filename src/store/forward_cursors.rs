@@ -33,6 +33,40 @@ pub(super) fn load(conn: &Connection, forward: &str) -> rusqlite::Result<Option<
     .optional()
 }
 
+/// The same statements for PostgreSQL.
+pub(super) mod pg {
+    use crate::model::text::format_time;
+    use postgres::GenericClient;
+    use time::OffsetDateTime;
+
+    pub(in crate::store) fn save(
+        c: &mut impl GenericClient,
+        forward: &str,
+        last_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), postgres::Error> {
+        c.execute(
+            "INSERT INTO forward_cursors (forward, last_id, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT(forward) DO UPDATE SET
+                last_id = greatest(forward_cursors.last_id, excluded.last_id),
+                updated_at = excluded.updated_at",
+            &[&forward, &last_id, &format_time(now)],
+        )?;
+        Ok(())
+    }
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        forward: &str,
+    ) -> Result<Option<i64>, postgres::Error> {
+        Ok(c.query_opt(
+            "SELECT last_id FROM forward_cursors WHERE forward = $1",
+            &[&forward],
+        )?
+        .map(|r| r.get(0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,15 @@
 //! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
 //! `alert_deliveries`), [`silences`] (`alert_silences`), [`samples`] (`storage_samples`) and
 //! [`manifests`] (`storage_manifests`);
-//! [`schema`] opens the file and migrates it. Nothing outside this module sees SQL or a
-//! connection.
+//! [`schema`] opens the file and migrates it ([`pg_schema`] the PostgreSQL database). Every
+//! table module also holds its statements in PostgreSQL form (its `pg` module). Nothing
+//! outside this module sees SQL or a connection.
 //!
 //! The backend seam: [`Store`] says where the database is; the writer drives a
-//! [`writer::Backend`] (today [`sqlite::SqliteWriter`]) and [`Reader`] dispatches on its
-//! backend, so a PostgreSQL backend joins beside SQLite without touching callers.
+//! [`writer::Backend`] ([`sqlite::SqliteWriter`] or [`pg_writer::PgWriter`]) and [`Reader`]
+//! dispatches on its backend. On PostgreSQL several agents share one database: appends are
+//! serialised by an advisory lock, so the chain stays one chain, and re-deliveries are
+//! recognised whichever agent stored the first.
 
 pub mod alerts;
 pub mod audit;
@@ -24,8 +27,12 @@ mod error;
 mod forward_cursors;
 mod health;
 pub mod inventory;
+mod lease;
 pub mod manifests;
 pub mod marker;
+mod pg;
+mod pg_schema;
+mod pg_writer;
 mod reader;
 mod samples;
 mod schema;
@@ -35,18 +42,21 @@ pub mod verify;
 mod writer;
 
 pub use alerts::{
-    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, StoredState,
+    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxClaim, OutboxEntry, OutboxRow, StoredState,
 };
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
 pub use health::Health;
 pub use inventory::{InventoryUpdate, StoredInventory};
+pub use lease::Leases;
 pub use manifests::ManifestUpdate;
+pub use pg::PgTarget;
 pub use reader::Reader;
 pub use silences::Silence;
 pub use verify::{Problem, Verdict};
 pub use writer::{EventTap, OnCommit, Sink, TailCommit, Writer};
 
+use crate::config::{DatabaseConfig, DatabaseTarget};
 use crate::model::clock::SharedClock;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -56,12 +66,15 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     /// A SQLite file (created mode 0600).
     Sqlite(PathBuf),
+    /// A PostgreSQL database, possibly shared with other agents.
+    Postgres(PgTarget),
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => write!(f, "{t}"),
         }
     }
 }
@@ -70,14 +83,47 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
     location: Location,
+    /// Recorded on the rows this agent writes (PostgreSQL).
+    agent: String,
 }
+
+/// The agent name of a store opened without one (the CLI, tests).
+const DEFAULT_AGENT: &str = "regwatch";
 
 impl Store {
     /// The SQLite database in `path`.
     pub fn sqlite(path: impl AsRef<Path>) -> Store {
         Store {
             location: Location::Sqlite(path.as_ref().to_path_buf()),
+            agent: DEFAULT_AGENT.into(),
         }
+    }
+
+    /// A PostgreSQL database.
+    pub fn postgres(target: PgTarget) -> Store {
+        Store {
+            location: Location::Postgres(target),
+            agent: DEFAULT_AGENT.into(),
+        }
+    }
+
+    /// The database `[database]` names.
+    pub fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        Ok(match &config.target {
+            DatabaseTarget::Sqlite(p) => Store::sqlite(p),
+            DatabaseTarget::Postgres(url) => Store::postgres(PgTarget::parse(url.value.clone())?),
+        })
+    }
+
+    /// The same database, written as `agent`.
+    pub fn with_agent(mut self, agent: &str) -> Store {
+        self.agent = agent.to_string();
+        self
+    }
+
+    /// Whether several agents may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
     }
 
     pub fn location(&self) -> &Location {
@@ -89,6 +135,11 @@ impl Store {
     pub fn reader(&self) -> Result<Reader, StoreError> {
         match &self.location {
             Location::Sqlite(path) => schema::open_read_only(path).map(Reader::sqlite),
+            Location::Postgres(target) => {
+                let conn = pg::PgConn::open(target)?;
+                conn.run_checked(pg_schema::check)?;
+                Ok(Reader::postgres(conn))
+            }
         }
     }
 
@@ -108,6 +159,15 @@ impl Store {
                 Writer::start(backend, capacity, on_commit).map_err(|source| StoreError::Create {
                     path: path.clone(),
                     source,
+                })
+            }
+            Location::Postgres(target) => {
+                // Migrated on a connection thread: this may be called from async code.
+                pg::PgConn::open(target)?.run_checked(pg_schema::migrate)?;
+                let backend = pg_writer::PgWriter::new(target.clone(), self.agent.clone(), clock);
+                Writer::start(backend, capacity, on_commit).map_err(|e| StoreError::Postgres {
+                    target: target.to_string(),
+                    detail: format!("cannot start the writer thread: {e}"),
                 })
             }
         }

@@ -8,7 +8,7 @@
 //! events queued before it committed.
 
 use super::StoreError;
-use super::alerts::{AlertUpdate, DeliveryOutcome};
+use super::alerts::{AlertUpdate, DeliveryOutcome, OutboxClaim};
 use super::health::Health;
 use super::inventory::InventoryUpdate;
 use super::manifests::ManifestUpdate;
@@ -59,6 +59,11 @@ enum Command {
     Alerts {
         update: Box<AlertUpdate>,
         ack: Reply<()>,
+    },
+    /// Outbox rows this agent is about to send, claimed from the other agents.
+    Claim {
+        claim: Box<OutboxClaim>,
+        ack: Reply<Vec<i64>>,
     },
     /// The outcome of one delivery attempt.
     Delivery {
@@ -111,6 +116,11 @@ pub(super) trait Backend: Send + 'static {
     fn inventory(&mut self, update: &InventoryUpdate) -> Result<Vec<bool>, StoreError>;
     fn alerts(&mut self, update: &AlertUpdate) -> Result<(), StoreError>;
     fn delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
+    /// Which of the claim's rows this agent may send. A database of one agent has nobody
+    /// to claim them from: all of them.
+    fn claim(&mut self, claim: &OutboxClaim) -> Result<Vec<i64>, StoreError> {
+        Ok(claim.ids.clone())
+    }
     fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError>;
     fn sample(&mut self, registry: &str, sample: &Sample, keep: Duration)
     -> Result<(), StoreError>;
@@ -245,6 +255,16 @@ impl Sink {
     pub async fn store_alerts(&self, update: AlertUpdate) -> Result<(), StoreError> {
         self.request(|ack| Command::Alerts {
             update: Box::new(update),
+            ack,
+        })
+        .await
+    }
+
+    /// Claims outbox rows before sending them (see [`OutboxClaim`]); the ids this agent
+    /// may send (on PostgreSQL, those no other agent holds).
+    pub async fn claim_outbox(&self, claim: OutboxClaim) -> Result<Vec<i64>, StoreError> {
+        self.request(|ack| Command::Claim {
+            claim: Box::new(claim),
             ack,
         })
         .await
@@ -554,6 +574,9 @@ impl<B: Backend> Loop<B> {
             }
             Command::Delivery { outcome, ack } => {
                 let _ = ack.send(self.observed(|b| b.delivery(&outcome)));
+            }
+            Command::Claim { claim, ack } => {
+                let _ = ack.send(self.backend.claim(&claim));
             }
             Command::Silence { silence, ack } => {
                 let _ = ack.send(self.observed(|b| b.silence(&silence)));

@@ -27,6 +27,7 @@ mod harness;
 mod inventory;
 mod logs;
 mod packaging;
+mod postgres;
 mod reports;
 mod rules;
 mod signatures;

@@ -213,6 +213,8 @@ address = "127.0.0.1:{}"
     for e in dashboard_exprs() {
         let q = e
             .replace("$registry", ".*")
+            .replace("$job", ".*")
+            .replace("$instance", ".*")
             .replace("$__rate_interval", "1m");
         let v = query(&q);
         assert_eq!(v["status"], "success", "dashboard query {q:?} failed: {v}");

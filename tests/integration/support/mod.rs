@@ -16,6 +16,8 @@
 //!   attestations and referrers-tag-schema SBOMs pushed over the registry API.
 //! - [`s3`]: [`SeaweedFs`], a real S3 server (SeaweedFS from PyPI) for registries on object
 //!   storage, with its own count of the requests it answered.
+//! - [`postgres`]: [`Postgres`], a PostgreSQL 15 cluster of its own (`initdb`, `pg_ctl`),
+//!   stoppable under traffic, and `psql` to check what regwatch stored.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
 //! - [`rsyslog`]: [`Rsyslog`], Debian's rsyslogd with an imtcp input (plain or TLS with a
 //!   test CA), writing what it receives raw and as parsed, stoppable and restartable.
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod nginx_logs;
 pub mod oracles;
+pub mod postgres;
 pub mod proc;
 pub mod registry;
 pub mod rsyslog;
@@ -67,6 +70,7 @@ pub use metrics::*;
 pub use nginx::*;
 pub use nginx_logs::*;
 pub use oracles::*;
+pub use postgres::*;
 pub use proc::*;
 pub use registry::*;
 pub use rsyslog::*;
