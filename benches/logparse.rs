@@ -3,8 +3,9 @@
 //! - **daemon**: the release binary (`regwatch run`) tailing the file as it would in
 //!   production (tailer thread, parse, classify, windows, counters, alert evaluator woken,
 //!   audit rows for failed logins committed with the checkpoint in SQLite), timed from the
-//!   moment the file appears until `/metrics` shows every line counted and the position
-//!   committed; its CPU seconds and peak RSS from /proc;
+//!   moment the file appears until `/metrics` shows every line counted and read (lag 0);
+//!   its CPU seconds and peak RSS from /proc; after it stops, every failed login is checked
+//!   to be an audit row;
 //! - **parser**: the same pipeline in-process without the daemon (read, split, parse,
 //!   classify, windows, counters; events made but not stored);
 //! - **mtail** running an equivalent program over the same file (`--one_shot`), and `wc -l`.
@@ -176,13 +177,13 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
     let mut follower = Follower::new("bench", path, StartAt::Beginning, 64 * 1024, None);
     let now = time::OffsetDateTime::now_utc();
     let start = Instant::now();
-    let mut events = Vec::new();
     loop {
+        let mut batch = handler.begin();
         let p = follower
-            .poll(4 << 20, &mut |line| handler.handle(line, now, &mut events))
+            .poll(4 << 20, &mut |line| handler.handle(line, now, &mut batch))
             .unwrap();
-        // The daemon commits these with the checkpoint; here they are only counted.
-        events.clear();
+        // The daemon commits these with the checkpoint; here they are only made.
+        drop(handler.finish(batch));
         if !p.more {
             break;
         }
@@ -231,7 +232,7 @@ fn peak_rss_of(pid: u32) -> u64 {
 
 /// The release binary tailing `path` as a `[[log]]` (with the alert rules watching its
 /// windows and the audit trail in SQLite): timed from the moment the file appears in the
-/// tailed directory until `/metrics` shows every line counted and the position committed.
+/// tailed directory until `/metrics` shows every line counted and read (lag 0).
 fn daemon(path: &std::path::Path, lines: u64) -> Run {
     use support::{Daemon, metric};
     let dir = tempfile::Builder::new()
@@ -292,7 +293,9 @@ url = "http://127.0.0.1:9/hook"
             start.elapsed().as_secs() < 600,
             "the daemon did not catch up:\n{text}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Often enough to time a second-long catch-up to 1 %, rarely enough that rendering
+        // /metrics is not what the daemon spends its time on.
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid) - cpu_before;
@@ -322,9 +325,21 @@ url = "http://127.0.0.1:9/hook"
     run
 }
 
+/// The fastest of `n` runs.
+fn best(n: usize, mut run: impl FnMut() -> Run) -> Run {
+    (0..n.max(1))
+        .map(|_| run())
+        .min_by(|a, b| a.secs.total_cmp(&b.secs))
+        .unwrap()
+}
+
+fn mtail_available() -> bool {
+    Command::new("mtail").arg("--version").output().is_ok()
+}
+
 /// mtail --one_shot over the file, under /usr/bin/time for its CPU and peak RSS.
 fn mtail(path: &std::path::Path, dir: &std::path::Path) -> Option<Run> {
-    if Command::new("mtail").arg("--version").output().is_err() {
+    if !mtail_available() {
         return None;
     }
     let progs = dir.join("progs");
@@ -388,7 +403,7 @@ fn wc(path: &std::path::Path) -> f64 {
 
 /// The bench binary re-run on one file, so that its peak RSS is this size's alone (in one
 /// process, what earlier sizes left in the allocator would be counted too).
-fn ours_in_own_process(path: &std::path::Path) -> (f64, u64, u64, u64, u64) {
+fn ours_in_own_process(path: &std::path::Path) -> Run {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, path)
         .output()
@@ -400,14 +415,16 @@ fn ours_in_own_process(path: &std::path::Path) -> (f64, u64, u64, u64, u64) {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let v: Vec<&str> = text.split_whitespace().collect();
-    assert_eq!(v.len(), 5, "child printed {text:?}");
-    (
-        v[0].parse().unwrap(),
-        v[1].parse().unwrap(),
-        v[2].parse().unwrap(),
-        v[3].parse().unwrap(),
-        v[4].parse().unwrap(),
-    )
+    assert_eq!(v.len(), 6, "child printed {text:?}");
+    Run {
+        secs: v[0].parse().unwrap(),
+        pulls: v[1].parse().unwrap(),
+        failures: v[2].parse().unwrap(),
+        auth: v[3].parse().unwrap(),
+        rss_kb: v[4].parse().unwrap(),
+        // Generating nothing, reading one file: its CPU is the pipeline's.
+        cpu_secs: v[5].parse().unwrap(),
+    }
 }
 
 const CHILD: &str = "LOGPARSE_CHILD_FILE";
@@ -415,7 +432,8 @@ const CHILD: &str = "LOGPARSE_CHILD_FILE";
 fn main() {
     if let Some(path) = std::env::var_os(CHILD) {
         let (secs, pulls, failures, auth) = ours(std::path::Path::new(&path));
-        println!("{secs} {pulls} {failures} {auth} {}", peak_rss_kb());
+        let cpu = cpu_secs(std::process::id());
+        println!("{secs} {pulls} {failures} {auth} {} {cpu}", peak_rss_kb());
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
@@ -435,38 +453,43 @@ fn main() {
         None if full => &[1_000_000, 5_000_000],
         None => &[20_000],
     };
+    // The machine is shared: each contender runs LOGPARSE_RUNS times (3 with --bench) and
+    // its fastest run is shown, the usual way to see past other people's load.
+    let runs: usize = std::env::var("LOGPARSE_RUNS")
+        .ok()
+        .map(|v| v.parse().expect("LOGPARSE_RUNS: a number"))
+        .unwrap_or(if full { 3 } else { 1 });
     let dir = tempfile::tempdir().unwrap();
-    println!("# log parsing: nginx combined, registry traffic (one core for ours)");
+    println!(
+        "# log parsing: nginx combined, registry traffic; fastest of {runs} run(s) each; load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or("?")
+    );
     for &n in sizes {
         let path = dir.path().join(format!("access-{n}.log"));
         generate(&path, n);
         let size = std::fs::metadata(&path).unwrap().len();
         // Read it once so every contender starts from the page cache.
         let _ = wc(&path);
-        let (secs, pulls, failures, auth, rss) = ours_in_own_process(&path);
-        let parser = Run {
-            secs,
-            // One thread, nothing else: its wall time is its CPU time.
-            cpu_secs: secs,
-            rss_kb: rss,
-            pulls,
-            failures,
-            auth,
-        };
+        let parser = best(runs, || ours_in_own_process(&path));
         println!("\n## {n} lines ({:.0} MB)", size as f64 / 1e6);
         let show = |name: &str, r: &Run| {
             println!(
-                "{name:<9} {:6.2} s = {:5.2} M lines/s, CPU {:5.2} s, peak RSS {:3} MB; pulls {}, failures {}, auth failures {}",
+                "{name:<9} {:6.2} s = {:5.2} M lines/s, CPU {:5.2} s = {:5.2} M lines/CPU-s, peak RSS {:3} MB; pulls {}, failures {}, auth failures {}",
                 r.secs,
                 n as f64 / r.secs / 1e6,
                 r.cpu_secs,
+                n as f64 / r.cpu_secs.max(0.01) / 1e6,
                 r.rss_kb / 1024,
                 r.pulls,
                 r.failures,
                 r.auth
             )
         };
-        let daemon = daemon(&path, n);
+        let daemon = best(runs, || daemon(&path, n));
         show("daemon:", &daemon);
         show("parser:", &parser);
         let wc_secs = wc(&path);
@@ -480,14 +503,16 @@ fn main() {
             same(&parser),
             "the daemon and the parser disagree"
         );
-        match mtail(&path, dir.path()) {
+        let mtail = mtail_available().then(|| best(runs, || mtail(&path, dir.path()).unwrap()));
+        match mtail {
             Some(m) => {
                 show("mtail:", &m);
                 println!(
-                    "ratios:   daemon {:.1}x mtail's speed ({:.1}x less CPU), {:.0} % of the parser-only speed",
+                    "ratios:   daemon {:.1}x mtail's speed ({:.1}x less CPU); {:.0} % of the parser-only speed ({:.0} % of its lines per CPU-second)",
                     m.secs / daemon.secs,
                     m.cpu_secs / daemon.cpu_secs.max(0.01),
-                    100.0 * parser.secs / daemon.secs
+                    100.0 * parser.secs / daemon.secs,
+                    100.0 * parser.cpu_secs / daemon.cpu_secs.max(0.01)
                 );
                 assert_eq!(
                     same(&daemon),

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../tests/fixtures
-rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest corpus/signature corpus/audit_query
+rm -rf corpus && mkdir -p corpus/log_line corpus/notification corpus/manifest corpus/signature corpus/audit_query corpus/harbor_syslog
 i=0
 # log_line: the first byte picks the format (0..6 by LogFormat::NAMES, 7 the regex format).
 for f in "$fx"/logs/*.log; do
@@ -47,4 +47,9 @@ for p in "$fx"/signatures/*.payload; do
     { printf '\002'; cat "$p"; printf '\000'; cat "${p%.payload}.sig"; } > "corpus/signature/$s"
     s=$((s + 1))
 done
-echo "seeds: $i log lines, $n notification bodies, $m manifests, $s signature inputs"
+h=0
+while IFS= read -r line; do
+    printf '%s' "$line" > "corpus/harbor_syslog/$h"
+    h=$((h + 1))
+done < "$fx/harbor-audit-forward.log"
+echo "seeds: $i log lines, $n notification bodies, $m manifests, $s signature inputs, $h Harbor lines"

@@ -25,11 +25,12 @@
 //! | 2 | [`channels`] | delivering one notification: email, webhook, Alertmanager, Slack, Teams | `model`, `config` |
 //! | 3 | [`sources`] | registry poller, storage monitor, log tailers | `model`, `formats`, `config`, `store`, `metrics` |
 //! | 3 | [`alerting`] | the rule engine (pure), the evaluator, outbox delivery, silences | `model`, `config`, `store`, `metrics`, `channels` |
+//! | 3 | [`forward`] | shipping the audit trail to SIEMs (RFC 5424 syslog over TCP/TLS, CloudEvents) from a stored cursor | `model`, `config`, `store`, `metrics`, `channels` |
 //! | 3 | [`report`] | exports (CSV, JSON, NDJSON, HTML), the grouped view, scheduled reports | `model`, `config`, `store`, `metrics`, `channels` |
 //! | 4 | [`http`] | the one listener: metrics, health, the audit and alert API, the notification receiver | `model`, `formats`, `config`, `store`, `metrics`, `sources`, `alerting`, `report` |
 //! | 4 | [`commands`] | the CLI's subcommands other than `run` | `model`, `config`, `store`, `channels`, `sources`, `report` |
 //! | 4 | [`logging`] | log output (text or JSON on stderr) | — |
-//! | 5 | [`daemon`] | `regwatch run`: starts, supervises and stops every task | `model`, `config`, `store`, `metrics`, `sources`, `alerting`, `report`, `http` |
+//! | 5 | [`daemon`] | `regwatch run`: starts, supervises and stops every task | `model`, `config`, `store`, `metrics`, `sources`, `alerting`, `forward`, `report`, `http` |
 //!
 //! `main.rs` (the binary) parses the command line and calls [`daemon`] or [`commands`].
 
@@ -39,6 +40,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod formats;
+pub mod forward;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -150,7 +150,7 @@ enum ReportCommand {
 /// Where the audit commands find the database.
 #[derive(clap::Args)]
 struct DbArgs {
-    /// Read database.path from this config.
+    /// Read [database] (path or url) from this config.
     #[arg(short, long, env = "REGWATCH_CONFIG")]
     config: Option<PathBuf>,
     /// The database file itself (overrides the config).
@@ -159,11 +159,13 @@ struct DbArgs {
 }
 
 impl DbArgs {
-    fn store(&self) -> Result<regwatch::store::Store, ConfigError> {
+    /// The database to read; a config mistake is a [`ConfigError`], a URL the client
+    /// refuses a [`StoreError`].
+    fn store(&self) -> Result<Result<regwatch::store::Store, StoreError>, ConfigError> {
         match &self.database {
-            Some(p) => Ok(regwatch::store::Store::sqlite(p)),
+            Some(p) => Ok(Ok(regwatch::store::Store::sqlite(p))),
             None => config::load(self.config.as_deref())
-                .map(|c| regwatch::store::Store::sqlite(&c.database.path)),
+                .map(|c| regwatch::store::Store::open(&c.database)),
         }
     }
 }
@@ -358,7 +360,8 @@ fn run_audit(cmd: AuditCommand) -> ExitCode {
         | AuditCommand::Verify { db, .. } => db.store(),
     };
     let store = match store {
-        Ok(s) => s,
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return finish(Err(e.into())),
         Err(e) => return config_failed(&e),
     };
     finish(match cmd {

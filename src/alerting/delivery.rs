@@ -6,7 +6,7 @@
 use crate::channels::{self, Notification};
 use crate::config::channel::ChannelConfig;
 use crate::metrics::Metrics;
-use crate::store::{DeliveryOutcome, OutboxEntry, Reader, Sink, Store, StoreError};
+use crate::store::{DeliveryOutcome, OutboxClaim, OutboxEntry, Reader, Sink, Store, StoreError};
 use prometheus::IntCounter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +68,11 @@ pub async fn deliver_channel(
     };
     while !shutdown.is_cancelled() {
         let (due, next) = outbox.due();
+        let due = if outbox.store.is_shared() {
+            w.claim(due).await
+        } else {
+            due
+        };
         let Some(progressed) = w.send_all(due, &shutdown).await else {
             return;
         };
@@ -139,6 +144,33 @@ struct Worker {
 }
 
 impl Worker {
+    /// On a database shared by several agents: the rows of `due` this agent holds now (the
+    /// others skip them), so each notification is sent by one agent. Held long enough to
+    /// send them all, each taking up to the channel's timeout.
+    async fn claim(&self, due: Vec<(i64, i64, String)>) -> Vec<(i64, i64, String)> {
+        if due.is_empty() {
+            return due;
+        }
+        let hold = self.channel.timeout * (due.len() as u32 + 1) + Duration::from_secs(10);
+        let now = now_ms();
+        let claim = OutboxClaim {
+            channel: self.channel.name.clone(),
+            ids: due.iter().map(|(id, _, _)| *id).collect(),
+            now_ms: now,
+            until_ms: now + hold.as_millis() as i64,
+        };
+        match self.sink.claim_outbox(claim).await {
+            Ok(mine) => due
+                .into_iter()
+                .filter(|(id, _, _)| mine.contains(id))
+                .collect(),
+            Err(e) => {
+                tracing::error!(channel = %self.channel.name, error = %e, "outbox: claim failed");
+                Vec::new()
+            }
+        }
+    }
+
     /// Sends `due` in order, stopping at the first refusal (the rows behind it would fail
     /// the same way). Whether any was accepted; `None` when stopping.
     async fn send_all(

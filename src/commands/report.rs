@@ -20,7 +20,7 @@ pub fn run(config: &Config, name: &str) -> anyhow::Result<bool> {
         );
     };
     let now = time::OffsetDateTime::now_utc();
-    let w = scheduled::write(&Store::sqlite(&config.database.path), report, now)
+    let w = scheduled::write(&Store::open(&config.database)?, report, now)
         .with_context(|| format!("report {name}"))?;
     println!(
         "wrote {} ({} events, chain head {})",

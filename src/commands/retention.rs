@@ -41,13 +41,13 @@ pub struct PlanArgs {
 /// The stored facts of `registry`'s tags by (repository, tag); empty (with a note on
 /// stderr) when the daemon has not created the database yet.
 pub fn stored_facts(config: &Config, registry: &str) -> anyhow::Result<FactsByTag> {
-    let store = Store::sqlite(&config.database.path);
+    let store = Store::open(&config.database)?;
     let facts = match store.reader() {
         Ok(r) => r.tag_facts(registry)?,
         Err(StoreError::Missing { .. }) => {
             eprintln!(
                 "note: no database at {} yet: push and pull times are unknown (run the daemon)",
-                config.database.path.display()
+                config.database.target
             );
             Vec::new()
         }
@@ -110,7 +110,7 @@ fn already_reclaimable(config: &Config, r: &RegistryConfig) -> anyhow::Result<Op
     };
     let opts = walk::WalkOptions {
         known_manifests: Some(monitor::known_manifests(
-            &Store::sqlite(&config.database.path),
+            &Store::open(&config.database)?,
             &r.name,
         )),
         ..walk::WalkOptions::default()

@@ -106,11 +106,11 @@ pub fn run(config: &Config, args: &StorageArgs) -> anyhow::Result<()> {
             .collect(),
     };
     anyhow::ensure!(!chosen.is_empty(), "no registry has storage: {NO_STORAGE}");
-    let store = Store::sqlite(&config.database.path);
+    let store = Store::open(&config.database)?;
     // Without a database (the daemon never ran) there are no samples: no trend yet.
     let db = match store.reader() {
         Ok(db) => Some(db),
-        Err(StoreError::Missing { .. }) => None,
+        Err(StoreError::Missing { .. } | StoreError::PgMissing { .. }) => None,
         Err(e) => return Err(e.into()),
     };
     let now = time::OffsetDateTime::now_utc();

@@ -10,7 +10,9 @@
 pub mod channel;
 pub mod diagnose;
 pub mod duration;
+pub mod forward;
 pub mod keys;
+pub mod listen;
 pub mod log;
 pub mod maintenance;
 mod names;
@@ -26,6 +28,8 @@ mod summary;
 
 use channel::{ChannelConfig, RawChannel};
 use diagnose::{Diagnostic, Errors, KeyPath, Locator};
+use forward::{ForwardConfig, RawForward};
+use listen::{ListenConfig, RawListen};
 use log::{LogConfig, RawLog};
 use maintenance::{MaintenanceConfig, RawMaintenance};
 use registry::RawRegistry;
@@ -38,7 +42,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use registry::RegistryConfig;
-pub use server::{DatabaseConfig, ServerConfig};
+pub use server::{DatabaseConfig, DatabaseTarget, ServerConfig};
 
 /// The configuration `regwatch run` uses without `--config`: a registry on the usual local
 /// port, the database in the working directory.
@@ -74,6 +78,10 @@ pub struct Config {
     pub reports: Vec<ReportConfig>,
     /// `[[retention]]` policies for cleanup plans.
     pub retention: Vec<crate::model::retention::Policy>,
+    /// `[[forward]]`: where the audit trail is shipped.
+    pub forwards: Vec<ForwardConfig>,
+    /// `[[listen]]`: inputs besides the HTTP server (Harbor's audit log forwarding).
+    pub listens: Vec<ListenConfig>,
     pub origin: Origin,
     /// The keys whose secret is written inline in the file (`server.api_token`, …).
     pub inline_secrets: Vec<String>,
@@ -104,6 +112,10 @@ struct RawConfig {
     reports: Vec<RawReport>,
     #[serde(default)]
     retention: Vec<RawRetention>,
+    #[serde(default, rename = "forward")]
+    forwards: Vec<RawForward>,
+    #[serde(default, rename = "listen")]
+    listens: Vec<RawListen>,
 }
 
 /// Every mistake found in one config file.
@@ -235,6 +247,9 @@ impl RawConfig {
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
         let retention = retention::retention(self.retention, &registry_names, errs);
+        let forwards = forward::forwards(self.forwards, &registry_names, base, errs);
+        let http = server.as_ref().map(|s| s.listen);
+        let listens = listen::listens(self.listens, &registry_names, http, errs);
         if registry_names.is_empty() {
             errs.at(
                 &KeyPath::default().key("registry"),
@@ -251,6 +266,8 @@ impl RawConfig {
             maintenance: maintenance?,
             reports: reports?,
             retention: retention?,
+            forwards: forwards?,
+            listens: listens?,
             origin,
             inline_secrets: errs.inline_secrets().to_vec(),
             warnings: Vec::new(),
@@ -281,11 +298,49 @@ mod tests {
     }
 
     #[test]
+    fn database_is_a_path_or_a_postgres_url_never_shown() {
+        let reg = "[[registry]]\nname = \"a\"\nurl = \"http://127.0.0.1:5000\"\n";
+        let e = errors(&format!(
+            "[database]\npath = \"a.db\"\nurl = \"postgres://u:pw@h/db\"\n{reg}"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("2:1 database.path: give either path"),
+            "{e:?}"
+        );
+        let e = errors(&format!("[database]\nurl = \"mysql://u:pw@h/db\"\n{reg}"));
+        assert!(
+            e[0].contains("database.url: expected a PostgreSQL URL"),
+            "{e:?}"
+        );
+        assert!(!e[0].contains("pw@"), "{e:?}");
+        let e = errors(&format!(
+            "[database]\nurl_env = \"REGWATCH_TEST_NEVER_SET\"\n{reg}"
+        ));
+        assert!(
+            e[0].contains("database.url_env: environment variable"),
+            "{e:?}"
+        );
+
+        let text = format!(
+            "[server]\nagent = \"eu-1\"\n[database]\nurl = \"postgres://u:hunter2@db:5432/trail\"\n{reg}"
+        );
+        let c = parse(&text, Origin::File("t.toml".into()), Path::new("/")).unwrap();
+        assert_eq!(c.server.agent, "eu-1");
+        let shown = format!("{} {:?}", c.database.target, c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(matches!(c.database.target, DatabaseTarget::Postgres(_)));
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = load(None).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:10708");
         assert_eq!(c.registries[0].url, "http://127.0.0.1:5000");
-        assert_eq!(c.database.path, Path::new("./regwatch.db"));
+        assert_eq!(
+            c.database.target,
+            DatabaseTarget::Sqlite(Path::new("./regwatch.db").to_path_buf())
+        );
     }
 
     #[test]

@@ -19,7 +19,67 @@ impl Config {
         self.channel_lines(&mut s);
         self.maintenance_lines(&mut s);
         self.report_lines(&mut s);
+        self.forward_lines(&mut s);
         s
+    }
+
+    /// Forwarders (receiver host and transport; of a CloudEvents URL only scheme and host)
+    /// and listeners.
+    fn forward_lines(&self, s: &mut String) {
+        use super::forward::ForwardKind;
+        if !self.forwards.is_empty() {
+            let _ = writeln!(s, "forwards    {}", self.forwards.len());
+        }
+        for f in &self.forwards {
+            let target = match &f.kind {
+                ForwardKind::Syslog(x) => {
+                    format!("syslog {}:{} over {}", x.host, x.port, x.transport)
+                }
+                ForwardKind::CloudEvents(c) => {
+                    let host = reqwest::Url::parse(&c.url)
+                        .ok()
+                        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")))
+                        .unwrap_or_default();
+                    let signed = c
+                        .secret
+                        .as_ref()
+                        .map(|r| format!(", signed with the secret {}", r.source))
+                        .unwrap_or_default();
+                    format!("cloudevents {host}{signed}")
+                }
+            };
+            let sel = &f.selection;
+            let mut only = Vec::new();
+            if !sel.actions.is_empty() {
+                let a: Vec<&str> = sel.actions.iter().map(|a| a.as_str()).collect();
+                only.push(format!("actions {}", a.join(", ")));
+            }
+            if !sel.repositories.is_empty() {
+                only.push(format!("repositories {}", sel.repositories.join(", ")));
+            }
+            if !sel.registries.is_empty() {
+                only.push(format!("registries {}", sel.registries.join(", ")));
+            }
+            let only = if only.is_empty() {
+                "every row".to_string()
+            } else {
+                only.join("; ")
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} {target} ({only}; batches of {})",
+                f.name, f.batch_size
+            );
+        }
+        for l in &self.listens {
+            let _ = writeln!(
+                s,
+                "listen      {} on {} (rows of registry {})",
+                l.kind.as_str(),
+                l.address,
+                l.registry
+            );
+        }
     }
 
     fn server_lines(&self, s: &mut String) {
@@ -43,7 +103,7 @@ impl Config {
         let _ = writeln!(
             s,
             "database    {} (retention {retention})",
-            self.database.path.display()
+            self.database.target
         );
     }
 

@@ -23,7 +23,7 @@ use crate::model::signatures::SignatureFacts;
 use crate::model::traffic::{RegistryStats, Traffic};
 use crate::model::{Action, Event, Source};
 use crate::sources::registry_api::{Reports, poller};
-use crate::store::{Sink, Store, Writer};
+use crate::store::{Leases, Sink, Store, Writer};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,6 +130,10 @@ struct Shared {
     reports: Reports,
     silences: crate::alerting::silence::Silences,
     config: watch::Receiver<Arc<Config>>,
+    /// Changes after each commit of audit rows (forwarders wait on it).
+    commits: watch::Receiver<u64>,
+    /// Which singleton tasks this agent runs (all of them on SQLite).
+    leases: Leases,
 }
 
 struct Daemon {
@@ -153,9 +157,11 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         let clock: SharedClock = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
-        let store = Store::sqlite(&config.database.path);
-        let writer = start_writer(&store, &config, &clock, &metrics)?;
+        let store = Store::open(&config.database)?.with_agent(&config.server.agent);
+        let (commits_tx, commits) = watch::channel(0u64);
+        let writer = start_writer(&store, &config, &clock, &metrics, commits_tx)?;
         let traffic = Arc::new(traffic_windows(&config, &metrics));
+        let leases = Leases::start(&store, tasks::LEASES);
         let listen = listener.local_addr().ok();
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let shared = Shared {
@@ -169,11 +175,15 @@ impl Daemon {
             reports: Reports::default(),
             silences: Default::default(),
             config: config_rx,
+            commits,
+            leases,
         };
         restore(&shared)?;
         let shutdown = CancellationToken::new();
         let (alert_wake, alert_wake_rx) = crate::alerting::evaluator::wake_channel();
         let tails = Tails::start(&shared, &alert_wake, shutdown.child_token())?;
+        let config_now = shared.config.borrow().clone();
+        let listeners = bind_listeners(&config_now).await?;
         let mut daemon = Daemon {
             shared,
             writer,
@@ -194,6 +204,7 @@ impl Daemon {
             .await;
         daemon.ready.store(true, Ordering::Release);
         daemon.spawn_tasks(alert_wake_rx);
+        daemon.spawn_listeners(listeners);
         daemon.log_started(listen);
         Ok(daemon)
     }
@@ -213,6 +224,7 @@ impl Daemon {
             traffic: self.shared.traffic.clone(),
             reports: self.shared.reports.clone(),
             silences: self.shared.silences.clone(),
+            leases: self.shared.leases.clone(),
         };
         let router = http::router(state, c.server.request_timeout);
         let limits = http::serve::Limits {
@@ -232,11 +244,12 @@ impl Daemon {
         let (s, stop) = (&self.shared, &self.shutdown);
         let c = s.config.borrow().clone();
         if let Some(keep) = c.database.retention {
-            self.tracker.spawn(tasks::retain(
-                s.sink.clone(),
-                keep,
-                s.clock.clone(),
+            let (sink, clock) = (s.sink.clone(), s.clock.clone());
+            self.tracker.spawn(tasks::while_held(
+                s.leases.clone(),
+                "retention",
                 stop.clone(),
+                move |generation| tasks::retain(sink.clone(), keep, clock.clone(), generation),
             ));
         }
         self.tracker.spawn(tasks::check_integrity(
@@ -249,17 +262,60 @@ impl Daemon {
             alert_wake,
             stop.clone(),
         ));
-        self.tracker.spawn(crate::report::scheduled::run(
-            s.config.clone(),
-            s.store.clone(),
-            s.metrics.reports.clone(),
-            s.clock.clone(),
+        let reports = s.clone();
+        self.tracker.spawn(tasks::while_held(
+            s.leases.clone(),
+            "reports",
             stop.clone(),
+            move |generation| {
+                crate::report::scheduled::run(
+                    reports.config.clone(),
+                    reports.store.clone(),
+                    reports.metrics.reports.clone(),
+                    reports.clock.clone(),
+                    generation,
+                )
+            },
+        ));
+        let pollers = s.clone();
+        self.tracker.spawn(tasks::while_held(
+            s.leases.clone(),
+            "inventory",
+            stop.clone(),
+            move |generation| tasks::supervise_pollers(pollers.clone(), generation),
+        ));
+        let monitors = s.clone();
+        self.tracker.spawn(tasks::while_held(
+            s.leases.clone(),
+            "storage",
+            stop.clone(),
+            move |generation| tasks::run_storage_monitors(monitors.clone(), generation),
         ));
         self.tracker
-            .spawn(tasks::supervise_pollers(s.clone(), stop.clone()));
-        for monitor in tasks::storage_monitors(s, &self.config_tx, stop) {
-            self.tracker.spawn(monitor.run());
+            .spawn(tasks::publish_leases(s.clone(), stop.clone()));
+        // One agent forwards: the cursors are shared, two senders would send every row twice.
+        let forwards = s.clone();
+        self.tracker.spawn(tasks::while_held(
+            s.leases.clone(),
+            "forward",
+            stop.clone(),
+            move |generation| tasks::supervise_forwards(forwards.clone(), generation),
+        ));
+    }
+
+    /// The `[[listen]]` inputs, bound at start-up (a reload that changes them warns).
+    fn spawn_listeners(
+        &mut self,
+        listeners: Vec<(TcpListener, crate::config::listen::ListenConfig)>,
+    ) {
+        for (listener, config) in listeners {
+            self.tracker.spawn(crate::sources::harbor_syslog::run(
+                listener,
+                config,
+                self.shared.sink.clone(),
+                self.shared.clock.clone(),
+                self.shutdown.clone(),
+            ));
         }
     }
 
@@ -270,7 +326,8 @@ impl Daemon {
         }
         tracing::info!(
             listen = %listen.map(|a| a.to_string()).unwrap_or_default(),
-            database = %c.database.path.display(),
+            database = %c.database.target,
+            agent = %c.server.agent,
             registries = c.registries.len(),
             "regwatch started"
         );
@@ -334,6 +391,7 @@ impl Daemon {
             tracing::warn!("tasks still running after {DRAIN_TIMEOUT:?}; stopping without them");
         }
         self.tails.stop().await;
+        self.shared.leases.stop();
         let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
             .with_detail(format!("stopped by {reason}"));
         record(&self.shared.sink, stopped).await;
@@ -352,12 +410,14 @@ impl Daemon {
     }
 }
 
-/// The writer, counting committed rows by action for `regwatch_audit_events_total`.
+/// The writer, counting committed rows by action for `regwatch_audit_events_total` and
+/// telling the forwarders (through `commits`) that there are new rows.
 fn start_writer(
     store: &Store,
     config: &Config,
     clock: &SharedClock,
     metrics: &Metrics,
+    commits: watch::Sender<u64>,
 ) -> anyhow::Result<Writer> {
     let counter = metrics.audit_events_total.clone();
     Ok(store.start_writer(
@@ -367,8 +427,29 @@ fn start_writer(
             for a in actions {
                 counter.with_label_values(&[a]).inc();
             }
+            if !actions.is_empty() {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }),
     )?)
+}
+
+/// Binds every `[[listen]]` address, so a taken port stops the start with its name.
+async fn bind_listeners(
+    config: &Config,
+) -> anyhow::Result<Vec<(TcpListener, crate::config::listen::ListenConfig)>> {
+    let mut bound = Vec::new();
+    for l in &config.listens {
+        let listener = TcpListener::bind(l.address).await.with_context(|| {
+            format!(
+                "cannot listen on {} ([[listen]] {})",
+                l.address,
+                l.kind.as_str()
+            )
+        })?;
+        bound.push((listener, l.clone()));
+    }
+    Ok(bound)
 }
 
 /// The traffic windows of every registry, made at start-up (a registry added by a reload

@@ -47,11 +47,20 @@ fn warn_restart_only(old: &Config, new: &Config) {
             "server.listen changed; the new address takes effect after a restart"
         );
     }
-    if new.database.path != old.database.path {
+    if new.database.target != old.database.target {
         tracing::warn!(
-            old = %old.database.path.display(), new = %new.database.path.display(),
-            "database.path changed; the new database is used after a restart"
+            old = %old.database.target, new = %new.database.target,
+            "database changed; the new database is used after a restart"
         );
+    }
+    if new.server.agent != old.server.agent {
+        tracing::warn!(
+            old = %old.server.agent, new = %new.server.agent,
+            "server.agent changed; the new name is used after a restart"
+        );
+    }
+    if new.listens != old.listens {
+        tracing::warn!("[[listen]] changed; the new listeners start after a restart");
     }
     let before: Vec<String> = crate::sources::storage::monitored(old)
         .into_iter()

@@ -10,7 +10,7 @@ use crate::model::clock::SharedClock;
 use crate::model::text::format_time;
 use crate::sources::registry_api::poller::{self, PollerContext};
 use crate::sources::storage::Monitor;
-use crate::store::{Sink, Store};
+use crate::store::{Leases, Sink, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,13 +71,23 @@ pub(super) async fn supervise_alerting(
     mut wake: mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
-    // Committed audit events, for audit_match rules (the writer sends each new one).
+    // Committed audit events, for audit_match rules: the writer sends each new one; on a
+    // database shared by several agents, rows committed by any agent are read back instead.
     let (tap, mut events) = mpsc::unbounded_channel();
-    if let Err(e) = s.sink.set_event_tap(tap).await {
-        tracing::error!(error = %e, "audit_match rules will not see audit events");
+    let shared = s.store.is_shared();
+    if !shared {
+        if let Err(e) = s.sink.set_event_tap(tap.clone()).await {
+            tracing::error!(error = %e, "audit_match rules will not see audit events");
+        }
     }
     let mut config = s.config.clone();
+    // One agent evaluates the rules and delivers (always this one on SQLite); the states
+    // and the outbox are read when it takes the lease, so it goes on where the last left.
+    let mut lease = s.leases.watch("alerting");
     loop {
+        if !wait_for(&mut lease, true, &stop).await {
+            return;
+        }
         let generation = stop.child_token();
         let c = config.borrow_and_update().clone();
         let states = match s.store.reader().and_then(|db| evaluator::load_states(&db)) {
@@ -89,6 +99,13 @@ pub(super) async fn supervise_alerting(
         };
         warn_orphaned_outbox(&c, &s.store);
         let (mut workers, notifiers) = delivery_workers(&s, &c, &generation);
+        if shared {
+            workers.spawn(feed_committed(
+                s.store.clone(),
+                tap.clone(),
+                generation.clone(),
+            ));
+        }
         let evaluator = evaluator::Evaluator {
             rules: c.rules.clone(),
             channels: c.channels.clone(),
@@ -110,6 +127,7 @@ pub(super) async fn supervise_alerting(
             tokio::select! {
                 _ = stop.cancelled() => false,
                 r = config.changed() => r.is_ok(),
+                lost = wait_for(&mut lease, false, &stop) => lost,
                 _ = &mut run => false,
             }
         };
@@ -117,6 +135,64 @@ pub(super) async fn supervise_alerting(
         while workers.join_next().await.is_some() {}
         if !changed {
             return;
+        }
+    }
+}
+
+/// How often the alerting agent reads the rows other agents committed.
+const FEED_EVERY: Duration = Duration::from_millis(500);
+/// Rows read back per query.
+const FEED_PAGE: u64 = 1000;
+
+/// Sends every audit row committed after this call (by any agent) to `tap`, in id order,
+/// until `stop`. Rows committed while no agent held the alerting lease (a few seconds after
+/// its holder died) are before the new holder's start and are not matched.
+async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: CancellationToken) {
+    let mut cursor: Option<i64> = None;
+    let mut db: Option<crate::store::Reader> = None;
+    while !stop.is_cancelled() {
+        let (reader, read) = {
+            let (store, db, after) = (store.clone(), db.take(), cursor);
+            tokio::task::spawn_blocking(move || {
+                let db = match db {
+                    Some(db) => db,
+                    None => match store.reader() {
+                        Ok(db) => db,
+                        Err(e) => return (None, Err(e)),
+                    },
+                };
+                let read = match after {
+                    None => db.last_id().map(|id| (id, Vec::new())),
+                    Some(after) => db
+                        .event_rows(&crate::store::Filter {
+                            after_id: Some(after),
+                            limit: Some(FEED_PAGE),
+                            ..Default::default()
+                        })
+                        .map(|rows| (rows.last().map_or(after, |r| r.id), rows)),
+                };
+                (Some(db), read)
+            })
+            .await
+            .unwrap_or_else(|e| (None, Err(crate::store::StoreError::Batch(e.to_string()))))
+        };
+        match read {
+            Ok((last, rows)) => {
+                db = reader;
+                cursor = Some(last);
+                for e in rows.iter().filter_map(crate::store::AuditRow::to_event) {
+                    let _ = tap.send(e);
+                }
+                // A full page: more are waiting, read on at once (a busy trail).
+                if rows.len() as u64 == FEED_PAGE {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "alerting: cannot read committed audit rows"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(FEED_EVERY) => {}
         }
     }
 }
@@ -161,17 +237,51 @@ fn warn_orphaned_outbox(c: &Config, store: &Store) {
     }
 }
 
-/// A storage monitor per registry with storage configured at start-up.
-pub(super) fn storage_monitors(
-    s: &Shared,
-    config: &watch::Sender<Arc<Config>>,
-    stop: &CancellationToken,
-) -> Vec<Monitor> {
-    crate::sources::storage::monitored(&config.borrow())
+/// One forwarder per `[[forward]]`; restarted when a reload changes them (the cursors are
+/// in the database, so a restarted forwarder resumes where its receiver is).
+pub(super) async fn supervise_forwards(s: Shared, stop: CancellationToken) {
+    let mut config = s.config.clone();
+    loop {
+        let generation = stop.child_token();
+        let forwards = config.borrow_and_update().forwards.clone();
+        let mut tasks = JoinSet::new();
+        for f in forwards.iter().cloned() {
+            let ctx = crate::forward::Context {
+                store: s.store.clone(),
+                sink: s.sink.clone(),
+                counters: s.metrics.forwards.counters(&f.name),
+                commits: s.commits.clone(),
+            };
+            tasks.spawn(crate::forward::run(f, ctx, generation.clone()));
+        }
+        let changed = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break false,
+                r = config.changed() => {
+                    if r.is_err() {
+                        break false;
+                    }
+                    if config.borrow().forwards != forwards {
+                        break true;
+                    }
+                }
+            }
+        };
+        generation.cancel();
+        while tasks.join_next().await.is_some() {}
+        if !changed {
+            return;
+        }
+    }
+}
+
+/// A storage monitor per registry with storage configured at start-up, until `stop`.
+pub(super) async fn run_storage_monitors(s: Shared, stop: CancellationToken) {
+    let monitors: Vec<Monitor> = crate::sources::storage::monitored(&s.config.borrow())
         .into_iter()
         .map(|(registry, _)| Monitor {
             registry,
-            config: config.subscribe(),
+            config: s.config.clone(),
             metrics: s.metrics.storage.clone(),
             sink: s.sink.clone(),
             clock: s.clock.clone(),
@@ -179,7 +289,81 @@ pub(super) fn storage_monitors(
             observed: s.observed.clone(),
             stop: stop.clone(),
         })
-        .collect()
+        .collect();
+    let mut tasks = JoinSet::new();
+    for m in monitors {
+        tasks.spawn(m.run());
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The singleton tasks agents on one PostgreSQL take turns at, one lease each.
+pub(super) const LEASES: &[&str] = &[
+    "inventory",
+    "storage",
+    "reports",
+    "retention",
+    "alerting",
+    "forward",
+];
+
+/// Runs `task` while this agent holds `lease`: started when it is taken, cancelled (and
+/// awaited) when it is lost, started again when it is taken again. On SQLite every lease is
+/// held from the start, so the task simply runs until `stop`.
+pub(super) async fn while_held<F, Fut>(
+    leases: Leases,
+    lease: &'static str,
+    stop: CancellationToken,
+    mut task: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut held = leases.watch(lease);
+    loop {
+        if !wait_for(&mut held, true, &stop).await {
+            return;
+        }
+        let generation = stop.child_token();
+        let run = task(generation.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            _ = &mut run => return,
+            lost = wait_for(&mut held, false, &stop) => {
+                generation.cancel();
+                run.await;
+                if !lost {
+                    return;
+                }
+                tracing::warn!(lease, "lease lost: another agent does it now");
+            }
+        }
+    }
+}
+
+/// Waits until `held` is `want`; false when `stop` came first (or the lease thread ended).
+async fn wait_for(held: &mut watch::Receiver<bool>, want: bool, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        r = held.wait_for(|h| *h == want) => r.is_ok(),
+    }
+}
+
+/// Copies the leases and the database's reachability into the metrics, every second.
+pub(super) async fn publish_leases(s: Shared, stop: CancellationToken) {
+    loop {
+        s.metrics.database_up.set(s.leases.database_up() as i64);
+        for (lease, held) in s.leases.states() {
+            s.metrics
+                .lease_held
+                .with_label_values(&[lease])
+                .set(held as i64);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// How often retention runs; rows become due at most this late.

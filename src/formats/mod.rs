@@ -3,5 +3,6 @@
 //! ([`notification`]); fuzzed, and safe on hostile input.
 
 pub mod classify;
+pub mod harbor_syslog;
 pub mod log;
 pub mod notification;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub reports: crate::sources::registry_api::Reports,
     /// Silences in force or scheduled (the API adds, the alert evaluator reads).
     pub silences: crate::alerting::silence::Silences,
+    /// The singleton tasks this agent holds, and whether it reaches the database.
+    pub leases: crate::store::Leases,
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -91,26 +93,33 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready while started, not stopping, and the store takes commits: a load balancer or the
-/// registry's health check should not send events to an agent that cannot keep them.
-async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+/// Ready while started, not stopping, the database answers and the store takes commits: a
+/// load balancer or the registry's health check should not send events to an agent that
+/// cannot keep them. On a shared database the body also says which leases this agent holds.
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let health = s.sink.health();
-    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
-    if !s.ready.load(Ordering::Acquire) {
-        (unavailable, "not ready\n")
+    let not_ready = if !s.ready.load(Ordering::Acquire) {
+        Some("not ready\n")
     } else if health.replaced() {
-        (
-            unavailable,
-            "not ready: the database file was deleted or replaced; restart regwatch\n",
-        )
+        Some("not ready: the database file was deleted or replaced; restart regwatch\n")
+    } else if !s.leases.database_up() {
+        Some("not ready: database unreachable\n")
     } else if !health.writable() {
-        (
-            unavailable,
-            "not ready: the database cannot be written (see the log)\n",
-        )
+        Some("not ready: the database cannot be written (see the log)\n")
     } else {
-        (StatusCode::OK, "ready\n")
+        None
+    };
+    let (status, mut body) = match not_ready {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
+        None => (StatusCode::OK, "ready\n".to_string()),
+    };
+    if s.store.is_shared() {
+        for (lease, held) in s.leases.states() {
+            let word = if held { "held" } else { "not held" };
+            body.push_str(&format!("lease {lease}: {word}\n"));
+        }
     }
+    (status, body)
 }
 
 async fn landing(State(s): State<AppState>) -> Html<String> {

@@ -110,16 +110,17 @@ pub async fn receive(
     let (own, mut events): (Vec<_>, Vec<_>) = events
         .into_iter()
         .partition(|e| crate::model::event::is_self_user_agent(e.user_agent.as_deref()));
-    state
-        .metrics
-        .traffic
-        .self_requests_total
-        .with_label_values(&[&registry, "notification"])
-        .inc_by(own.len() as u64);
     notification::bound_times(&mut events, time::OffsetDateTime::now_utc());
     let received = events.len();
     match state.sink.append_all(events).await {
         Ok(stored) => {
+            // Counted once accepted, so a body the registry re-sends after a 503 counts once.
+            state
+                .metrics
+                .traffic
+                .self_requests_total
+                .with_label_values(&[&registry, "notification"])
+                .inc_by(own.len() as u64);
             tracing::debug!(registry, received, stored, "notification stored");
             (
                 StatusCode::OK,

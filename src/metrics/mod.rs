@@ -12,12 +12,17 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
     pub audit_events_total: IntCounterVec,
+    /// 1 while this agent reaches its database (PostgreSQL; always 1 on SQLite).
+    pub database_up: IntGauge,
+    /// 1 while this agent holds the lease (labelled `lease`) for a singleton task.
+    pub lease_held: IntGaugeVec,
     pub traffic: TrafficMetrics,
     pub logs: LogMetrics,
     pub alerts: AlertMetrics,
     pub registries: RegistryMetrics,
     pub storage: StorageMetrics,
     pub reports: ReportMetrics,
+    pub forwards: ForwardMetrics,
     pub database: DatabaseMetrics,
 }
 
@@ -327,6 +332,66 @@ impl ReportMetrics {
     }
 }
 
+/// The audit trail's forwarders (`[[forward]]`), labelled `forward`.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    pub sent_total: IntCounterVec,
+    pub errors_total: IntCounterVec,
+    pub lag_rows: IntGaugeVec,
+}
+
+/// One forwarder's series, resolved once.
+#[derive(Clone)]
+pub struct ForwardCounters {
+    pub sent: IntCounter,
+    pub errors: IntCounter,
+    pub lag: IntGauge,
+}
+
+impl ForwardMetrics {
+    const LABEL: &'static str = "forward";
+
+    fn new() -> Self {
+        ForwardMetrics {
+            sent_total: counter(
+                "regwatch_forward_sent_total",
+                "Audit rows the forwarder's receiver accepted (resends after a crash included).",
+                Self::LABEL,
+            ),
+            errors_total: counter(
+                "regwatch_forward_errors_total",
+                "Failed connects or sends to the forwarder's receiver (each is retried).",
+                Self::LABEL,
+            ),
+            lag_rows: IntGaugeVec::new(
+                Opts::new(
+                    "regwatch_forward_lag_rows",
+                    "Audit rows committed but not yet forwarded (or skipped by the filters).",
+                ),
+                &[Self::LABEL],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// The series of forwarder `name`, created at zero so rates and alerts see them at once.
+    pub fn counters(&self, name: &str) -> ForwardCounters {
+        ForwardCounters {
+            sent: self.sent_total.with_label_values(&[name]),
+            errors: self.errors_total.with_label_values(&[name]),
+            lag: self.lag_rows.with_label_values(&[name]),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.sent_total.clone()),
+            Box::new(self.errors_total.clone()),
+            Box::new(self.lag_rows.clone()),
+        ]
+    }
+}
+
 /// The poller's per-registry series (all labelled `registry`).
 #[derive(Clone)]
 pub struct RegistryMetrics {
@@ -588,11 +653,26 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let database_up = IntGauge::new(
+            "regwatch_database_up",
+            "1 while this agent reaches its database.",
+        )
+        .expect("valid metric");
+        let lease_held = IntGaugeVec::new(
+            Opts::new(
+                "regwatch_lease_held",
+                "1 while this agent holds the lease of a singleton task (several agents on one PostgreSQL).",
+            ),
+            &["lease"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
             config_last_reload_successful,
             config_last_reload_success_timestamp_seconds,
             audit_events_total,
+            database_up,
+            lease_held,
             traffic: TrafficMetrics::new(),
             logs: LogMetrics::new(),
             alerts: AlertMetrics::new(),
@@ -600,6 +680,7 @@ impl Metrics {
             storage: StorageMetrics::new(),
             reports: ReportMetrics::new(),
             database: DatabaseMetrics::new(),
+            forwards: ForwardMetrics::new(),
         };
         metrics.register_all();
         metrics
@@ -611,6 +692,8 @@ impl Metrics {
             Box::new(self.config_last_reload_successful.clone()),
             Box::new(self.config_last_reload_success_timestamp_seconds.clone()),
             Box::new(self.audit_events_total.clone()),
+            Box::new(self.database_up.clone()),
+            Box::new(self.lease_held.clone()),
         ];
         for c in own
             .into_iter()
@@ -621,6 +704,7 @@ impl Metrics {
             .chain(self.storage.collectors())
             .chain(self.reports.collectors())
             .chain(self.database.collectors())
+            .chain(self.forwards.collectors())
         {
             self.registry.register(c).expect("metric names are unique");
         }

@@ -99,6 +99,18 @@ impl Source {
             Source::Daemon => "daemon",
         }
     }
+
+    /// The source stored as `s` (see [`as_str`](Self::as_str)).
+    pub fn parse(s: &str) -> Option<Source> {
+        [
+            Source::Notification,
+            Source::Poll,
+            Source::Log,
+            Source::Daemon,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
 }
 
 /// One thing that happened at a registry (or to regwatch), with everything the audit trail

@@ -54,9 +54,33 @@ pub fn to_sqlite_glob(pattern: &str) -> String {
     pattern.replace('[', "[[]")
 }
 
+/// The same pattern for SQL's `LIKE` (PostgreSQL, whose default escape is `\\`): `*` and
+/// `?` become `%` and `_`, and a literal `%`, `_` or `\\` is escaped.
+pub fn to_like(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_patterns_escape_its_own_wildcards() {
+        assert_eq!(to_like("prod/*"), "prod/%");
+        assert_eq!(to_like("a_b?%"), "a\\_b_\\%");
+    }
 
     #[test]
     fn stars_and_question_marks() {

@@ -55,6 +55,18 @@ pub struct StoredState {
 }
 
 /// One row of a channel's outbox.
+/// Outbox rows one agent is about to send: each is held (its `next_attempt_ms` moved to
+/// `until_ms`) so the other agents skip it; the attempt's outcome then deletes the row or
+/// sets its retry time. An agent that dies holding a row releases it at `until_ms`, when
+/// another agent sends it (receivers see the same idempotency key).
+#[derive(Debug, Clone)]
+pub struct OutboxClaim {
+    pub channel: String,
+    pub ids: Vec<i64>,
+    pub now_ms: i64,
+    pub until_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
@@ -191,4 +203,157 @@ pub(super) fn outbox_by_channel(conn: &Connection) -> rusqlite::Result<Vec<(Stri
     let mut stmt = conn.prepare("SELECT channel, count(*) FROM alert_outbox GROUP BY channel")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
+}
+
+/// The same statements for PostgreSQL: the tables are shared by every agent.
+pub(super) mod pg {
+    use super::{AlertUpdate, DeliveryOutcome, OutboxClaim, OutboxEntry, StoredState, unix_ms};
+    use crate::model::text::format_time;
+    use postgres::{Client, GenericClient};
+    use time::OffsetDateTime;
+
+    pub(in crate::store) fn apply(
+        c: &mut Client,
+        u: &AlertUpdate,
+        now: OffsetDateTime,
+    ) -> Result<(), postgres::Error> {
+        let mut tx = c.transaction()?;
+        let at = format_time(now);
+        for s in &u.states {
+            if s.phase == "inactive" {
+                tx.execute(
+                    "DELETE FROM alert_states WHERE rule = $1 AND key = $2",
+                    &[&s.rule, &s.key],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT INTO alert_states (rule, key, phase, state, updated_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (rule, key) DO UPDATE SET phase = excluded.phase,
+                        state = excluded.state, updated_at = excluded.updated_at",
+                    &[&s.rule, &s.key, &s.phase, &s.state, &at],
+                )?;
+            }
+        }
+        for o in &u.outbox {
+            // Two agents deciding the same notification share its idempotency key: stored once.
+            tx.execute(
+                "INSERT INTO alert_outbox (idempotency_key, channel, payload, created_at,
+                    attempts, next_attempt_ms)
+                 VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &o.idempotency_key,
+                    &o.channel,
+                    &o.payload,
+                    &at,
+                    &unix_ms(now),
+                ],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Claims the claim's rows that are due and that no other agent is claiming right now
+    /// (`SKIP LOCKED`: a row another transaction holds is left to it).
+    pub(in crate::store) fn claim(
+        c: &mut impl GenericClient,
+        claim: &OutboxClaim,
+    ) -> Result<Vec<i64>, postgres::Error> {
+        Ok(c.query(
+            "UPDATE alert_outbox SET next_attempt_ms = $4
+                 WHERE id IN (SELECT id FROM alert_outbox
+                              WHERE channel = $1 AND id = ANY($2) AND next_attempt_ms <= $3
+                              ORDER BY id FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+            &[&claim.channel, &claim.ids, &claim.now_ms, &claim.until_ms],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    pub(in crate::store) fn record_delivery(
+        c: &mut Client,
+        o: &DeliveryOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), postgres::Error> {
+        let mut tx = c.transaction()?;
+        tx.execute(
+            "INSERT INTO alert_deliveries (outbox_id, idempotency_key, channel, time, ok, error)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &o.outbox_id,
+                &o.idempotency_key,
+                &o.channel,
+                &format_time(now),
+                &o.error.is_none(),
+                &o.error,
+            ],
+        )?;
+        match &o.error {
+            None => {
+                tx.execute("DELETE FROM alert_outbox WHERE id = $1", &[&o.outbox_id])?;
+            }
+            Some(e) => {
+                tx.execute(
+                    "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2,
+                        next_attempt_ms = $3 WHERE id = $1",
+                    &[&o.outbox_id, e, &o.retry_at_ms],
+                )?;
+            }
+        }
+        tx.commit()
+    }
+
+    pub(in crate::store) fn states(
+        c: &mut impl GenericClient,
+    ) -> Result<Vec<StoredState>, postgres::Error> {
+        Ok(c.query("SELECT rule, key, state FROM alert_states", &[])?
+            .iter()
+            .map(|r| StoredState {
+                rule: r.get(0),
+                key: r.get(1),
+                state: r.get(2),
+            })
+            .collect())
+    }
+
+    pub(in crate::store) fn outbox(
+        c: &mut impl GenericClient,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, postgres::Error> {
+        Ok(c.query(
+            "SELECT id, attempts, payload, next_attempt_ms FROM alert_outbox
+                 WHERE channel = $1 ORDER BY id LIMIT $2",
+            &[&channel, &limit],
+        )?
+        .iter()
+        .map(|r| OutboxEntry {
+            id: r.get(0),
+            attempts: r.get(1),
+            payload: r.get(2),
+            next_attempt_ms: r.get(3),
+        })
+        .collect())
+    }
+
+    pub(in crate::store) fn outbox_pending(
+        c: &mut impl GenericClient,
+    ) -> Result<i64, postgres::Error> {
+        Ok(c.query_one("SELECT count(*) FROM alert_outbox", &[])?
+            .get(0))
+    }
+
+    pub(in crate::store) fn outbox_by_channel(
+        c: &mut impl GenericClient,
+    ) -> Result<Vec<(String, i64)>, postgres::Error> {
+        Ok(c.query(
+            "SELECT channel, count(*) FROM alert_outbox GROUP BY channel",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+    }
 }

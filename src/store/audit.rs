@@ -105,6 +105,32 @@ impl AuditRow {
         })
     }
 
+    /// The event the row stores (for rules that read what other agents committed); `None`
+    /// for a row this build cannot read back (an unknown action or source, a bad time).
+    pub fn to_event(&self) -> Option<Event> {
+        let time =
+            OffsetDateTime::parse(&self.time, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+        let action = crate::model::Action::parse(&self.action)?;
+        let source = crate::model::Source::parse(&self.source)?;
+        let mut e = Event::new(time, action, source);
+        e.registry = self.registry.clone();
+        e.repository = self.repository.clone();
+        e.tag = self.tag.clone();
+        e.digest = self.digest.clone();
+        e.media_type = self.media_type.clone();
+        e.size = self.size.map(|s| s.max(0) as u64);
+        e.actor = self.actor.clone();
+        e.remote_addr = self.remote_addr.clone();
+        e.user_agent = self.user_agent.clone();
+        e.request_id = self.request_id.clone();
+        e.method = self.method.clone();
+        e.status = self.status.and_then(|s| u16::try_from(s).ok());
+        e.event_id = self.event_id.clone();
+        e.detail = self.detail.clone();
+        Some(e)
+    }
+
     /// The row's columns in chain order, for recomputing its hash.
     pub fn chain_row(&self) -> chain::Row<'_> {
         chain::Row {
@@ -163,40 +189,104 @@ impl AuditRow {
     }
 }
 
+/// The SQL dialect a [`Filter`] is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound value of a filter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// Collects parameters and writes each one's placeholder (`?` or `$n`).
+struct Binder {
+    dialect: Dialect,
+    params: Vec<Param>,
+}
+
+impl Binder {
+    fn bind(&mut self, p: Param) -> String {
+        self.params.push(p);
+        match self.dialect {
+            Dialect::Sqlite => "?".into(),
+            Dialect::Postgres => format!("${}", self.params.len()),
+        }
+    }
+}
+
 impl Filter {
-    /// The `WHERE … ORDER BY id LIMIT` part and its parameters.
+    /// The `WHERE … ORDER BY id LIMIT` part and its parameters (SQLite).
     fn clause(&self) -> (String, Vec<Value>) {
-        let mut conds: Vec<&str> = Vec::new();
-        let mut params: Vec<Value> = Vec::new();
+        let (sql, params) = self.clause_in(Dialect::Sqlite);
+        let values = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(t) => Value::Text(t),
+                Param::Int(i) => Value::Integer(i),
+            })
+            .collect();
+        (sql, values)
+    }
+
+    /// The `WHERE … ORDER BY id LIMIT` part in `dialect`, and its parameters.
+    pub(super) fn clause_in(&self, dialect: Dialect) -> (String, Vec<Param>) {
+        let mut b = Binder {
+            dialect,
+            params: Vec::new(),
+        };
+        let mut conds: Vec<String> = Vec::new();
         if let Some(t) = self.since {
-            conds.push("time >= ?");
-            params.push(Value::Text(format_time(t)));
+            conds.push(format!("time >= {}", b.bind(Param::Text(format_time(t)))));
         }
         if let Some(t) = self.until {
-            conds.push("time < ?");
-            params.push(Value::Text(format_time(t)));
+            conds.push(format!("time < {}", b.bind(Param::Text(format_time(t)))));
         }
-        let mut eq = |col: &'static str, v: &Option<String>| {
+        for (col, v) in [("actor", &self.actor)] {
             if let Some(v) = v {
-                conds.push(col);
-                params.push(Value::Text(v.clone()));
+                conds.push(format!("{col} = {}", b.bind(Param::Text(v.clone()))));
             }
-        };
-        eq("actor = ?", &self.actor);
-        let repository = self.repository.as_deref().map(glob::to_sqlite_glob);
-        eq("repository GLOB ?", &repository);
-        eq("action = ?", &self.action);
-        eq("registry = ?", &self.registry);
-        eq("source = ?", &self.source);
+        }
+        if let Some(r) = &self.repository {
+            conds.push(match dialect {
+                Dialect::Sqlite => format!(
+                    "repository GLOB {}",
+                    b.bind(Param::Text(glob::to_sqlite_glob(r)))
+                ),
+                Dialect::Postgres => {
+                    format!("repository LIKE {}", b.bind(Param::Text(glob::to_like(r))))
+                }
+            });
+        }
+        for (col, v) in [
+            ("action", &self.action),
+            ("registry", &self.registry),
+            ("source", &self.source),
+        ] {
+            if let Some(v) = v {
+                conds.push(format!("{col} = {}", b.bind(Param::Text(v.clone()))));
+            }
+        }
         if let Some(a) = &self.address {
             // Direct requests are logged as ip:port, proxied ones as ip.
-            conds.push("(remote_addr = ? OR remote_addr GLOB ?)");
-            params.push(Value::Text(a.clone()));
-            params.push(Value::Text(format!("{}:*", glob_escape(a))));
+            let exact = b.bind(Param::Text(a.clone()));
+            conds.push(match dialect {
+                Dialect::Sqlite => format!(
+                    "(remote_addr = {exact} OR remote_addr GLOB {})",
+                    b.bind(Param::Text(format!("{}:*", glob_escape(a))))
+                ),
+                Dialect::Postgres => format!(
+                    "(remote_addr = {exact} OR starts_with(remote_addr, {}))",
+                    b.bind(Param::Text(format!("{a}:")))
+                ),
+            });
         }
         if let Some(id) = self.after_id {
-            conds.push("id > ?");
-            params.push(Value::Integer(id));
+            conds.push(format!("id > {}", b.bind(Param::Int(id))));
         }
         let mut sql = String::new();
         if !conds.is_empty() {
@@ -207,7 +297,7 @@ impl Filter {
         if let Some(limit) = self.limit {
             sql.push_str(&format!(" LIMIT {}", limit.min(i64::MAX as u64)));
         }
-        (sql, params)
+        (sql, b.params)
     }
 
     /// The clause without its `ORDER BY` and `LIMIT`, for aggregates.
@@ -215,6 +305,14 @@ impl Filter {
         let mut unlimited = self.clone();
         unlimited.limit = None;
         let (clause, params) = unlimited.clause();
+        (clause.trim_end_matches(" ORDER BY id").to_string(), params)
+    }
+
+    /// [`unlimited_clause`](Self::unlimited_clause) in `dialect`.
+    pub(super) fn unlimited_clause_in(&self, dialect: Dialect) -> (String, Vec<Param>) {
+        let mut unlimited = self.clone();
+        unlimited.limit = None;
+        let (clause, params) = unlimited.clause_in(dialect);
         (clause.trim_end_matches(" ORDER BY id").to_string(), params)
     }
 }
@@ -473,6 +571,13 @@ pub(super) fn head_hash(conn: &Connection) -> rusqlite::Result<String> {
     Ok(head.unwrap_or_else(|| GENESIS.to_string()))
 }
 
+/// The id of the newest row, 0 for an empty trail.
+pub(super) fn last_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_events", [], |r| {
+        r.get(0)
+    })
+}
+
 /// Every row in id order, for the chain walk.
 pub(super) fn for_each_in_chain_order(
     conn: &Connection,
@@ -489,6 +594,368 @@ pub(super) fn for_each_in_chain_order(
         }
     }
     Ok(())
+}
+
+/// The same statements for PostgreSQL. Appends take the chain lock (an advisory lock held
+/// until the transaction ends), so several agents extend one chain: each reads the head, the
+/// next id and which events are already stored under the lock, computes the hashes and
+/// inserts the whole batch in one statement.
+pub(super) mod pg {
+    use super::{AuditRow, COLUMNS, Dialect, Filter, Param, chain, chain_row};
+    use crate::model::Event;
+    use crate::model::text::format_time;
+    use postgres::fallible_iterator::FallibleIterator;
+    use postgres::types::ToSql;
+    use postgres::{Client, GenericClient, Row, Transaction};
+    use std::collections::HashSet;
+    use time::OffsetDateTime;
+
+    /// The advisory lock that serialises appends to the chain across agents ("auditlog").
+    pub(in crate::store) const CHAIN_LOCK: i64 = 0x6175_6469_746c_6f67;
+
+    type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+    fn params(ps: Vec<Param>) -> Params {
+        ps.into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect()
+    }
+
+    fn refs(ps: &Params) -> Vec<&(dyn ToSql + Sync)> {
+        ps.iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+
+    fn row(r: &Row) -> AuditRow {
+        AuditRow {
+            id: r.get(0),
+            time: r.get(1),
+            registry: r.get(2),
+            action: r.get(3),
+            repository: r.get(4),
+            tag: r.get(5),
+            digest: r.get(6),
+            media_type: r.get(7),
+            size: r.get(8),
+            actor: r.get(9),
+            remote_addr: r.get(10),
+            user_agent: r.get(11),
+            request_id: r.get(12),
+            method: r.get(13),
+            source: r.get(14),
+            status: r.get(15),
+            event_id: r.get(16),
+            detail: r.get(17),
+            prev_hash: r.get(18),
+            hash: r.get(19),
+        }
+    }
+
+    /// Streams the rows `filter` selects in id order until `f` says stop; the row count.
+    pub(in crate::store) fn for_each(
+        c: &mut Client,
+        filter: &Filter,
+        mut f: impl FnMut(AuditRow) -> bool,
+    ) -> Result<u64, postgres::Error> {
+        let (clause, ps) = filter.clause_in(Dialect::Postgres);
+        let sql = format!("SELECT {} FROM audit_events{clause}", COLUMNS.join(", "));
+        let ps = params(ps);
+        let mut rows = c.query_raw(&sql, refs(&ps))?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            n += 1;
+            if !f(row(&r)) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    pub(in crate::store) fn totals_by(
+        c: &mut Client,
+        filter: &Filter,
+        column: &str,
+        top: usize,
+    ) -> Result<Vec<(String, i64)>, postgres::Error> {
+        assert!(COLUMNS.contains(&column), "totals over a known column only");
+        let (clause, ps) = filter.unlimited_clause_in(Dialect::Postgres);
+        let value = match column {
+            "id" | "size" | "status" => format!("{column}::text"),
+            _ => column.to_string(),
+        };
+        let sql = format!(
+            "SELECT coalesce({value}, '(none)') COLLATE \"C\", count(*) AS n FROM audit_events{clause}
+             GROUP BY 1 ORDER BY n DESC, 1 LIMIT {top}"
+        );
+        let ps = params(ps);
+        Ok(c.query(&sql, &refs(&ps))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    pub(in crate::store) fn time_bounds(
+        c: &mut Client,
+        filter: &Filter,
+    ) -> Result<(Option<String>, Option<String>), postgres::Error> {
+        let (clause, ps) = filter.unlimited_clause_in(Dialect::Postgres);
+        let sql = format!("SELECT min(time), max(time) FROM audit_events{clause}");
+        let ps = params(ps);
+        let r = c.query_one(&sql, &refs(&ps))?;
+        Ok((r.get(0), r.get(1)))
+    }
+
+    pub(in crate::store) fn activity(
+        c: &mut Client,
+        filter: &Filter,
+        bucket_chars: usize,
+    ) -> Result<Vec<(String, i64)>, postgres::Error> {
+        let (clause, ps) = filter.unlimited_clause_in(Dialect::Postgres);
+        let sql = format!(
+            "SELECT substr(time, 1, {bucket_chars}), count(*) FROM audit_events{clause} GROUP BY 1 ORDER BY 1"
+        );
+        let ps = params(ps);
+        Ok(c.query(&sql, &refs(&ps))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    pub(in crate::store) fn head(
+        c: &mut impl GenericClient,
+    ) -> Result<(i64, String), postgres::Error> {
+        let count: i64 = c
+            .query_one("SELECT count(*) FROM audit_events", &[])?
+            .get(0);
+        Ok((count, last(c)?.1))
+    }
+
+    /// The newest row's id (0 for an empty trail) and hash (the genesis hash then).
+    pub(in crate::store) fn last(
+        c: &mut impl GenericClient,
+    ) -> Result<(i64, String), postgres::Error> {
+        Ok(c.query_opt(
+            "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
+            &[],
+        )?
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_else(|| (0, chain::GENESIS.to_string())))
+    }
+
+    pub(in crate::store) fn anchor(
+        c: &mut Client,
+    ) -> Result<Option<super::Anchor>, postgres::Error> {
+        Ok(c
+            .query_opt(
+                "SELECT first_id, prev_hash, rows_deleted, deleted_until FROM chain_anchor WHERE id = 1",
+                &[],
+            )?
+            .map(|r| super::Anchor {
+                first_id: r.get(0),
+                prev_hash: r.get(1),
+                rows_deleted: r.get(2),
+                deleted_until: r.get(3),
+            }))
+    }
+
+    /// The columns of the rows one append inserts, as arrays for one `unnest` insert.
+    #[derive(Default)]
+    struct Batch<'a> {
+        id: Vec<i64>,
+        time: Vec<String>,
+        registry: Vec<Option<&'a str>>,
+        action: Vec<&'a str>,
+        repository: Vec<Option<&'a str>>,
+        tag: Vec<Option<&'a str>>,
+        digest: Vec<Option<&'a str>>,
+        media_type: Vec<Option<&'a str>>,
+        size: Vec<Option<i64>>,
+        actor: Vec<Option<&'a str>>,
+        remote_addr: Vec<Option<&'a str>>,
+        user_agent: Vec<Option<&'a str>>,
+        request_id: Vec<Option<&'a str>>,
+        method: Vec<Option<&'a str>>,
+        source: Vec<&'a str>,
+        status: Vec<Option<i64>>,
+        event_id: Vec<Option<&'a str>>,
+        detail: Vec<Option<&'a str>>,
+        prev_hash: Vec<String>,
+        hash: Vec<String>,
+    }
+
+    impl<'a> Batch<'a> {
+        fn push(&mut self, id: i64, e: &'a Event, time: String, prev: &str, hash: &str) {
+            let r = chain_row(e, "");
+            self.id.push(id);
+            self.time.push(time);
+            self.registry.push(r.registry);
+            self.action.push(r.action);
+            self.repository.push(r.repository);
+            self.tag.push(r.tag);
+            self.digest.push(r.digest);
+            self.media_type.push(r.media_type);
+            self.size.push(r.size);
+            self.actor.push(r.actor);
+            self.remote_addr.push(r.remote_addr);
+            self.user_agent.push(r.user_agent);
+            self.request_id.push(r.request_id);
+            self.method.push(r.method);
+            self.source.push(r.source);
+            self.status.push(r.status);
+            self.event_id.push(r.event_id);
+            self.detail.push(r.detail);
+            self.prev_hash.push(prev.to_string());
+            self.hash.push(hash.to_string());
+        }
+    }
+
+    /// Which of `events` (source, event id) are stored already; called under the chain lock,
+    /// so no other agent can store one of them before this transaction ends.
+    fn stored_ids(
+        tx: &mut Transaction<'_>,
+        events: &[&Event],
+    ) -> Result<HashSet<(String, String)>, postgres::Error> {
+        let (sources, ids): (Vec<&str>, Vec<&str>) = events
+            .iter()
+            .filter_map(|e| e.event_id.as_deref().map(|id| (e.source.as_str(), id)))
+            .unzip();
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows = tx.query(
+            "SELECT a.source, a.event_id FROM audit_events a
+             JOIN unnest($1::text[], $2::text[]) AS u(source, event_id)
+               ON a.source = u.source AND a.event_id = u.event_id
+             WHERE a.event_id IS NOT NULL",
+            &[&sources, &ids],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Appends `events` to the chain in `tx`, recording `agent` on each row; which events
+    /// were new (a re-delivery, by source and event id, is skipped, whichever agent stored
+    /// the first delivery).
+    /// `received_at`: the commit's time, outside the chain (retention goes by it).
+    pub(in crate::store) fn insert_events(
+        tx: &mut Transaction<'_>,
+        agent: &str,
+        events: &[&Event],
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<bool>, postgres::Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])?;
+        let (mut id, mut head) = last(tx)?;
+        let mut seen = stored_ids(tx, events)?;
+        let mut batch = Batch::default();
+        let mut flags = Vec::with_capacity(events.len());
+        for e in events {
+            if let Some(eid) = &e.event_id {
+                if !seen.insert((e.source.as_str().to_string(), eid.clone())) {
+                    flags.push(false);
+                    continue;
+                }
+            }
+            let time = format_time(e.time);
+            let hash = chain::link(&head, &chain_row(e, &time));
+            id += 1;
+            batch.push(id, e, time, &head, &hash);
+            head = hash;
+            flags.push(true);
+        }
+        if !batch.id.is_empty() {
+            insert_batch(tx, &batch, agent, &format_time(received_at))?;
+        }
+        Ok(flags)
+    }
+
+    /// One statement for the whole batch. No `ON CONFLICT DO NOTHING`: under the chain lock
+    /// a duplicate cannot get here, and if a row written without the lock made one, failing
+    /// the transaction (the sender retries) keeps the chain intact where skipping a row
+    /// would break the links computed after it.
+    fn insert_batch(
+        tx: &mut Transaction<'_>,
+        b: &Batch<'_>,
+        agent: &str,
+        received_at: &str,
+    ) -> Result<(), postgres::Error> {
+        tx.execute(
+            "INSERT INTO audit_events (id, time, registry, action, repository, tag, digest,
+                media_type, size, actor, remote_addr, user_agent, request_id, method, source,
+                status, event_id, detail, prev_hash, hash, agent, received_at)
+             SELECT u.*, $21::text, $22::text FROM unnest($1::bigint[], $2::text[], $3::text[],
+                $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+                $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                $16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[]) AS u",
+            &[
+                &b.id,
+                &b.time,
+                &b.registry,
+                &b.action,
+                &b.repository,
+                &b.tag,
+                &b.digest,
+                &b.media_type,
+                &b.size,
+                &b.actor,
+                &b.remote_addr,
+                &b.user_agent,
+                &b.request_id,
+                &b.method,
+                &b.source,
+                &b.status,
+                &b.event_id,
+                &b.detail,
+                &b.prev_hash,
+                &b.hash,
+                &agent,
+                &received_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Retention, as for SQLite, under the chain lock (the newest row is never deleted).
+    pub(in crate::store) fn prune(
+        c: &mut Client,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, postgres::Error> {
+        let cutoff = format_time(cutoff);
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])?;
+        let first_kept = tx.query_opt(
+            "SELECT id, prev_hash FROM audit_events
+             WHERE coalesce(received_at, time) >= $1 OR id = (SELECT max(id) FROM audit_events)
+             ORDER BY id LIMIT 1",
+            &[&cutoff],
+        )?;
+        let Some(first) = first_kept else {
+            return Ok(0);
+        };
+        let (first_id, prev_hash): (i64, String) = (first.get(0), first.get(1));
+        let deleted = tx.execute("DELETE FROM audit_events WHERE id < $1", &[&first_id])?;
+        if deleted > 0 {
+            tx.execute(
+                "INSERT INTO chain_anchor (id, first_id, prev_hash, rows_deleted, deleted_until, updated_at)
+                 VALUES (1, $1, $2, $3, $4, $5)
+                 ON CONFLICT(id) DO UPDATE SET first_id = excluded.first_id,
+                    prev_hash = excluded.prev_hash,
+                    rows_deleted = chain_anchor.rows_deleted + excluded.rows_deleted,
+                    deleted_until = excluded.deleted_until, updated_at = excluded.updated_at",
+                &[&first_id, &prev_hash, &(deleted as i64), &cutoff, &format_time(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]

@@ -68,3 +68,73 @@ pub(super) fn load(conn: &Connection, log: &str) -> rusqlite::Result<Option<Chec
     )
     .optional()
 }
+
+/// The same statements for PostgreSQL (`offset` is a reserved word there).
+pub(super) mod pg {
+    use crate::model::Checkpoint;
+    use crate::model::text::format_time;
+    use postgres::{GenericClient, Row};
+    use time::OffsetDateTime;
+
+    pub(in crate::store) fn save(
+        c: &mut impl GenericClient,
+        cp: &Checkpoint,
+        now: OffsetDateTime,
+    ) -> Result<(), postgres::Error> {
+        c.execute(
+            r#"INSERT INTO log_checkpoints (log, dev, ino, fp_len, fp_hash, "offset", updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT(log) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
+                fp_len = excluded.fp_len, fp_hash = excluded.fp_hash, "offset" = excluded."offset",
+                updated_at = excluded.updated_at"#,
+            &[
+                &cp.log,
+                &(cp.dev as i64),
+                &(cp.ino as i64),
+                &(cp.fp_len as i64),
+                &cp.fp_hash,
+                &(cp.offset as i64),
+                &format_time(now),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn checkpoint(r: &Row) -> Checkpoint {
+        Checkpoint {
+            log: r.get(0),
+            dev: r.get::<_, i64>(1) as u64,
+            ino: r.get::<_, i64>(2) as u64,
+            fp_len: r.get::<_, i64>(3) as u64,
+            fp_hash: r.get(4),
+            offset: r.get::<_, i64>(5) as u64,
+        }
+    }
+
+    pub(in crate::store) fn load_of(
+        c: &mut impl GenericClient,
+        log: &str,
+    ) -> Result<Vec<Checkpoint>, postgres::Error> {
+        let prefix = format!("{log}:");
+        Ok(c.query(
+            r#"SELECT log, dev, ino, fp_len, fp_hash, "offset" FROM log_checkpoints
+                 WHERE starts_with(log, $1)"#,
+            &[&prefix],
+        )?
+        .iter()
+        .map(checkpoint)
+        .collect())
+    }
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        log: &str,
+    ) -> Result<Option<Checkpoint>, postgres::Error> {
+        Ok(c
+            .query_opt(
+                r#"SELECT log, dev, ino, fp_len, fp_hash, "offset" FROM log_checkpoints WHERE log = $1"#,
+                &[&log],
+            )?
+            .map(|r| checkpoint(&r)))
+    }
+}

@@ -65,6 +65,11 @@ pub enum StoreError {
     Read(rusqlite::Error),
     #[error("audit batch not committed: {0}")]
     Batch(String),
+    /// A PostgreSQL error; `target` is the database as shown (never with its password).
+    #[error("database {target}: {detail}")]
+    Postgres { target: String, detail: String },
+    #[error("no regwatch schema in database {target} (database.url); has regwatch run yet?")]
+    PgMissing { target: String },
     #[error("the audit store is closed (regwatch is shutting down)")]
     Closed,
 }

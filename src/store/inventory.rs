@@ -145,3 +145,114 @@ pub(super) fn load_report(conn: &Connection, registry: &str) -> rusqlite::Result
         .optional()?
         .flatten())
 }
+
+/// The same statements for PostgreSQL; the events go through the chained append.
+pub(super) mod pg {
+    use super::{InventoryUpdate, StoredInventory};
+    use crate::model::text::format_time;
+    use postgres::{GenericClient, Transaction};
+
+    /// The inventory tables' part of a poll's transaction (the caller appends the events).
+    pub(in crate::store) fn apply(
+        tx: &mut Transaction<'_>,
+        u: &InventoryUpdate,
+    ) -> Result<(), postgres::Error> {
+        let r = u.registry.as_str();
+        if u.replace {
+            tx.execute("DELETE FROM inventory_tags WHERE registry = $1", &[&r])?;
+            tx.execute(
+                "DELETE FROM inventory_repositories WHERE registry = $1",
+                &[&r],
+            )?;
+        }
+        for repo in &u.add_repositories {
+            tx.execute(
+                "INSERT INTO inventory_repositories VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&r, repo],
+            )?;
+        }
+        for repo in &u.remove_repositories {
+            let p: [&(dyn postgres::types::ToSql + Sync); 2] = [&r, repo];
+            tx.execute(
+                "DELETE FROM inventory_repositories WHERE registry = $1 AND repository = $2",
+                &p,
+            )?;
+            tx.execute(
+                "DELETE FROM inventory_tags WHERE registry = $1 AND repository = $2",
+                &p,
+            )?;
+        }
+        for (repo, tag, digest) in &u.upsert_tags {
+            tx.execute(
+                "INSERT INTO inventory_tags VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (registry, repository, tag) DO UPDATE SET digest = excluded.digest",
+                &[&r, repo, tag, digest],
+            )?;
+        }
+        for (repo, tag) in &u.remove_tags {
+            tx.execute(
+                "DELETE FROM inventory_tags WHERE registry = $1 AND repository = $2 AND tag = $3",
+                &[&r, repo, tag],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO inventory_polls (registry, time, repositories, tags, unique_bytes, report)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (registry) DO UPDATE SET time = excluded.time,
+                repositories = excluded.repositories, tags = excluded.tags,
+                unique_bytes = excluded.unique_bytes, report = excluded.report",
+            &[
+                &r,
+                &format_time(u.time),
+                &(u.repositories as i64),
+                &(u.tags as i64),
+                &(u.unique_bytes.min(i64::MAX as u64) as i64),
+                &u.report,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        registry: &str,
+    ) -> Result<Option<StoredInventory>, postgres::Error> {
+        let polled: i64 = c
+            .query_one(
+                "SELECT count(*) FROM inventory_polls WHERE registry = $1",
+                &[&registry],
+            )?
+            .get(0);
+        if polled == 0 {
+            return Ok(None);
+        }
+        let repositories = c
+            .query(
+                "SELECT repository FROM inventory_repositories WHERE registry = $1",
+                &[&registry],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let tags = c
+            .query(
+                "SELECT repository, tag, digest FROM inventory_tags WHERE registry = $1",
+                &[&registry],
+            )?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        Ok(Some(StoredInventory { repositories, tags }))
+    }
+
+    pub(in crate::store) fn load_report(
+        c: &mut impl GenericClient,
+        registry: &str,
+    ) -> Result<Option<String>, postgres::Error> {
+        Ok(c.query_opt(
+            "SELECT report FROM inventory_polls WHERE registry = $1",
+            &[&registry],
+        )?
+        .and_then(|r| r.get(0)))
+    }
+}

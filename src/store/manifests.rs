@@ -84,6 +84,63 @@ pub(super) fn load(conn: &Connection, registry: &str) -> rusqlite::Result<Vec<Ma
     Ok(out)
 }
 
+/// The same statements for PostgreSQL.
+pub(super) mod pg {
+    use super::{ManifestRefs, ManifestUpdate, Sha256, pack, unpack};
+    use postgres::{Client, GenericClient};
+    use std::collections::HashSet;
+
+    pub(in crate::store) fn apply(
+        c: &mut Client,
+        u: &ManifestUpdate,
+    ) -> Result<(), postgres::Error> {
+        let mut tx = c.transaction()?;
+        let present: HashSet<&Sha256> = u.present.iter().collect();
+        let stored: Vec<Vec<u8>> = tx
+            .query(
+                "SELECT digest FROM storage_manifests WHERE registry = $1",
+                &[&u.registry],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let gone: Vec<Vec<u8>> = stored
+            .into_iter()
+            .filter(|d| !<&Sha256>::try_from(d.as_slice()).is_ok_and(|d| present.contains(d)))
+            .collect();
+        tx.execute(
+            "DELETE FROM storage_manifests WHERE registry = $1 AND digest = ANY($2)",
+            &[&u.registry, &gone],
+        )?;
+        let digests: Vec<&[u8]> = u.new.iter().map(|(d, _)| d.as_slice()).collect();
+        let refs: Vec<Vec<u8>> = u.new.iter().map(|(_, r)| pack(r)).collect();
+        tx.execute(
+            "INSERT INTO storage_manifests (registry, digest, refs)
+             SELECT $1, d, r FROM unnest($2::bytea[], $3::bytea[]) AS u(d, r)
+             ON CONFLICT (registry, digest) DO UPDATE SET refs = excluded.refs",
+            &[&u.registry, &digests, &refs],
+        )?;
+        tx.commit()
+    }
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        registry: &str,
+    ) -> Result<Vec<ManifestRefs>, postgres::Error> {
+        let rows = c.query(
+            "SELECT digest, refs FROM storage_manifests WHERE registry = $1",
+            &[&registry],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let d = Sha256::try_from(r.get::<_, &[u8]>(0)).ok()?;
+                Some((d, unpack(r.get::<_, &[u8]>(1))?))
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

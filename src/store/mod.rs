@@ -5,25 +5,34 @@
 //!
 //! One owner per table: every SQL statement on a table lives in that table's module —
 //! [`audit`] (`audit_events`, `chain_anchor`), [`checkpoints`] (`log_checkpoints`),
+//! [`forward_cursors`] (`forward_cursors`),
 //! [`inventory`] (`inventory_*`), [`alerts`] (`alert_states`, `alert_outbox`,
 //! `alert_deliveries`), [`silences`] (`alert_silences`), [`samples`] (`storage_samples`) and
 //! [`manifests`] (`storage_manifests`), [`tag_facts`] (`tag_facts`);
-//! [`schema`] opens the file and migrates it. Nothing outside this module sees SQL or a
-//! connection.
+//! [`schema`] opens the file and migrates it ([`pg_schema`] the PostgreSQL database). Every
+//! table module also holds its statements in PostgreSQL form (its `pg` module). Nothing
+//! outside this module sees SQL or a connection.
 //!
 //! The backend seam: [`Store`] says where the database is; the writer drives a
-//! [`writer::Backend`] (today [`sqlite::SqliteWriter`]) and [`Reader`] dispatches on its
-//! backend, so a PostgreSQL backend joins beside SQLite without touching callers.
+//! [`writer::Backend`] ([`sqlite::SqliteWriter`] or [`pg_writer::PgWriter`]) and [`Reader`]
+//! dispatches on its backend. On PostgreSQL several agents share one database: appends are
+//! serialised by an advisory lock, so the chain stays one chain, and re-deliveries are
+//! recognised whichever agent stored the first.
 
 pub mod alerts;
 pub mod audit;
 pub mod chain;
 mod checkpoints;
 mod error;
+mod forward_cursors;
 mod health;
 pub mod inventory;
+mod lease;
 pub mod manifests;
 pub mod marker;
+mod pg;
+mod pg_schema;
+mod pg_writer;
 mod reader;
 mod samples;
 mod schema;
@@ -34,19 +43,22 @@ pub mod verify;
 mod writer;
 
 pub use alerts::{
-    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxEntry, OutboxRow, StoredState,
+    AlertStateRow, AlertUpdate, DeliveryOutcome, OutboxClaim, OutboxEntry, OutboxRow, StoredState,
 };
 pub use audit::{Anchor, AuditRow, COLUMNS, Filter};
 pub use error::StoreError;
 pub use health::Health;
 pub use inventory::{InventoryUpdate, StoredInventory};
+pub use lease::Leases;
 pub use manifests::ManifestUpdate;
+pub use pg::PgTarget;
 pub use reader::Reader;
 pub use silences::Silence;
 pub use tag_facts::TagFact;
 pub use verify::{Problem, Verdict};
-pub use writer::{EventTap, OnCommit, Sink, Writer};
+pub use writer::{EventTap, OnCommit, Sink, TailCommit, Writer};
 
+use crate::config::{DatabaseConfig, DatabaseTarget};
 use crate::model::clock::SharedClock;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -56,12 +68,15 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     /// A SQLite file (created mode 0600).
     Sqlite(PathBuf),
+    /// A PostgreSQL database, possibly shared with other agents.
+    Postgres(PgTarget),
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => write!(f, "{t}"),
         }
     }
 }
@@ -70,14 +85,47 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
     location: Location,
+    /// Recorded on the rows this agent writes (PostgreSQL).
+    agent: String,
 }
+
+/// The agent name of a store opened without one (the CLI, tests).
+const DEFAULT_AGENT: &str = "regwatch";
 
 impl Store {
     /// The SQLite database in `path`.
     pub fn sqlite(path: impl AsRef<Path>) -> Store {
         Store {
             location: Location::Sqlite(path.as_ref().to_path_buf()),
+            agent: DEFAULT_AGENT.into(),
         }
+    }
+
+    /// A PostgreSQL database.
+    pub fn postgres(target: PgTarget) -> Store {
+        Store {
+            location: Location::Postgres(target),
+            agent: DEFAULT_AGENT.into(),
+        }
+    }
+
+    /// The database `[database]` names.
+    pub fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        Ok(match &config.target {
+            DatabaseTarget::Sqlite(p) => Store::sqlite(p),
+            DatabaseTarget::Postgres(url) => Store::postgres(PgTarget::parse(url.value.clone())?),
+        })
+    }
+
+    /// The same database, written as `agent`.
+    pub fn with_agent(mut self, agent: &str) -> Store {
+        self.agent = agent.to_string();
+        self
+    }
+
+    /// Whether several agents may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
     }
 
     pub fn location(&self) -> &Location {
@@ -89,6 +137,11 @@ impl Store {
     pub fn reader(&self) -> Result<Reader, StoreError> {
         match &self.location {
             Location::Sqlite(path) => schema::open_read_only(path).map(Reader::sqlite),
+            Location::Postgres(target) => {
+                let conn = pg::PgConn::open(target)?;
+                conn.run_checked(pg_schema::check)?;
+                Ok(Reader::postgres(conn))
+            }
         }
     }
 
@@ -108,6 +161,15 @@ impl Store {
                 Writer::start(backend, capacity, on_commit).map_err(|source| StoreError::Create {
                     path: path.clone(),
                     source,
+                })
+            }
+            Location::Postgres(target) => {
+                // Migrated on a connection thread: this may be called from async code.
+                pg::PgConn::open(target)?.run_checked(pg_schema::migrate)?;
+                let backend = pg_writer::PgWriter::new(target.clone(), self.agent.clone(), clock);
+                Writer::start(backend, capacity, on_commit).map_err(|e| StoreError::Postgres {
+                    target: target.to_string(),
+                    detail: format!("cannot start the writer thread: {e}"),
                 })
             }
         }
@@ -192,42 +254,6 @@ mod tests {
         assert!(err.to_string().contains("has regwatch run yet?"), "{err}");
     }
 
-    #[test]
-    fn totals_by_action_count_blob_heads_as_checks_not_pulls() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = writer(&path, 64);
-        let sink = writer.sink();
-        let text = include_str!("../../tests/fixtures/notifications.ndjson");
-        let events: Vec<Event> = text
-            .lines()
-            .flat_map(|l| crate::formats::notification::parse(l.as_bytes(), "main").unwrap())
-            .collect();
-        let is = |e: &Event, method: &str, blob: bool| {
-            e.action == Action::Pull
-                && e.method.as_deref() == Some(method)
-                && (e.media_type.as_deref() == Some("application/octet-stream")) == blob
-        };
-        let blob_heads = events.iter().filter(|e| is(e, "HEAD", true)).count() as i64;
-        let pulls = events
-            .iter()
-            .filter(|e| is(e, "GET", true) || is(e, "GET", false) || is(e, "HEAD", false))
-            .count() as i64;
-        assert!(blob_heads > 0 && pulls > 0);
-        for e in events {
-            sink.enqueue_blocking(e).unwrap();
-        }
-        writer.close_blocking();
-        let totals = Store::sqlite(&path)
-            .reader()
-            .unwrap()
-            .totals_by(&crate::store::Filter::default(), "action", 20)
-            .unwrap();
-        let get = |k: &str| totals.iter().find(|(a, _)| a == k).map(|t| t.1);
-        assert_eq!(get("pull"), Some(pulls), "{totals:?}");
-        assert_eq!(get("blob check"), Some(blob_heads), "{totals:?}");
-    }
-
     /// Retention follows the trail's own order (when rows were stored), so one event dated
     /// 9999 by its sender cannot hold back the deletion of everything stored after it.
     #[tokio::test(flavor = "multi_thread")]
@@ -263,5 +289,41 @@ mod tests {
             reader.verify(None).unwrap(),
             Verdict::Ok { rows: 1, .. }
         ));
+    }
+
+    #[test]
+    fn totals_by_action_count_blob_heads_as_checks_not_pulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let writer = writer(&path, 64);
+        let sink = writer.sink();
+        let text = include_str!("../../tests/fixtures/notifications.ndjson");
+        let events: Vec<Event> = text
+            .lines()
+            .flat_map(|l| crate::formats::notification::parse(l.as_bytes(), "main").unwrap())
+            .collect();
+        let is = |e: &Event, method: &str, blob: bool| {
+            e.action == Action::Pull
+                && e.method.as_deref() == Some(method)
+                && (e.media_type.as_deref() == Some("application/octet-stream")) == blob
+        };
+        let blob_heads = events.iter().filter(|e| is(e, "HEAD", true)).count() as i64;
+        let pulls = events
+            .iter()
+            .filter(|e| is(e, "GET", true) || is(e, "GET", false) || is(e, "HEAD", false))
+            .count() as i64;
+        assert!(blob_heads > 0 && pulls > 0);
+        for e in events {
+            sink.enqueue_blocking(e).unwrap();
+        }
+        writer.close_blocking();
+        let totals = Store::sqlite(&path)
+            .reader()
+            .unwrap()
+            .totals_by(&crate::store::Filter::default(), "action", 20)
+            .unwrap();
+        let get = |k: &str| totals.iter().find(|(a, _)| a == k).map(|t| t.1);
+        assert_eq!(get("pull"), Some(pulls), "{totals:?}");
+        assert_eq!(get("blob check"), Some(blob_heads), "{totals:?}");
     }
 }

@@ -143,10 +143,18 @@ const MIGRATIONS: &[&str] = &[
         refs     BLOB NOT NULL,
         PRIMARY KEY (registry, digest)
     ) WITHOUT ROWID;",
-    // 8: when the writer committed each row, outside the hash chain. Retention prunes by it
+    // 8: where each `[[forward]]` is in the audit trail: the id of the last row its
+    // receiver accepted (or that its filters skipped). Advanced only after a send
+    // succeeded, so a restart resends at most the batch in flight.
+    "CREATE TABLE forward_cursors (
+        forward    TEXT    PRIMARY KEY,
+        last_id    INTEGER NOT NULL,
+        updated_at TEXT    NOT NULL
+    ) WITHOUT ROWID;",
+    // 9: when the writer committed each row, outside the hash chain. Retention prunes by it
     // (the trail's own order), so a source's clock, or one event dated 9999, cannot stop it.
     "ALTER TABLE audit_events ADD COLUMN received_at TEXT;",
-    // 9 (issue 14): what is known of every tag for retention: its digest, when it was first
+    // 10: what is known of every tag for retention: its digest, when it was first
     // seen and pushed, when it was last pulled and by whom. Derived from committed audit
     // events and poll changes, in their transaction; not part of the hash chain.
     "CREATE TABLE tag_facts (

@@ -44,7 +44,6 @@ pub(super) fn insert(conn: &Connection, s: &Silence) -> rusqlite::Result<i64> {
 
 /// Silences that have not ended at `now`.
 pub(super) fn load(conn: &Connection, now: OffsetDateTime) -> rusqlite::Result<Vec<Silence>> {
-    let rfc = &time::format_description::well_known::Rfc3339;
     let mut stmt = conn.prepare(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
          WHERE ends_at > ?1 ORDER BY id",
@@ -62,22 +61,78 @@ pub(super) fn load(conn: &Connection, now: OffsetDateTime) -> rusqlite::Result<V
     let mut out = Vec::new();
     for row in rows {
         let (id, matchers, starts, ends, created_by, comment) = row?;
-        let (Ok(matchers), Ok(starts_at), Ok(ends_at)) = (
-            serde_json::from_str(&matchers),
-            OffsetDateTime::parse(&starts, rfc),
-            OffsetDateTime::parse(&ends, rfc),
-        ) else {
-            tracing::warn!(id, "unreadable silence ignored");
-            continue;
-        };
-        out.push(Silence {
-            id,
-            matchers,
-            starts_at,
-            ends_at,
-            created_by,
-            comment,
-        });
+        out.extend(parse(id, matchers, starts, ends, created_by, comment));
     }
     Ok(out)
+}
+
+/// A stored silence; `None` (logged) when its matchers or times cannot be read.
+fn parse(
+    id: i64,
+    matchers: String,
+    starts: String,
+    ends: String,
+    created_by: String,
+    comment: String,
+) -> Option<Silence> {
+    let rfc = &time::format_description::well_known::Rfc3339;
+    let (Ok(matchers), Ok(starts_at), Ok(ends_at)) = (
+        serde_json::from_str(&matchers),
+        OffsetDateTime::parse(&starts, rfc),
+        OffsetDateTime::parse(&ends, rfc),
+    ) else {
+        tracing::warn!(id, "unreadable silence ignored");
+        return None;
+    };
+    Some(Silence {
+        id,
+        matchers,
+        starts_at,
+        ends_at,
+        created_by,
+        comment,
+    })
+}
+
+/// The same statements for PostgreSQL.
+pub(super) mod pg {
+    use super::Silence;
+    use crate::model::text::format_time;
+    use postgres::GenericClient;
+    use time::OffsetDateTime;
+
+    pub(in crate::store) fn insert(
+        c: &mut impl GenericClient,
+        s: &Silence,
+    ) -> Result<i64, postgres::Error> {
+        Ok(c.query_one(
+            "INSERT INTO alert_silences (matchers, starts_at, ends_at, created_by, comment)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &serde_json::to_string(&s.matchers).unwrap_or_default(),
+                &format_time(s.starts_at),
+                &format_time(s.ends_at),
+                &s.created_by,
+                &s.comment,
+            ],
+        )?
+        .get(0))
+    }
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Silence>, postgres::Error> {
+        let rows = c.query(
+            "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM alert_silences
+             WHERE ends_at > $1 ORDER BY id",
+            &[&format_time(now)],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                super::parse(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+            })
+            .collect())
+    }
 }

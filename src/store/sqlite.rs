@@ -7,7 +7,7 @@ use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, marker, samples, tag_facts};
+use super::{StoreError, audit, checkpoints, forward_cursors, marker, samples, tag_facts};
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
 use rusqlite::Connection;
@@ -171,6 +171,12 @@ impl Backend for SqliteWriter {
     fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError> {
         self.check_file()?;
         manifests::apply(&mut self.conn, update).map_err(StoreError::Write)
+    }
+
+    fn forward_cursor(&mut self, forward: &str, last_id: i64) -> Result<(), StoreError> {
+        self.check_file()?;
+        forward_cursors::save(&self.conn, forward, last_id, self.clock.now())
+            .map_err(StoreError::Write)
     }
 
     fn close(&mut self) {

@@ -240,6 +240,39 @@ pub(super) fn load(conn: &Connection, registry: &str) -> rusqlite::Result<Vec<Ta
     rows.collect()
 }
 
+/// Reading the table on PostgreSQL. The PostgreSQL writer does not maintain it yet, so a
+/// shared database answers with no facts (every tag "never pulled" and unknown push time,
+/// which retention plans keep).
+pub(super) mod pg {
+    use super::TagFact;
+    use postgres::GenericClient;
+
+    pub(in crate::store) fn load(
+        c: &mut impl GenericClient,
+        registry: &str,
+    ) -> Result<Vec<TagFact>, postgres::Error> {
+        let rows = c.query(
+            "SELECT registry, repository, tag, digest, first_seen_at, pushed_at, last_pulled_at,
+                last_puller
+             FROM tag_facts WHERE registry = $1 ORDER BY repository, tag",
+            &[&registry],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| TagFact {
+                registry: r.get(0),
+                repository: r.get(1),
+                tag: r.get(2),
+                digest: r.get(3),
+                first_seen_at: r.get(4),
+                pushed_at: r.get(5),
+                last_pulled_at: r.get(6),
+                last_puller: r.get(7),
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

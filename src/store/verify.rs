@@ -200,11 +200,23 @@ impl<'a> Walk<'a> {
 /// Walks every row in id order (streaming). `expect_head`, when given, must be the hash of
 /// some row: it detects the removal of the newest rows, which a chain alone cannot.
 pub(super) fn verify(conn: &Connection, expect_head: Option<&str>) -> rusqlite::Result<Verdict> {
-    let mut walk = Walk::new(audit::anchor(conn)?, expect_head);
+    walk(audit::anchor(conn)?, expect_head, |step| {
+        audit::for_each_in_chain_order(conn, |row| Ok(step(row)))
+    })
+}
+
+/// The walk over the rows `rows` feeds to its callback in id order (which answers whether to
+/// go on), from `anchor`: the same verdict on every backend.
+pub(super) fn walk<E>(
+    anchor: Option<Anchor>,
+    expect_head: Option<&str>,
+    rows: impl FnOnce(&mut dyn FnMut(AuditRow) -> bool) -> Result<(), E>,
+) -> Result<Verdict, E> {
+    let mut walk = Walk::new(anchor, expect_head);
     let mut problem = None;
-    audit::for_each_in_chain_order(conn, |row| {
+    rows(&mut |row| {
         problem = walk.step(row);
-        Ok(problem.is_none())
+        problem.is_none()
     })?;
     Ok(match problem {
         Some(problem) => Verdict::Broken {

@@ -8,7 +8,7 @@
 //! events queued before it committed.
 
 use super::StoreError;
-use super::alerts::{AlertUpdate, DeliveryOutcome};
+use super::alerts::{AlertUpdate, DeliveryOutcome, OutboxClaim};
 use super::health::Health;
 use super::inventory::InventoryUpdate;
 use super::manifests::ManifestUpdate;
@@ -60,6 +60,11 @@ enum Command {
         update: Box<AlertUpdate>,
         ack: Reply<()>,
     },
+    /// Outbox rows this agent is about to send, claimed from the other agents.
+    Claim {
+        claim: Box<OutboxClaim>,
+        ack: Reply<Vec<i64>>,
+    },
     /// The outcome of one delivery attempt.
     Delivery {
         outcome: DeliveryOutcome,
@@ -80,6 +85,12 @@ enum Command {
     /// A storage walk's manifests for the cache.
     Manifests {
         update: Box<ManifestUpdate>,
+        ack: Reply<()>,
+    },
+    /// A forwarder's receiver accepted the rows up to `last_id`.
+    ForwardCursor {
+        forward: String,
+        last_id: i64,
         ack: Reply<()>,
     },
     /// From now on, send every newly committed audit event to this channel (alert rules on
@@ -105,12 +116,28 @@ pub(super) trait Backend: Send + 'static {
     fn inventory(&mut self, update: &InventoryUpdate) -> Result<Vec<bool>, StoreError>;
     fn alerts(&mut self, update: &AlertUpdate) -> Result<(), StoreError>;
     fn delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
+    /// Which of the claim's rows this agent may send. A database of one agent has nobody
+    /// to claim them from: all of them.
+    fn claim(&mut self, claim: &OutboxClaim) -> Result<Vec<i64>, StoreError> {
+        Ok(claim.ids.clone())
+    }
     fn silence(&mut self, silence: &Silence) -> Result<i64, StoreError>;
     fn sample(&mut self, registry: &str, sample: &Sample, keep: Duration)
     -> Result<(), StoreError>;
     fn manifests(&mut self, update: &ManifestUpdate) -> Result<(), StoreError>;
+    fn forward_cursor(&mut self, forward: &str, last_id: i64) -> Result<(), StoreError>;
     /// Called once after the last command (e.g. to checkpoint a write-ahead log).
     fn close(&mut self);
+}
+
+/// A tailer's transaction on its way: [`TailCommit::wait`] says how it went.
+pub struct TailCommit(oneshot::Receiver<Result<usize, StoreError>>);
+
+impl TailCommit {
+    /// Waits for the transaction; the number of new events, or why it was not stored.
+    pub fn wait(self) -> Result<usize, StoreError> {
+        self.0.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
 }
 
 /// A cheap, clonable handle for everything that writes to the database.
@@ -169,6 +196,17 @@ impl Sink {
         events: Vec<Event>,
         checkpoint: Checkpoint,
     ) -> Result<usize, StoreError> {
+        self.send_tail_blocking(events, checkpoint)?.wait()
+    }
+
+    /// Queues `events` and the log `checkpoint` for one transaction, from a tailer thread,
+    /// without waiting for it: the tailer reads its next batch meanwhile. Transactions are
+    /// committed in the order they are queued.
+    pub fn send_tail_blocking(
+        &self,
+        events: Vec<Event>,
+        checkpoint: Checkpoint,
+    ) -> Result<TailCommit, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .blocking_send(Command::Write(Item {
@@ -177,7 +215,7 @@ impl Sink {
                 ack: Some(ack),
             }))
             .map_err(|_| StoreError::Closed)?;
-        done.blocking_recv().map_err(|_| StoreError::Closed)?
+        Ok(TailCommit(done))
     }
 
     /// Queues `event` without waiting for the commit (waits only while the queue is full).
@@ -222,6 +260,16 @@ impl Sink {
         .await
     }
 
+    /// Claims outbox rows before sending them (see [`OutboxClaim`]); the ids this agent
+    /// may send (on PostgreSQL, those no other agent holds).
+    pub async fn claim_outbox(&self, claim: OutboxClaim) -> Result<Vec<i64>, StoreError> {
+        self.request(|ack| Command::Claim {
+            claim: Box::new(claim),
+            ack,
+        })
+        .await
+    }
+
     /// Records a delivery attempt (see [`DeliveryOutcome`]); waits for the commit.
     pub async fn store_delivery(&self, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         self.request(|ack| Command::Delivery { outcome, ack }).await
@@ -257,6 +305,21 @@ impl Sink {
     pub async fn store_manifests(&self, update: ManifestUpdate) -> Result<(), StoreError> {
         self.request(|ack| Command::Manifests {
             update: Box::new(update),
+            ack,
+        })
+        .await
+    }
+
+    /// Moves `forward`'s cursor to `last_id` (never backwards); waits for the commit.
+    pub async fn store_forward_cursor(
+        &self,
+        forward: &str,
+        last_id: i64,
+    ) -> Result<(), StoreError> {
+        let forward = forward.to_string();
+        self.request(|ack| Command::ForwardCursor {
+            forward,
+            last_id,
             ack,
         })
         .await
@@ -512,6 +575,9 @@ impl<B: Backend> Loop<B> {
             Command::Delivery { outcome, ack } => {
                 let _ = ack.send(self.observed(|b| b.delivery(&outcome)));
             }
+            Command::Claim { claim, ack } => {
+                let _ = ack.send(self.backend.claim(&claim));
+            }
             Command::Silence { silence, ack } => {
                 let _ = ack.send(self.observed(|b| b.silence(&silence)));
             }
@@ -525,6 +591,13 @@ impl<B: Backend> Loop<B> {
             }
             Command::Manifests { update, ack } => {
                 let _ = ack.send(self.observed(|b| b.manifests(&update)));
+            }
+            Command::ForwardCursor {
+                forward,
+                last_id,
+                ack,
+            } => {
+                let _ = ack.send(self.observed(|b| b.forward_cursor(&forward, last_id)));
             }
             Command::Tap(t) => self.tap = Some(t),
             Command::Write(_) | Command::Close => unreachable!("handled by the loop"),

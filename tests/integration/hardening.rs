@@ -156,6 +156,26 @@ impl Drop for WriteLock {
     }
 }
 
+/// `regwatch run` that is expected to refuse to start: its exit code and stderr; fails if it
+/// is still running after 20 s (it accepted what it should have refused).
+fn run_refused(config: &Path) -> (Option<i32>, String) {
+    let dir = config.parent().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regwatch"));
+    cmd.args(["run", "--config"]).arg(config);
+    let mut proc = Proc::spawn(
+        "regwatch",
+        &mut cmd,
+        &dir.join("refused.out"),
+        &dir.join("refused.err"),
+    );
+    let exited = proc.wait_exit(Duration::from_secs(20));
+    let stderr = proc.stderr();
+    match exited {
+        Some((status, _)) => (status.code(), stderr),
+        None => panic!("regwatch started when it should have refused:\n{stderr}"),
+    }
+}
+
 fn metrics_value(d: &Daemon, series: &str) -> Option<f64> {
     metric(&d.get("/metrics").1, series)
 }
@@ -300,13 +320,8 @@ fn a_deleted_database_stops_acknowledgements_and_is_not_recreated_silently() {
         "the shutdown must not claim its own stop row was stored: {stderr}"
     );
 
-    let mut again = Command::new(env!("CARGO_BIN_EXE_regwatch"));
-    again
-        .args(["run", "--config"])
-        .arg(back.path().join("regwatch.toml"));
-    let out = again.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    let (code, stderr) = run_refused(&back.path().join("regwatch.toml"));
+    assert_eq!(code, Some(65), "{stderr}");
     assert!(stderr.contains("regwatch.db.trail"), "{stderr}");
     assert!(!db.exists() || rows(&db, "monitor_start").is_empty());
 }
@@ -665,13 +680,8 @@ fn a_database_corrupt_in_its_middle_is_refused_at_start() {
         .unwrap();
     f.write_all(&[0xA5; 4096]).unwrap();
     drop(f);
-    let out = Command::new(env!("CARGO_BIN_EXE_regwatch"))
-        .args(["run", "--config"])
-        .arg(back.path().join("regwatch.toml"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    let (code, stderr) = run_refused(&back.path().join("regwatch.toml"));
+    assert_eq!(code, Some(65), "{stderr}");
     assert!(stderr.contains("corrupt"), "{stderr}");
 }
 

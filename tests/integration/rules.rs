@@ -23,7 +23,7 @@ fn promtool(args: &[&str]) -> std::process::Output {
 fn alert_rules_are_valid_and_their_unit_tests_pass() {
     let out = promtool(&["check", "rules", "regwatch.rules.yml"]);
     assert_ok(&out, "promtool check rules");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 9 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 10 rules found"));
     assert_ok(
         &promtool(&["test", "rules", "regwatch.rules.test.yml"]),
         "promtool test rules",
@@ -76,8 +76,14 @@ output = "{{dir}}/audit-{{date}}.html"
 [[retention]]
 name = "stale"
 keep_pulled_within = "30d"
+
+[[forward]]
+name = "siem"
+kind = "syslog"
+address = "127.0.0.1:{}"
 "#,
-            nginx.access_log().display()
+            nginx.access_log().display(),
+            free_port()
         ))
         .build();
     let dir = tempfile::Builder::new()
@@ -211,6 +217,8 @@ keep_pulled_within = "30d"
     for e in dashboard_exprs() {
         let q = e
             .replace("$registry", ".*")
+            .replace("$job", ".*")
+            .replace("$instance", ".*")
             .replace("$__rate_interval", "1m");
         let v = query(&q);
         assert_eq!(v["status"], "success", "dashboard query {q:?} failed: {v}");
@@ -223,7 +231,7 @@ keep_pulled_within = "30d"
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 9);
+    assert_eq!(loaded.len(), 10);
     for r in loaded {
         assert_eq!(r["health"], "ok", "{r}");
     }

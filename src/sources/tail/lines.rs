@@ -31,18 +31,78 @@ pub struct LineHandler {
     pub audit_requests: bool,
     pub stats: Arc<Mutex<RegistryStats>>,
     pub counters: LogCounters,
-    /// Wakes the alert evaluator after a line changed a window it watches (a failed login,
-    /// a pull), so those rules fire within moments of the line, not at the next tick.
-    /// `try_send` on a channel of one: never blocks the tailer, a burst costs one wake.
+    /// Wakes the alert evaluator after a batch in which a line changed a window it watches
+    /// (a failed login, a pull), so those rules fire within moments of the line, not at the
+    /// next tick. `try_send` on a channel of one: never blocks the tailer.
     pub alert_wake: Option<tokio::sync::mpsc::Sender<()>>,
     /// The failed logins the registry's logs reported, shared by its tailers, so that
     /// nginx's access and error logs (or the registry's own log) count each one once.
     pub logins: Arc<Mutex<Correlator>>,
 }
 
+/// What the lines of one read batch did: the changes to the registry's traffic windows,
+/// applied under one lock when the batch ends (not per line, and without holding the lock
+/// while reading, so the registry's other logs, `/metrics` and the evaluator never wait for
+/// a batch); the audit events, committed with the batch's checkpoint; and whether a window
+/// the alert rules watch changed (the evaluator is woken once, when the batch ends, not per
+/// line: a catch-up of a million lines costs a few hundred wake-ups, and a live line still
+/// wakes it at once).
+#[derive(Default)]
+pub struct Batch {
+    /// (second, pulls, failed pulls), one entry per run of lines in the same second.
+    pulls: Vec<(i64, u32, u32)>,
+    /// (second, user, address) of each failed login.
+    logins: Vec<(i64, Option<String>, Option<String>)>,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    fn pull(&mut self, at: i64, failed: bool) {
+        match self.pulls.last_mut() {
+            Some((second, n, f)) if *second == at => {
+                *n += 1;
+                *f += u32::from(failed);
+            }
+            _ => self.pulls.push((at, 1, u32::from(failed))),
+        }
+    }
+}
+
 impl LineHandler {
-    /// Handles one line; audit events go to `events`. `now` bounds times from the future.
-    pub fn handle(&self, line: &[u8], now: OffsetDateTime, events: &mut Vec<Event>) {
+    /// Starts a batch of lines.
+    pub fn begin(&self) -> Batch {
+        Batch::default()
+    }
+
+    /// Ends a batch: its window changes are applied, the evaluator woken if there were any;
+    /// returns the audit events.
+    pub fn finish(&self, batch: Batch) -> Vec<Event> {
+        let Batch {
+            pulls,
+            logins,
+            events,
+        } = batch;
+        if pulls.is_empty() && logins.is_empty() {
+            return events;
+        }
+        {
+            let mut stats = self.stats.lock().expect("stats lock");
+            for (at, n, failed) in pulls {
+                stats.pulls(at, n, failed);
+            }
+            for (at, user, address) in &logins {
+                stats.auth_failure(*at, user.as_deref(), address.as_deref());
+            }
+        }
+        if let Some(w) = &self.alert_wake {
+            // A channel of one: a wake already pending covers this batch too.
+            let _ = w.try_send(());
+        }
+        events
+    }
+
+    /// Handles one line of `batch`. `now` bounds times from the future.
+    pub fn handle(&self, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
         self.counters.lines.inc();
         let parsed = match log::parse(&self.format, line) {
             Ok(p) => p,
@@ -71,7 +131,7 @@ impl LineHandler {
                     user: Some(user.as_ref()),
                     now: now.unix_timestamp(),
                 };
-                self.auth_failure(&parsed, login, time, at, events);
+                self.auth_failure(&parsed, login, time, at, batch);
             }
             _ if !self.counts => {}
             LineKind::Request => {
@@ -83,7 +143,7 @@ impl LineHandler {
                             user: parsed.user.as_deref(),
                             now: now.unix_timestamp(),
                         };
-                        self.auth_failure(&parsed, login, time, at, events);
+                        self.auth_failure(&parsed, login, time, at, batch);
                     }
                     (_, Outcome::Challenge) => {}
                     (Operation::Check, _) => self.counters.blob_checks.inc(),
@@ -93,10 +153,11 @@ impl LineHandler {
                         if failed {
                             self.counters.pull_failures.inc();
                         }
-                        self.stats.lock().expect("stats lock").pull(at, failed);
-                        self.wake_alerts();
+                        batch.pull(at, failed);
                         if !failed && self.audit_requests {
-                            events.push(self.request_event(&parsed, &c, Action::Pull, time));
+                            batch
+                                .events
+                                .push(self.request_event(&parsed, &c, Action::Pull, time));
                         }
                     }
                     (Operation::Push, Outcome::Ok) if parsed.method.as_deref() == Some("PUT") => {
@@ -105,13 +166,15 @@ impl LineHandler {
                             self.counters.pushes.inc();
                         }
                         if self.audit_requests {
-                            events.push(self.request_event(&parsed, &c, Action::Push, time));
+                            let e = self.request_event(&parsed, &c, Action::Push, time);
+                            batch.events.push(e);
                         }
                     }
                     (Operation::Delete, Outcome::Ok) => {
                         self.counters.deletes.inc();
                         if self.audit_requests {
-                            events.push(self.request_event(&parsed, &c, Action::Delete, time));
+                            let e = self.request_event(&parsed, &c, Action::Delete, time);
+                            batch.events.push(e);
                         }
                     }
                     _ => {}
@@ -121,19 +184,13 @@ impl LineHandler {
         }
     }
 
-    fn wake_alerts(&self) {
-        if let Some(w) = &self.alert_wake {
-            let _ = w.try_send(());
-        }
-    }
-
     fn auth_failure(
         &self,
         p: &log::ParsedLine<'_>,
         login: Login<'_>,
         time: OffsetDateTime,
         at: i64,
-        events: &mut Vec<Event>,
+        batch: &mut Batch,
     ) {
         let user = login.user;
         let attempt = Attempt {
@@ -153,11 +210,9 @@ impl LineHandler {
         }
         self.counters.auth_failures.inc();
         let address = attempt.address.map(|ip| ip.to_string());
-        self.stats
-            .lock()
-            .expect("stats lock")
-            .auth_failure(at, user, address.as_deref());
-        self.wake_alerts();
+        batch
+            .logins
+            .push((at, user.map(str::to_string), address.clone()));
         let mut e = Event::new(time, Action::AuthFailure, Source::Log);
         e.registry = Some(self.registry.clone());
         e.actor = user.map(str::to_string);
@@ -171,7 +226,7 @@ impl LineHandler {
             Some(reason) => format!("log {}: {reason}", self.log),
             None => format!("log {}", self.log),
         });
-        events.push(e);
+        batch.events.push(e);
     }
 
     fn request_event(

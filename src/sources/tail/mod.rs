@@ -20,9 +20,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read between commits: bounds the events held in memory and the work a crash
-/// repeats... none of which is visible, since the checkpoint commits with the events.
-const BUDGET: usize = 1 << 20;
+/// Bytes read between commits: bounds the events held in memory (a few hundred for 4 MiB
+/// of access log) and the work a crash repeats... none of which is visible, since the
+/// checkpoint commits with the events. Live, a batch is what was appended since the last
+/// look; catching up, 4 MiB keeps the commits (the tailer waits for each) to ~50 per
+/// million lines.
+const BUDGET: usize = 4 << 20;
 
 /// The files of one `[[log]]`: one path, or every file in a directory whose name matches a
 /// pattern (`/var/log/nginx/*.access.log`), each followed on its own.
@@ -127,11 +130,16 @@ impl Tail {
                 return;
             };
             if !more {
+                // Nothing more to read: the last batch is stored before the tailer sleeps.
+                if settle(&sink, &self.handler.log, &mut state, &stop).is_none() {
+                    return;
+                }
                 let _ = wake.recv_timeout(self.poll_interval);
                 // Several change events for one write: read once.
                 while wake.try_recv().is_ok() {}
             }
         }
+        let _ = settle(&sink, &self.handler.log, &mut state, &stop);
     }
 
     /// Reads every file once (up to [`BUDGET`] each) and commits what it read. Returns
@@ -156,12 +164,12 @@ impl Tail {
         let mut more = false;
         let mut lag = 0u64;
         for follower in followers {
-            let mut events = Vec::new();
             let now = clock.now();
             let truncated_before = follower.truncated_lines;
             let handler = &self.handler;
-            let progress =
-                follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut events));
+            let mut batch = handler.begin();
+            let progress = follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut batch));
+            let events = handler.finish(batch);
             self.truncated
                 .inc_by(follower.truncated_lines - truncated_before);
             match progress {
@@ -181,8 +189,14 @@ impl Tail {
                 .checkpoint()
                 .filter(|cp| state.committed.get(&cp.log) != Some(cp) || !events.is_empty())
             {
-                commit(sink, &log, events, &cp, stop)?;
-                state.committed.insert(cp.log.clone(), cp);
+                // The previous batch is stored (or retried) before this one is queued, so
+                // batches commit in order and at most one is in flight while reading on.
+                settle(sink, &log, state, stop)?;
+                let done = match sink.send_tail_blocking(events.clone(), cp.clone()) {
+                    Ok(done) => done,
+                    Err(_) => return None,
+                };
+                state.in_flight = Some(InFlight { done, events, cp });
             }
             lag += follower.lag_bytes();
         }
@@ -204,6 +218,34 @@ struct State {
     committed: HashMap<String, Checkpoint>,
     /// Read failures in a row (logged once, then every hundredth).
     failures: u32,
+    /// The batch the writer is committing while the tailer reads the next one.
+    in_flight: Option<InFlight>,
+}
+
+/// A batch queued for commit, kept until the writer says it is stored.
+struct InFlight {
+    done: crate::store::TailCommit,
+    events: Vec<Event>,
+    cp: Checkpoint,
+}
+
+/// Waits for the batch in flight; if the store refused it, commits it again until it is
+/// stored. `None` when the store is closed or the tailer is stopping.
+fn settle(sink: &Sink, log: &str, state: &mut State, stop: &CancellationToken) -> Option<()> {
+    let Some(InFlight { done, events, cp }) = state.in_flight.take() else {
+        return Some(());
+    };
+    match done.wait() {
+        Ok(_) => {}
+        Err(StoreError::Closed) => return None,
+        Err(e) => {
+            tracing::error!(log = %log, error = %e, "cannot commit log position; retrying");
+            std::thread::sleep(COMMIT_RETRY);
+            commit(sink, log, events, &cp, stop)?;
+        }
+    }
+    state.committed.insert(cp.log.clone(), cp);
+    Some(())
 }
 
 /// How long a tailer waits before committing a batch again after the store refused it.

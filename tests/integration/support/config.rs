@@ -104,8 +104,11 @@ impl<T: TomlValue> TomlValue for [T] {
 pub struct ConfigBuilder {
     /// `[server]` keys in order; `None` writes no `[server]` table.
     server: Option<Vec<(String, String)>>,
-    /// `[database] path`; `None` writes no `[database]` table.
+    /// `[database] path` (or `url_file`, see [`postgres`](Self::postgres)); `None` writes
+    /// no `[database]` table.
     database: Option<String>,
+    /// The `[database]` key `database` is the value of.
+    database_key: &'static str,
     /// `[[registry]]` keys in order, `name` and `url` first.
     registry: Vec<(String, String)>,
     /// The test's own TOML, appended as it is.
@@ -119,6 +122,7 @@ impl ConfigBuilder {
         ConfigBuilder {
             server: Some(vec![("listen".into(), "127.0.0.1:{port}".to_toml())]),
             database: Some("{dir}/regwatch.db".to_toml()),
+            database_key: "path",
             registry: vec![
                 ("name".into(), "main".to_toml()),
                 ("url".into(), url.to_toml()),
@@ -159,6 +163,14 @@ impl ConfigBuilder {
     /// `database.path` instead of `{dir}/regwatch.db`.
     pub fn database(mut self, path: impl AsRef<Path>) -> ConfigBuilder {
         self.database = Some(path.as_ref().display().to_string().to_toml());
+        self.database_key = "path";
+        self
+    }
+
+    /// `database.url_file` (a PostgreSQL URL in that file) instead of a SQLite path.
+    pub fn postgres(mut self, url_file: impl AsRef<Path>) -> ConfigBuilder {
+        self.database = Some(url_file.as_ref().display().to_string().to_toml());
+        self.database_key = "url_file";
         self
     }
 
@@ -215,7 +227,7 @@ impl fmt::Display for ConfigBuilder {
             writeln!(f)?;
         }
         if let Some(path) = &self.database {
-            writeln!(f, "[database]\npath = {path}\n")?;
+            writeln!(f, "[database]\n{} = {path}\n", self.database_key)?;
         }
         writeln!(f, "[[registry]]")?;
         for (k, v) in &self.registry {

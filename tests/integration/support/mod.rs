@@ -16,10 +16,16 @@
 //!   attestations and referrers-tag-schema SBOMs pushed over the registry API.
 //! - [`s3`]: [`SeaweedFs`], a real S3 server (SeaweedFS from PyPI) for registries on object
 //!   storage, with its own count of the requests it answered.
+//! - [`postgres`]: [`Postgres`], a PostgreSQL 15 cluster of its own (`initdb`, `pg_ctl`),
+//!   stoppable under traffic, and `psql` to check what regwatch stored.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
+//! - [`rsyslog`]: [`Rsyslog`], Debian's rsyslogd with an imtcp input (plain or TLS with a
+//!   test CA), writing what it receives raw and as parsed, stoppable and restartable.
 //! - [`alertmanager`]: [`Alertmanager`], Debian's `prometheus-alertmanager`, single node.
 //! - [`webhook`]: [`WebhookSink`], a recording HTTP receiver (webhook, Slack, Teams) that can
 //!   fail or close on demand.
+//! - [`cloudevents`]: [`CloudEventsReceiver`], batches validated by the CloudEvents Python
+//!   SDK, HMAC-checked, failing on demand.
 //! - [`daemon`]: [`Daemon`], the regwatch binary under test, and [`regwatch`] for one CLI run.
 //! - [`config`]: [`ConfigBuilder`], the `[server]`/`[database]`/`[[registry]]` preamble of
 //!   a test's regwatch config.
@@ -34,6 +40,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod cloudevents;
 pub mod config;
 pub mod cosign;
 pub mod daemon;
@@ -43,14 +50,17 @@ pub mod metrics;
 pub mod nginx;
 pub mod nginx_logs;
 pub mod oracles;
+pub mod postgres;
 pub mod proc;
 pub mod registry;
+pub mod rsyslog;
 pub mod s3;
 pub mod smtp;
 pub mod token_server;
 pub mod webhook;
 
 pub use alertmanager::*;
+pub use cloudevents::*;
 pub use config::*;
 pub use cosign::*;
 pub use daemon::*;
@@ -60,8 +70,10 @@ pub use metrics::*;
 pub use nginx::*;
 pub use nginx_logs::*;
 pub use oracles::*;
+pub use postgres::*;
 pub use proc::*;
 pub use registry::*;
+pub use rsyslog::*;
 pub use s3::*;
 pub use smtp::*;
 pub use token_server::*;

@@ -43,6 +43,9 @@ fn write_htpasswd(path: &Path) {
 pub struct RegistryOptions {
     /// Where the registry POSTs notification envelopes.
     pub notify_url: Option<String>,
+    /// More endpoints notified of every event, with the same token (several regwatch
+    /// agents on one shared database); `/debug/vars` lists them after `notify_url`.
+    pub notify_also: Vec<String>,
     /// Sent as `Authorization: Bearer …` with every notification.
     pub notify_token: Option<String>,
     /// `json`, `text` or `logstash`.
@@ -78,6 +81,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             notify_url: None,
+            notify_also: Vec::new(),
             notify_token: None,
             log_format: "json",
             token: None,
@@ -124,11 +128,23 @@ impl Registry {
 
     fn write_config(&self) {
         let d = self.dir.path().display();
-        let notifications = match &self.options.notify_url {
-            Some(url) => format!(
-                "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: regwatch\n      url: {url}\n      headers:\n        Authorization: [Bearer {}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n",
+        let endpoint = |name: String, url: &String| {
+            format!(
+                "    - name: {name}\n      url: {url}\n      headers:\n        Authorization: [Bearer {}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n",
                 self.options.notify_token.as_deref().unwrap_or("none")
-            ),
+            )
+        };
+        let notifications = match &self.options.notify_url {
+            Some(url) => {
+                let mut text =
+                    "notifications:\n  events:\n    includereferences: true\n  endpoints:\n"
+                        .to_string()
+                        + &endpoint("regwatch".into(), url);
+                for (i, url) in self.options.notify_also.iter().enumerate() {
+                    text += &endpoint(format!("regwatch-{}", i + 2), url);
+                }
+                text
+            }
             None => String::new(),
         };
         let config = REGISTRY_CONF
