@@ -532,12 +532,7 @@ mod tests {
     const BASE: &str = "[[registry]]\nname = \"main\"\nurl = \"http://x\"\n";
 
     fn load(extra: &str) -> Result<Config, Vec<String>> {
-        parse(&format!("{BASE}{extra}"), Origin::Embedded, Path::new("/")).map_err(|e| {
-            e.diagnostics
-                .iter()
-                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-                .collect()
-        })
+        parse(&format!("{BASE}{extra}"), Origin::Embedded, Path::new("/")).map_err(|e| e.lines())
     }
 
     #[test]

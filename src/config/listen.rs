@@ -152,11 +152,7 @@ mod tests {
             Path::new("/"),
         )
         .unwrap_err();
-        let got: Vec<String> = e
-            .diagnostics
-            .iter()
-            .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-            .collect();
+        let got: Vec<String> = e.lines();
         assert_eq!(
             got,
             [

@@ -125,6 +125,17 @@ pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+#[cfg(test)]
+impl ConfigError {
+    /// Each mistake as `line:column key: message`, for tests that assert where it is.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.diagnostics
+            .iter()
+            .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
+            .collect()
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
@@ -289,11 +300,7 @@ mod tests {
     fn errors(text: &str) -> Vec<String> {
         match parse(text, Origin::File("t.toml".into()), Path::new("/")) {
             Ok(_) => vec![],
-            Err(e) => e
-                .diagnostics
-                .iter()
-                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-                .collect(),
+            Err(e) => e.lines(),
         }
     }
 

@@ -120,11 +120,7 @@ mod tests {
             Path::new("/"),
         ) {
             Ok(_) => vec![],
-            Err(e) => e
-                .diagnostics
-                .iter()
-                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-                .collect(),
+            Err(e) => e.lines(),
         }
     }
 

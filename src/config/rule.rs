@@ -478,11 +478,7 @@ mod tests {
     fn errors(extra: &str) -> Vec<String> {
         match parse(&format!("{BASE}{extra}"), Origin::Embedded, Path::new("/")) {
             Ok(_) => vec![],
-            Err(e) => e
-                .diagnostics
-                .iter()
-                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-                .collect(),
+            Err(e) => e.lines(),
         }
     }
 

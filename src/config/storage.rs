@@ -494,11 +494,7 @@ mod tests {
     fn errors(text: &str) -> Vec<String> {
         match crate::config::parse(text, crate::config::Origin::Embedded, Path::new("/")) {
             Ok(_) => vec![],
-            Err(e) => e
-                .diagnostics
-                .iter()
-                .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
-                .collect(),
+            Err(e) => e.lines(),
         }
     }
 
