@@ -26,7 +26,7 @@
 //! | 3 | [`sources`] | registry poller, storage monitor, log tailers | `model`, `formats`, `config`, `store`, `metrics` |
 //! | 3 | [`alerting`] | the rule engine (pure), the evaluator, outbox delivery, silences | `model`, `config`, `store`, `metrics`, `channels` |
 //! | 3 | [`forward`] | shipping the audit trail to SIEMs (RFC 5424 syslog over TCP/TLS, CloudEvents) from a stored cursor | `model`, `config`, `store`, `metrics`, `channels` |
-//! | 3 | [`report`] | exports (CSV, JSON, NDJSON, HTML), the grouped view, scheduled reports | `model`, `config`, `store`, `metrics`, `channels` |
+//! | 3 | [`report`] | exports (CSV, JSON, NDJSON, HTML), the grouped view, retention plans rendered, scheduled reports | `model`, `config`, `store`, `metrics`, `channels` |
 //! | 4 | [`http`] | the one listener: metrics, health, the audit and alert API, the notification receiver | `model`, `formats`, `config`, `store`, `metrics`, `sources`, `alerting`, `report` |
 //! | 4 | [`commands`] | the CLI's subcommands other than `run` | `model`, `config`, `store`, `channels`, `sources`, `report` |
 //! | 4 | [`logging`] | log output (text or JSON on stderr) | — |

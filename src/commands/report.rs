@@ -1,8 +1,10 @@
-//! `regwatch report run NAME`: writes a `[[report]]` now, exactly as its schedule would,
-//! and mails it through its channels.
+//! `regwatch report run NAME`: writes a `[[report]]` now, as its schedule would, and mails
+//! it through its channels. A retention report polls its registries live (the daemon's
+//! latest plans live in the daemon).
 
 use crate::config::Config;
-use crate::report::scheduled;
+use crate::config::report::{ReportConfig, ReportKind};
+use crate::report::scheduled::{self, Summary, Written};
 use crate::store::Store;
 use anyhow::Context;
 
@@ -20,14 +22,20 @@ pub fn run(config: &Config, name: &str) -> anyhow::Result<bool> {
         );
     };
     let now = time::OffsetDateTime::now_utc();
-    let w = scheduled::write(&Store::open(&config.database)?, report, now)
-        .with_context(|| format!("report {name}"))?;
-    println!(
-        "wrote {} ({} events, chain head {})",
-        w.path.display(),
-        w.rows,
-        w.head
-    );
+    let w = write(config, report, now).with_context(|| format!("report {name}"))?;
+    match &w.summary {
+        Summary::Audit { head } => println!(
+            "wrote {} ({} events, chain head {head})",
+            w.path.display(),
+            w.rows
+        ),
+        Summary::Retention { lines, .. } => {
+            println!("wrote {} ({} candidate tags)", w.path.display(), w.rows);
+            for l in lines {
+                println!("  {l}");
+            }
+        }
+    }
     if report.channels.is_empty() {
         return Ok(true);
     }
@@ -47,4 +55,30 @@ pub fn run(config: &Config, name: &str) -> anyhow::Result<bool> {
         }
     }
     Ok(ok)
+}
+
+fn write(
+    config: &Config,
+    report: &ReportConfig,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<Written> {
+    match &report.kind {
+        ReportKind::Audit => Ok(scheduled::write(
+            &Store::open(&config.database)?,
+            report,
+            now,
+        )?),
+        ReportKind::Retention { policies } => {
+            let policies: Vec<_> = config
+                .retention
+                .iter()
+                .filter(|p| policies.contains(&p.name))
+                .collect();
+            let plans: Vec<_> = super::retention::plans(config, &policies)?
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
+            Ok(scheduled::write_retention(report, &plans, now)?)
+        }
+    }
 }

@@ -252,9 +252,16 @@ impl RawConfig {
             channels: &channel_names,
         };
         let rules = rule::rules(self.rules, &rule_refs, errs);
+        let policy_names: Vec<String> = self
+            .retention
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        let policy_names: Vec<&str> = policy_names.iter().map(String::as_str).collect();
         let report_refs = report::Known {
             registries: &registry_names,
             channels: &channel_kinds,
+            policies: &policy_names,
         };
         let reports = report::reports(self.reports, &report_refs, base, errs);
         let retention = retention::retention(self.retention, &registry_names, errs);

@@ -1,7 +1,8 @@
-//! `[[report]]`: an export of the audit trail written on a schedule (and mailed through
-//! email channels). The raw table as written, the checked report with its schedule and
-//! [`Format`] parsed and its output resolved, and the export formats themselves (also what
-//! `regwatch audit export --format` offers).
+//! `[[report]]`: a file written on a schedule (and mailed through email channels): an export
+//! of the audit trail (`kind = "audit"`, the default) or the cleanup plans of `[[retention]]`
+//! policies (`kind = "retention"`). The raw table as written, the checked report with its
+//! [`ReportKind`], schedule and [`Format`] parsed and its output resolved, and the export
+//! formats themselves (also what `regwatch audit export --format` offers).
 
 use super::diagnose::{Errors, KeyPath};
 use super::duration;
@@ -52,10 +53,13 @@ impl fmt::Display for Format {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReport {
     name: String,
+    kind: Option<String>,
     schedule: String,
     format: String,
-    #[serde(default = "default_period", deserialize_with = "duration::required")]
-    period: Duration,
+    #[serde(default, deserialize_with = "duration::given")]
+    period: Option<Duration>,
+    #[serde(default)]
+    policies: Option<Vec<String>>,
     output: PathBuf,
     actor: Option<String>,
     repository: Option<String>,
@@ -69,15 +73,36 @@ pub(super) struct RawReport {
     max_attachment_bytes: u64,
 }
 
+/// What a report holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportKind {
+    /// The audit events of `period` up to the run, through the filters.
+    Audit,
+    /// The cleanup plans of these `[[retention]]` policies (every policy when the report
+    /// names none), as of the last inventory poll of each policy's registry.
+    Retention { policies: Vec<String> },
+}
+
+impl ReportKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReportKind::Audit => "audit",
+            ReportKind::Retention { .. } => "retention",
+        }
+    }
+}
+
 /// A scheduled report.
 #[derive(Debug, Clone)]
 pub struct ReportConfig {
     /// Names the report in metrics, logs and `regwatch report run NAME`.
     pub name: String,
+    pub kind: ReportKind,
     /// When it is written: a 5-field crontab expression in UTC, e.g. "0 6 * * MON".
     pub schedule: Schedule,
     pub format: Format,
-    /// The events it covers: those of this long up to the run (more than 0).
+    /// The events an audit report covers: those of this long up to the run (more than 0;
+    /// default 7 days).
     pub period: Duration,
     /// The file to write; `{name}`, `{date}` (2026-11-30) and `{time}` (20261130T060000Z)
     /// are replaced (in the file name only). Resolved against the config file's directory,
@@ -105,11 +130,12 @@ fn default_period() -> Duration {
     Duration::from_secs(7 * 86_400)
 }
 
-/// What a report may refer to: the configured registry names, and each channel's name
-/// and kind as written.
+/// What a report may refer to: the configured registry names, each channel's name and kind
+/// as written, and the `[[retention]]` policy names.
 pub(super) struct Known<'a> {
     pub registries: &'a [&'a str],
     pub channels: &'a [(&'a str, &'a str)],
+    pub policies: &'a [&'a str],
 }
 
 /// Checks every `[[report]]` and resolves its output against `base`.
@@ -145,18 +171,26 @@ fn report(
     let schedule = schedule::parse(&r.schedule)
         .map_err(|e| errs.at_key(at, "schedule", e))
         .ok();
+    let kind = kind(&r, at, known, errs);
     let format = Format::parse(&r.format);
-    if format.is_none() {
-        errs.at_key(
+    match (format, &r.kind) {
+        (None, _) => errs.at_key(
             at,
             "format",
             format!(
                 "unknown format {:?}: expected csv, json, ndjson or html",
                 r.format
             ),
-        );
+        ),
+        (Some(Format::Ndjson), _) if r.kind.as_deref() == Some("retention") => errs.at_key(
+            at,
+            "format",
+            "a retention report is csv, json or html (ndjson is for audit events)",
+        ),
+        _ => {}
     }
-    if r.period.is_zero() {
+    let period = r.period.unwrap_or_else(default_period);
+    if period.is_zero() {
         errs.at_key(at, "period", "must be greater than 0");
     }
     let output = output(&r.output, at, base, errs);
@@ -169,9 +203,10 @@ fn report(
     }
     Some(ReportConfig {
         name: r.name,
+        kind: kind?,
         schedule: schedule?,
         format: format?,
-        period: r.period,
+        period,
         output: output?,
         actor: r.actor,
         repository: r.repository,
@@ -182,6 +217,97 @@ fn report(
         channels: r.channels,
         max_attachment_bytes: r.max_attachment_bytes,
     })
+}
+
+/// The report's kind, with the keys only the other kind takes reported where they stand.
+fn kind(
+    r: &RawReport,
+    at: &KeyPath,
+    known: &Known<'_>,
+    errs: &mut Errors<'_>,
+) -> Option<ReportKind> {
+    match r.kind.as_deref().unwrap_or("audit") {
+        "audit" => {
+            if r.policies.is_some() {
+                errs.at_key(
+                    at,
+                    "policies",
+                    "only a report with kind = \"retention\" takes policies",
+                );
+            }
+            Some(ReportKind::Audit)
+        }
+        "retention" => {
+            let audit_only = [
+                ("period", r.period.is_some()),
+                ("actor", r.actor.is_some()),
+                ("repository", r.repository.is_some()),
+                ("action", r.action.is_some()),
+                ("address", r.address.is_some()),
+                ("registry", r.registry.is_some()),
+                ("source", r.source.is_some()),
+            ];
+            for (key, _) in audit_only.iter().filter(|(_, set)| *set) {
+                errs.at_key(
+                    at,
+                    key,
+                    "applies to audit reports only: a retention report lists its policies' plans (each policy names its registry and repositories)",
+                );
+            }
+            retention_policies(r.policies.as_deref(), at, known.policies, errs)
+                .map(|policies| ReportKind::Retention { policies })
+        }
+        other => {
+            errs.at_key(
+                at,
+                "kind",
+                format!("unknown report kind {other:?}: expected audit or retention"),
+            );
+            None
+        }
+    }
+}
+
+/// The policies a retention report lists: those named (each must exist), or every one.
+fn retention_policies(
+    named: Option<&[String]>,
+    at: &KeyPath,
+    known: &[&str],
+    errs: &mut Errors<'_>,
+) -> Option<Vec<String>> {
+    if known.is_empty() {
+        errs.at_key(
+            at,
+            "kind",
+            "a retention report needs at least one [[retention]] policy, and none is configured",
+        );
+        return None;
+    }
+    let Some(named) = named else {
+        return Some(known.iter().map(|p| p.to_string()).collect());
+    };
+    if named.is_empty() {
+        errs.at_key(
+            at,
+            "policies",
+            "must not be empty (leave the key out for every policy)",
+        );
+        return None;
+    }
+    let mut ok = true;
+    for (j, p) in named.iter().enumerate() {
+        if !known.contains(&p.as_str()) {
+            ok = false;
+            errs.at(
+                &at.clone().key("policies").index(j),
+                format!(
+                    "no [[retention]] policy is named {p:?} (configured: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    ok.then(|| named.to_vec())
 }
 
 /// The output resolved against `base`. Placeholders are only allowed in the file name, so
@@ -243,5 +369,72 @@ fn check_channels(
             ),
             None => errs.at(&path, format!("no [[channel]] is named {name:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReportKind;
+    use crate::config::{Origin, parse};
+    use std::path::Path;
+
+    const BASE: &str = "[[registry]]\nname = \"main\"\nurl = \"http://127.0.0.1:5000\"\n\n\
+                        [[retention]]\nname = \"stale-dev\"\nkeep_last = 3\n\n\
+                        [[retention]]\nname = \"old-ci\"\nkeep_pushed_within = \"30d\"\n\n";
+
+    fn parsed(report: &str) -> Result<Vec<ReportKind>, Vec<String>> {
+        parse(
+            &format!("{BASE}[[report]]\nname = \"r\"\nschedule = \"0 6 * * MON\"\noutput = \"/tmp/r-{{date}}\"\n{report}"),
+            Origin::File("t.toml".into()),
+            Path::new("/"),
+        )
+        .map(|c| c.reports.into_iter().map(|r| r.kind).collect())
+        .map_err(|e| e.lines())
+    }
+
+    #[test]
+    fn a_report_is_an_audit_report_unless_it_says_retention() {
+        assert_eq!(parsed("format = \"csv\"\n"), Ok(vec![ReportKind::Audit]));
+        let every = ReportKind::Retention {
+            policies: vec!["stale-dev".into(), "old-ci".into()],
+        };
+        assert_eq!(
+            parsed("kind = \"retention\"\nformat = \"html\"\n"),
+            Ok(vec![every])
+        );
+        let one = ReportKind::Retention {
+            policies: vec!["old-ci".into()],
+        };
+        assert_eq!(
+            parsed("kind = \"retention\"\nformat = \"json\"\npolicies = [\"old-ci\"]\n"),
+            Ok(vec![one])
+        );
+    }
+
+    #[test]
+    fn retention_report_mistakes_are_located() {
+        assert_eq!(
+            parsed("kind = \"retention\"\nformat = \"ndjson\"\npolicies = [\"old-ci\", \"nope\"]\nactor = \"bob\"\nperiod = \"1d\"\n"),
+            Err(vec![
+                "18:1 report[0].format: a retention report is csv, json or html (ndjson is for audit events)".to_string(),
+                "19:1 report[0].policies[1]: no [[retention]] policy is named \"nope\" (configured: stale-dev, old-ci)".to_string(),
+                "20:1 report[0].actor: applies to audit reports only: a retention report lists its policies' plans (each policy names its registry and repositories)".to_string(),
+                "21:1 report[0].period: applies to audit reports only: a retention report lists its policies' plans (each policy names its registry and repositories)".to_string(),
+            ])
+        );
+        assert_eq!(
+            parsed("kind = \"weekly\"\nformat = \"csv\"\n"),
+            Err(vec![
+                "17:1 report[0].kind: unknown report kind \"weekly\": expected audit or retention"
+                    .to_string()
+            ])
+        );
+        assert_eq!(
+            parsed("format = \"csv\"\npolicies = [\"old-ci\"]\n"),
+            Err(vec![
+                "18:1 report[0].policies: only a report with kind = \"retention\" takes policies"
+                    .to_string()
+            ])
+        );
     }
 }

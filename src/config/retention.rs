@@ -29,6 +29,13 @@ pub(super) struct RawRetention {
     protect_tags: Vec<String>,
 }
 
+impl RawRetention {
+    /// The name as written (reports refer to policies by it).
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Checks every `[[retention]]`: unique names, a configured registry, non-empty globs, and
 /// at least one keep rule (a policy keeping nothing would plan to delete every tag).
 pub(super) fn retention(

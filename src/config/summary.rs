@@ -18,9 +18,45 @@ impl Config {
         self.rule_lines(&mut s);
         self.channel_lines(&mut s);
         self.maintenance_lines(&mut s);
+        self.retention_lines(&mut s);
         self.report_lines(&mut s);
         self.forward_lines(&mut s);
         s
+    }
+
+    /// Each `[[retention]]` policy with its keep rules, as a reader would check them.
+    fn retention_lines(&self, s: &mut String) {
+        if self.retention.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "retention   {} policies", self.retention.len());
+        for p in &self.retention {
+            let mut keeps = Vec::new();
+            if let Some(d) = p.keep_pulled_within {
+                keeps.push(format!("pulled within {}", humane(d)));
+            }
+            if let Some(d) = p.keep_pushed_within {
+                keeps.push(format!("pushed within {}", humane(d)));
+            }
+            if p.keep_last > 0 {
+                keeps.push(format!("the newest {} per repository", p.keep_last));
+            }
+            if !p.protect_tags.is_empty() {
+                keeps.push(format!("tags {}", p.protect_tags.join(", ")));
+            }
+            let repos = if p.repositories.is_empty() {
+                "every repository".to_string()
+            } else {
+                p.repositories.join(", ")
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} registry {}, {repos}; keeps {}",
+                p.name,
+                p.registry,
+                keeps.join(", ")
+            );
+        }
     }
 
     /// Forwarders (receiver host and transport; of a CloudEvents URL only scheme and host)
@@ -207,12 +243,17 @@ impl Config {
         }
         let _ = writeln!(s, "reports     {}", self.reports.len());
         for r in &self.reports {
+            let what = match &r.kind {
+                super::report::ReportKind::Audit => format!("of the last {}", humane(r.period)),
+                super::report::ReportKind::Retention { policies } => {
+                    format!("retention plan of {}", policies.join(", "))
+                }
+            };
             let _ = writeln!(
                 s,
-                "  {:<12} {} of the last {} at \"{}\" UTC to {}",
+                "  {:<12} {} {what} at \"{}\" UTC to {}",
                 r.name,
                 r.format,
-                humane(r.period),
                 r.schedule,
                 r.output.display()
             );

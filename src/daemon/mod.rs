@@ -19,9 +19,11 @@ use crate::metrics::Metrics;
 use crate::model::build::{REVISION, VERSION};
 use crate::model::clock::{SharedClock, SystemClock};
 use crate::model::observed::Observations;
+use crate::model::retention::LatestPlans;
 use crate::model::signatures::SignatureFacts;
 use crate::model::traffic::{RegistryStats, Traffic};
 use crate::model::{Action, Event, Source};
+use crate::report::scheduled::{self, Kinds};
 use crate::sources::registry_api::{Reports, poller};
 use crate::store::{Leases, Sink, Store, Writer};
 use anyhow::Context;
@@ -128,6 +130,9 @@ struct Shared {
     observed: Observations,
     signatures: SignatureFacts,
     reports: Reports,
+    /// Each retention policy's latest plan (written by the pollers, read by retention
+    /// reports, which therefore run under the inventory lease).
+    plans: LatestPlans,
     silences: crate::alerting::silence::Silences,
     config: watch::Receiver<Arc<Config>>,
     /// Changes after each commit of audit rows (forwarders wait on it).
@@ -173,6 +178,7 @@ impl Daemon {
             observed: Observations::default(),
             signatures: SignatureFacts::default(),
             reports: Reports::default(),
+            plans: LatestPlans::default(),
             silences: Default::default(),
             config: config_rx,
             commits,
@@ -262,21 +268,29 @@ impl Daemon {
             alert_wake,
             stop.clone(),
         ));
-        let reports = s.clone();
-        self.tracker.spawn(tasks::while_held(
-            s.leases.clone(),
-            "reports",
-            stop.clone(),
-            move |generation| {
-                crate::report::scheduled::run(
-                    reports.config.clone(),
-                    reports.store.clone(),
-                    reports.metrics.reports.clone(),
-                    reports.clock.clone(),
-                    generation,
-                )
-            },
-        ));
+        // Audit reports run on the holder of the reports lease; retention reports on the
+        // inventory lease's, whose pollers hold the plans.
+        for (lease, kind) in [("reports", Kinds::Audit), ("inventory", Kinds::Retention)] {
+            let reports = s.clone();
+            self.tracker.spawn(tasks::while_held(
+                s.leases.clone(),
+                lease,
+                stop.clone(),
+                move |generation| {
+                    crate::report::scheduled::run(
+                        reports.config.clone(),
+                        scheduled::Inputs {
+                            store: reports.store.clone(),
+                            plans: reports.plans.clone(),
+                            kinds: kind,
+                        },
+                        reports.metrics.reports.clone(),
+                        reports.clock.clone(),
+                        generation,
+                    )
+                },
+            ));
+        }
         let pollers = s.clone();
         self.tracker.spawn(tasks::while_held(
             s.leases.clone(),

@@ -28,6 +28,7 @@ pub(super) async fn supervise_pollers(s: Shared, stop: CancellationToken) {
         observed: s.observed.clone(),
         signatures: s.signatures.clone(),
         reports: s.reports.clone(),
+        plans: s.plans.clone(),
         clock: s.clock.clone(),
     };
     let mut config = s.config.clone();

@@ -19,6 +19,7 @@
 
 use super::glob;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -102,6 +103,36 @@ pub struct Plan {
     /// What garbage-collect frees after those deletions.
     pub reclaimable_bytes: u64,
     pub reclaimable_blobs: u64,
+}
+
+/// A policy's plan as of one inventory poll of its registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyPlan {
+    pub policy: String,
+    pub registry: String,
+    /// When the poll it was computed from ended.
+    pub at: OffsetDateTime,
+    pub plan: Plan,
+}
+
+/// The daemon's latest plan of each policy, by policy name: written after each inventory
+/// poll (the poll's graph is not kept anywhere else), read by scheduled retention reports.
+#[derive(Debug, Clone, Default)]
+pub struct LatestPlans(Arc<Mutex<BTreeMap<String, PolicyPlan>>>);
+
+impl LatestPlans {
+    pub fn set(&self, plan: PolicyPlan) {
+        self.lock().insert(plan.policy.clone(), plan);
+    }
+
+    pub fn get(&self, policy: &str) -> Option<PolicyPlan> {
+        self.lock().get(policy).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PolicyPlan>> {
+        // A panic while holding it cannot leave a half-written map: insert is one step.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Why `t` is kept under `p` at `now`, or `None` when it is a candidate. `newest` is the set

@@ -199,7 +199,7 @@ fn row(r: &AuditRow) -> Markup {
     }
 }
 
-fn digest_cell(digest: &str) -> Markup {
+pub(super) fn digest_cell(digest: &str) -> Markup {
     match digest.get(..DIGEST_SHOWN) {
         Some(short) if digest.len() > DIGEST_SHOWN => {
             html! { td title=(digest) { (short) "…" } }
@@ -304,7 +304,7 @@ fn svg_bars(buckets: &[(String, i64)]) -> Markup {
     }
 }
 
-const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}h1{margin:0 0 .5em}\
+pub(super) const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}h1{margin:0 0 .5em}\
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 6px;text-align:left}\
 th{background:#f3f3f3}td.n{text-align:right}.meta th{width:9em}.cols{display:flex;gap:2em;flex-wrap:wrap}\
 .events td{font-family:ui-monospace,monospace;font-size:12px}.ok{color:#060;font-weight:bold}\

@@ -1,12 +1,14 @@
-//! Scheduled reports: exports of the audit trail written to files when their crontab
-//! schedule fires (`[[report]]`), or at once by `regwatch report run NAME`.
+//! Scheduled reports (`[[report]]`): exports of the audit trail, or retention plans, written
+//! to files when their crontab schedule fires, or at once by `regwatch report run NAME`.
 
 use super::export;
+use super::retention::{self as shown, PlanOut};
 use crate::config::channel::{ChannelConfig, ChannelKind};
-use crate::config::report::{Format, ReportConfig};
+use crate::config::report::{Format, ReportConfig, ReportKind};
 use crate::config::{Config, schedule};
 use crate::metrics::ReportMetrics;
 use crate::model::clock::SharedClock;
+use crate::model::retention::LatestPlans;
 use crate::store::{self, Filter, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,15 +29,56 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "no plan of retention policy {policy:?} yet: no inventory poll of its registry has ended since regwatch started"
+    )]
+    NoPlan { policy: String },
 }
 
 /// What one run wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub path: PathBuf,
+    /// Audit events, or candidate tags.
     pub rows: u64,
+    pub summary: Summary,
+}
+
+/// What a mail and a log line say of a written report besides its rows.
+#[derive(Debug, Clone)]
+pub enum Summary {
     /// The chain head when the report was written, to be noted down elsewhere.
-    pub head: String,
+    Audit { head: String },
+    /// One line per policy (see [`shown::summary`]) and the bytes all of them would free.
+    Retention {
+        lines: Vec<String>,
+        reclaimable_bytes: u64,
+    },
+}
+
+/// Which reports a scheduler runs: the daemon runs audit reports under the `reports` lease
+/// and retention reports under the `inventory` lease (its pollers hold the plans).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kinds {
+    Audit,
+    Retention,
+}
+
+impl Kinds {
+    fn runs(self, r: &ReportConfig) -> bool {
+        matches!(
+            (self, &r.kind),
+            (Kinds::Audit, ReportKind::Audit) | (Kinds::Retention, ReportKind::Retention { .. })
+        )
+    }
+}
+
+/// What a scheduler reads its reports from.
+#[derive(Clone)]
+pub struct Inputs {
+    pub store: Store,
+    pub plans: LatestPlans,
+    pub kinds: Kinds,
 }
 
 /// The output file of a run at `now`: `{name}`, `{date}` and `{time}` replaced.
@@ -75,13 +118,93 @@ pub fn filter(r: &ReportConfig, now: OffsetDateTime) -> Filter {
     }
 }
 
-/// Writes `r` as of `now`. The export goes to a temporary file beside the output and is
-/// renamed into place, so nobody reads half a report. That file gets a random name, is
-/// created exclusively (never through a symlink someone planted in the report directory) and
-/// has mode 0600: reports name people.
+/// Writes the audit report `r` as of `now` (see [`write_file`]).
 pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Written, ReportError> {
     let db = store.reader()?;
     let path = output_path(&r.output, &r.name, now);
+    // One read snapshot for the export and the head, so the head printed and mailed with the
+    // report is the chain the report was read from, however busy the writer is.
+    let (rows, head) = write_file(&path, |out, tmp| {
+        db.snapshot(|db| {
+            let rows = export::export(db, &filter(r, now), r.format, out)?;
+            flush(out, tmp)?;
+            Ok::<_, ReportError>((rows, db.head_hash()?))
+        })
+    })?;
+    Ok(Written {
+        path,
+        rows,
+        summary: Summary::Audit { head },
+    })
+}
+
+/// The latest plans of a retention report's policies, as the daemon's pollers left them.
+pub fn latest_plans(r: &ReportConfig, latest: &LatestPlans) -> Result<Vec<PlanOut>, ReportError> {
+    let ReportKind::Retention { policies } = &r.kind else {
+        return Ok(Vec::new());
+    };
+    policies
+        .iter()
+        .map(|policy| {
+            latest
+                .get(policy)
+                .map(|p| PlanOut::of(p, None))
+                .ok_or_else(|| ReportError::NoPlan {
+                    policy: policy.clone(),
+                })
+        })
+        .collect()
+}
+
+/// Writes the retention report `r` of `plans` as of `now` (see [`write_file`]).
+pub fn write_retention(
+    r: &ReportConfig,
+    plans: &[PlanOut],
+    now: OffsetDateTime,
+) -> Result<Written, ReportError> {
+    let path = output_path(&r.output, &r.name, now);
+    write_file(&path, |out, tmp| {
+        match r.format {
+            Format::Json => shown::json(out, plans),
+            Format::Html => shown::html(out, plans, now),
+            // The config allows csv, json and html for retention reports.
+            Format::Csv | Format::Ndjson => shown::csv(out, plans),
+        }
+        .map_err(|source| ReportError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
+        flush(out, tmp)
+    })?;
+    Ok(Written {
+        path,
+        rows: plans.iter().map(|p| p.candidates.len() as u64).sum(),
+        summary: Summary::Retention {
+            lines: plans.iter().map(shown::summary).collect(),
+            reclaimable_bytes: plans.iter().map(|p| p.reclaimable_bytes).sum(),
+        },
+    })
+}
+
+type Out = std::io::BufWriter<tempfile::NamedTempFile>;
+
+fn flush(out: &mut Out, tmp: &Path) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    out.flush().map_err(io)?;
+    out.get_ref().as_file().sync_all().map_err(io)
+}
+
+/// Writes `path` through `body`. The body writes a temporary file beside the output, which
+/// is renamed into place, so nobody reads half a report. That file gets a random name, is
+/// created exclusively (never through a symlink someone planted in the report directory) and
+/// has mode 0600: reports name people.
+fn write_file<T>(
+    path: &Path,
+    body: impl FnOnce(&mut Out, &Path) -> Result<T, ReportError>,
+) -> Result<T, ReportError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| ReportError::Io { path: p, source }
@@ -97,20 +220,13 @@ pub fn write(store: &Store, r: &ReportConfig, now: OffsetDateTime) -> Result<Wri
         .map_err(io(dir))?;
     let tmp_path = tmp.path().to_path_buf();
     let mut out = std::io::BufWriter::new(tmp);
-    // One read snapshot for the export and the head, so the head printed and mailed with the
-    // report is the chain the report was read from, however busy the writer is.
-    let (rows, head) = db.snapshot(|db| {
-        let rows = export::export(db, &filter(r, now), r.format, &mut out)?;
-        out.flush().map_err(io(&tmp_path))?;
-        out.get_ref().as_file().sync_all().map_err(io(&tmp_path))?;
-        Ok::<_, ReportError>((rows, db.head_hash()?))
-    })?;
+    let value = body(&mut out, &tmp_path)?;
     // On any error above, dropping the temporary file removes it.
     let tmp = out
         .into_inner()
         .map_err(|e| io(&tmp_path)(e.into_error()))?;
-    tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
-    Ok(Written { path, rows, head })
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    Ok(value)
 }
 
 fn content_type(format: Format) -> &'static str {
@@ -131,18 +247,9 @@ pub async fn mail(
     now: OffsetDateTime,
     channels: &[ChannelConfig],
 ) -> Vec<(String, Result<(), crate::channels::DeliveryError>)> {
-    let since = crate::model::text::format_time(now - r.period);
-    let until = crate::model::text::format_time(now);
     let size = std::fs::metadata(&w.path).map(|m| m.len()).unwrap_or(0);
     let attach = size <= r.max_attachment_bytes;
-    let subject = format!("[regwatch] report {}: {} events", r.name, w.rows);
-    let mut text = format!(
-        "regwatch report {}\nevents:     {}\nperiod:     {since} to {until}\nchain head: {}\nfile:       {}\n",
-        r.name,
-        w.rows,
-        w.head,
-        w.path.display()
-    );
+    let (subject, mut text) = mail_text(r, w, now);
     if !attach {
         text.push_str(&format!(
             "\nThe report is {size} bytes, more than max_attachment_bytes ({}): it is not attached; fetch it from the path above.\n",
@@ -169,6 +276,40 @@ pub async fn mail(
     out
 }
 
+/// The subject and body of the mail carrying `w`.
+fn mail_text(r: &ReportConfig, w: &Written, now: OffsetDateTime) -> (String, String) {
+    let file = w.path.display();
+    match &w.summary {
+        Summary::Audit { head } => {
+            let since = crate::model::text::format_time(now - r.period);
+            let until = crate::model::text::format_time(now);
+            (
+                format!("[regwatch] report {}: {} events", r.name, w.rows),
+                format!(
+                    "regwatch report {}\nevents:     {}\nperiod:     {since} to {until}\nchain head: {head}\nfile:       {file}\n",
+                    r.name, w.rows
+                ),
+            )
+        }
+        Summary::Retention {
+            lines,
+            reclaimable_bytes,
+        } => (
+            format!(
+                "[regwatch] retention report {}: {} candidate tags, {} reclaimable",
+                r.name,
+                w.rows,
+                crate::model::text::human_bytes(*reclaimable_bytes)
+            ),
+            format!(
+                "regwatch retention report {}\n{}\nNothing was deleted.\nfile: {file}\n",
+                r.name,
+                lines.join("\n")
+            ),
+        ),
+    }
+}
+
 /// The reports with a scheduled time in `(last, now]`.
 pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) -> Vec<usize> {
     reports
@@ -179,11 +320,11 @@ pub fn due(reports: &[ReportConfig], last: OffsetDateTime, now: OffsetDateTime) 
         .collect()
 }
 
-/// Writes each report when its schedule fires, until `stop`. A time missed while regwatch
-/// was not running is not made up: the next run covers its whole period anyway.
+/// Writes each report of `inputs.kinds` when its schedule fires, until `stop`. A time missed
+/// while regwatch was not running is not made up: the next run covers its whole period anyway.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
-    store: Store,
+    inputs: Inputs,
     metrics: ReportMetrics,
     clock: SharedClock,
     stop: CancellationToken,
@@ -191,17 +332,22 @@ pub async fn run(
     let mut last = clock.now();
     loop {
         let cfg = config.borrow_and_update().clone();
+        let mine: Vec<ReportConfig> = cfg
+            .reports
+            .iter()
+            .filter(|r| inputs.kinds.runs(r))
+            .cloned()
+            .collect();
         // Every report's counters exist from the start, at 0, so rates and alerts on
         // failures work before the first run.
-        for r in &cfg.reports {
+        for r in &mine {
             metrics.runs_total.with_label_values(&[&r.name]);
             metrics.failures_total.with_label_values(&[&r.name]);
             if !r.channels.is_empty() {
                 metrics.mail_failures_total.with_label_values(&[&r.name]);
             }
         }
-        let next = cfg
-            .reports
+        let next = mine
             .iter()
             .filter_map(|r| schedule::next_after(&r.schedule, last))
             .min();
@@ -221,49 +367,70 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         let now = clock.now();
-        for i in due(&cfg.reports, last, now) {
-            let r = cfg.reports[i].clone();
-            let name = r.name.clone();
-            let store = store.clone();
-            let result = tokio::task::spawn_blocking(move || write(&store, &r, now)).await;
-            metrics.runs_total.with_label_values(&[&name]).inc();
-            match result {
-                Ok(Ok(w)) => {
-                    metrics
-                        .last_success_timestamp_seconds
-                        .with_label_values(&[&name])
-                        .set(now.unix_timestamp() as f64);
-                    metrics
-                        .last_rows
-                        .with_label_values(&[&name])
-                        .set(w.rows.min(i64::MAX as u64) as i64);
-                    tracing::info!(report = %name, path = %w.path.display(), rows = w.rows, head = %w.head, "report written");
-                    for (channel, result) in mail(&cfg.reports[i], &w, now, &cfg.channels).await {
-                        match result {
-                            Ok(()) => {
-                                tracing::info!(report = %name, channel = %channel, "report mailed")
-                            }
-                            Err(e) => {
-                                metrics
-                                    .mail_failures_total
-                                    .with_label_values(&[&name])
-                                    .inc();
-                                tracing::error!(report = %name, channel = %channel, error = %e, "report not mailed; the file stays");
-                            }
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    metrics.failures_total.with_label_values(&[&name]).inc();
-                    tracing::error!(report = %name, error = %e, "report not written");
-                }
-                Err(e) => {
-                    metrics.failures_total.with_label_values(&[&name]).inc();
-                    tracing::error!(report = %name, error = %e, "report task failed");
-                }
-            }
+        for i in due(&mine, last, now) {
+            run_one(&mine[i], &inputs, &metrics, &cfg.channels, now).await;
         }
         last = now;
+    }
+}
+
+/// One scheduled run of `r`: written, counted, logged and mailed.
+async fn run_one(
+    r: &ReportConfig,
+    inputs: &Inputs,
+    metrics: &ReportMetrics,
+    channels: &[ChannelConfig],
+    now: OffsetDateTime,
+) {
+    let name = r.name.as_str();
+    let (report, store, plans) = (r.clone(), inputs.store.clone(), inputs.plans.clone());
+    let result = tokio::task::spawn_blocking(move || match report.kind {
+        ReportKind::Audit => write(&store, &report, now),
+        ReportKind::Retention { .. } => {
+            write_retention(&report, &latest_plans(&report, &plans)?, now)
+        }
+    })
+    .await;
+    metrics.runs_total.with_label_values(&[name]).inc();
+    let w = match result {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
+            metrics.failures_total.with_label_values(&[name]).inc();
+            tracing::error!(report = %name, error = %e, "report not written");
+            return;
+        }
+        Err(e) => {
+            metrics.failures_total.with_label_values(&[name]).inc();
+            tracing::error!(report = %name, error = %e, "report task failed");
+            return;
+        }
+    };
+    metrics
+        .last_success_timestamp_seconds
+        .with_label_values(&[name])
+        .set(now.unix_timestamp() as f64);
+    metrics
+        .last_rows
+        .with_label_values(&[name])
+        .set(w.rows.min(i64::MAX as u64) as i64);
+    match &w.summary {
+        Summary::Audit { head } => {
+            tracing::info!(report = %name, path = %w.path.display(), rows = w.rows, head = %head, "report written")
+        }
+        Summary::Retention {
+            reclaimable_bytes, ..
+        } => {
+            tracing::info!(report = %name, path = %w.path.display(), candidates = w.rows, reclaimable_bytes, "retention report written")
+        }
+    }
+    for (channel, result) in mail(r, &w, now, channels).await {
+        match result {
+            Ok(()) => tracing::info!(report = %name, channel = %channel, "report mailed"),
+            Err(e) => {
+                metrics.mail_failures_total.with_label_values(&[name]).inc();
+                tracing::error!(report = %name, channel = %channel, error = %e, "report not mailed; the file stays");
+            }
+        }
     }
 }
 
@@ -275,6 +442,7 @@ mod tests {
     fn report(schedule: &str) -> ReportConfig {
         ReportConfig {
             name: "weekly".into(),
+            kind: ReportKind::Audit,
             schedule: schedule::parse(schedule).unwrap(),
             format: Format::Csv,
             period: Duration::from_secs(7 * 86_400),

@@ -38,6 +38,14 @@ fn example_config_passes_check_once_its_files_exist() {
         "{stdout}"
     );
     assert!(stdout.contains("retention 400d"), "{stdout}");
+    assert!(
+        stdout.contains("stale-dev    registry main, dev/*, team/*; keeps pulled within 30d, pushed within 7d, the newest 3 per repository, tags latest, release-*"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("weekly-retention html retention plan of stale-dev at \"0 6 * * MON\" UTC"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -44,6 +44,28 @@ fn tag_rows(config: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// A retention report the daemon writes every minute (JSON) and one run by hand (HTML).
+fn retention_reports(dir: &std::path::Path) -> String {
+    let dir = dir.display();
+    format!(
+        "[[report]]\nname = \"minutely-retention\"\nkind = \"retention\"\nschedule = \"* * * * *\"\n\
+         format = \"json\"\noutput = \"{dir}/scheduled-{{time}}.json\"\n\
+         [[report]]\nname = \"retention-page\"\nkind = \"retention\"\npolicies = [\"stale-dev\"]\n\
+         schedule = \"0 6 * * MON\"\nformat = \"html\"\noutput = \"{dir}/page.html\"\n"
+    )
+}
+
+/// The scheduled retention reports written so far, oldest first.
+fn scheduled_reports(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".json"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn plan(config: &std::path::Path, extra: &[&str]) -> (String, String) {
     let cfg = config.display().to_string();
     let mut args = vec!["retention", "plan", "--config", &cfg];
@@ -87,6 +109,7 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
         ..RegistryOptions::default()
     });
     let images = Images::build();
+    let reports = tempfile::tempdir().unwrap();
     let config = ConfigBuilder::new(&registry.url())
         .login(ALICE)
         .registry("notifications_token", NOTIFY_TOKEN)
@@ -94,6 +117,7 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
         .registry("storage_root", registry.storage())
         .registry("tag_pattern", NAMING)
         .extra(POLICY)
+        .extra(&retention_reports(reports.path()))
         .build();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-retention-")
@@ -237,7 +261,51 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
         policy("regwatch_retention_candidates") == Some(3.0)
             && policy("regwatch_retention_reclaimable_bytes") == p["reclaimable_bytes"].as_f64()
     });
+    // The scheduled retention report written after this (each minute) is the same plan.
+    let before = scheduled_reports(reports.path()).len();
+    wait_until(
+        Duration::from_secs(75),
+        "a scheduled retention report",
+        || scheduled_reports(reports.path()).len() > before,
+    );
+    let newest = scheduled_reports(reports.path()).pop().unwrap();
+    let scheduled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&newest).unwrap()).unwrap();
+    for key in [
+        "candidates",
+        "reclaimable_bytes",
+        "deletions",
+        "held_by_kept_tags",
+    ] {
+        assert_eq!(scheduled[key], p[key], "{key}: {scheduled:#}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&newest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "reports are private");
     let _dir = daemon.stop(); // kept: the plan reads its database below
+    // `report run` of the HTML one: every candidate, the bytes, nothing deleted.
+    let (code, out, err) = regwatch(&[
+        "report",
+        "run",
+        "retention-page",
+        "--config",
+        &cfg.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 candidate tags"), "{out}");
+    let page = std::fs::read_to_string(reports.path().join("page.html")).unwrap();
+    for c in p["candidates"].as_array().unwrap() {
+        let (repo, tag) = (
+            c["repository"].as_str().unwrap(),
+            c["tag"].as_str().unwrap(),
+        );
+        assert!(
+            page.contains(&format!("<td>{repo}</td><td>{tag}</td>")),
+            "{repo}:{tag} not in the page"
+        );
+    }
+    let bytes = p["reclaimable_bytes"].as_u64().unwrap().to_string();
+    assert!(page.contains(&format!("({bytes} bytes,")), "{page}");
 
     let candidates: BTreeSet<String> = p["candidates"]
         .as_array()

@@ -461,6 +461,8 @@ pub struct PollerContext {
     /// Where each poll's per-tag signature verdicts go for the `unsigned_image` rule.
     pub signatures: SignatureFacts,
     pub reports: Reports,
+    /// Where each retention policy's plan goes after a poll, for retention reports.
+    pub plans: crate::model::retention::LatestPlans,
     pub clock: SharedClock,
 }
 
@@ -758,9 +760,10 @@ async fn inventory_loop(
                             "inventory polled"
                         );
                         let tg = tag_graph(&polled, &cache);
-                        super::retention::refresh_metrics(
+                        super::retention::refresh(
                             &ctx.store,
                             &ctx.metrics,
+                            &ctx.plans,
                             name,
                             policies,
                             tg,

@@ -1,10 +1,10 @@
 //! Retention from the poller's side: the join of a poll's tags with the per-tag facts the
 //! store keeps (shared with `inventory --tags` and `retention plan`), and the per-policy
-//! gauges refreshed after each stored inventory poll.
+//! plans and gauges refreshed after each stored inventory poll.
 
 use super::poller::TagGraph;
 use crate::metrics::RegistryMetrics;
-use crate::model::retention::{self, Policy, Tag};
+use crate::model::retention::{self, LatestPlans, Policy, PolicyPlan, Tag};
 use crate::store::{Store, TagFact};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -51,11 +51,13 @@ pub fn by_tag(facts: Vec<TagFact>) -> FactsByTag {
         .collect()
 }
 
-/// Sets `regwatch_retention_candidates{policy}` and `…_reclaimable_bytes{policy}` for the
-/// policies of `registry` from this poll and the stored facts (read on a blocking thread).
-pub async fn refresh_metrics(
+/// Plans the policies of `registry` from this poll and the stored facts (read on a blocking
+/// thread): each plan goes to `plans`, its size to `regwatch_retention_candidates{policy}`
+/// and `…_reclaimable_bytes{policy}`.
+pub async fn refresh(
     store: &Store,
     metrics: &RegistryMetrics,
+    plans: &LatestPlans,
     registry: &str,
     policies: &[Policy],
     tg: TagGraph,
@@ -79,29 +81,28 @@ pub async fn refresh_metrics(
             .collect();
         Ok::<_, crate::store::StoreError>(
             mine.iter()
-                .map(|p| {
-                    let plan = retention::plan(p, &tags, &tg.graph, now);
-                    (
-                        p.name.clone(),
-                        plan.candidates.len(),
-                        plan.reclaimable_bytes,
-                    )
+                .map(|p| PolicyPlan {
+                    policy: p.name.clone(),
+                    registry: name.clone(),
+                    at: now,
+                    plan: retention::plan(p, &tags, &tg.graph, now),
                 })
                 .collect::<Vec<_>>(),
         )
     })
     .await;
     match computed {
-        Ok(Ok(plans)) => {
-            for (policy, candidates, bytes) in plans {
+        Ok(Ok(computed)) => {
+            for p in computed {
                 metrics
                     .retention_candidates
-                    .with_label_values(&[&policy])
-                    .set(candidates as i64);
+                    .with_label_values(&[&p.policy])
+                    .set(p.plan.candidates.len() as i64);
                 metrics
                     .retention_reclaimable_bytes
-                    .with_label_values(&[&policy])
-                    .set(bytes.min(i64::MAX as u64) as i64);
+                    .with_label_values(&[&p.policy])
+                    .set(p.plan.reclaimable_bytes.min(i64::MAX as u64) as i64);
+                plans.set(p);
             }
         }
         Ok(Err(e)) => tracing::warn!(registry, error = %e, "retention gauges not refreshed"),
