@@ -501,6 +501,28 @@ mod tests {
     }
 
     #[test]
+    fn a_retention_mail_says_what_would_be_freed_and_that_nothing_was_deleted() {
+        let mut r = report("0 6 * * MON");
+        r.kind = ReportKind::Retention {
+            policies: vec!["stale-dev".into()],
+        };
+        let w = Written {
+            path: "/r/weekly.html".into(),
+            rows: 3,
+            summary: Summary::Retention {
+                lines: vec!["policy stale-dev (registry main): 3 candidate tag(s)".into()],
+                reclaimable_bytes: 3 * 1024 * 1024,
+            },
+        };
+        let (subject, text) = mail_text(&r, &w, datetime!(2026-11-30 06:00:00 UTC));
+        assert_eq!(
+            subject,
+            "[regwatch] retention report weekly: 3 candidate tags, 3.0 MiB reclaimable"
+        );
+        assert!(text.contains("policy stale-dev (registry main): 3 candidate tag(s)\nNothing was deleted.\nfile: /r/weekly.html"), "{text}");
+    }
+
+    #[test]
     fn the_period_ends_at_the_run() {
         let r = report("0 6 * * MON");
         let at = datetime!(2026-11-30 06:00:00 UTC);
