@@ -394,3 +394,106 @@ fn the_plan_frees_exactly_what_garbage_collect_frees_and_pulls_are_counted_right
     // The index, its arm64 manifest and config, app-1.0's manifest, config and own layer.
     assert_eq!(deleted.len(), 6, "{deleted:?}");
 }
+
+/// The per-tag facts through nginx, with the registry's notifications and nginx's access log
+/// both feeding the daemon and regwatch polling through the same nginx: a pull (by tag)
+/// dates the tag; a move (a new image pushed to the tag) forgets the old image's pulls and
+/// dates the new push; a delete forgets the tag, so the same image pushed again is a new,
+/// never-pulled tag. Neither the poller's manifest reads nor the pushes' blob HEADs (both
+/// in the access log and in the notifications) are pulls.
+#[test]
+fn tag_facts_follow_pulls_moves_and_deletes_through_nginx() {
+    let port = free_port();
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let nginx = Nginx::start(&registry);
+    let images = Images::build();
+    let logs = format!(
+        "[[log]]\nname = \"nginx-access\"\nregistry = \"main\"\npath = \"{}\"\n\
+         format = \"nginx_combined\"\nstart_at = \"beginning\"\n",
+        nginx.access_log().display()
+    );
+    let config = ConfigBuilder::new(&nginx.url())
+        .login(ALICE)
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .registry("poll_interval", "1s")
+        .extra(&logs)
+        .build();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-tag-facts-")
+        .tempdir()
+        .unwrap();
+    let daemon = Daemon::start_on(port, dir, &config, &[]);
+    let cfg = daemon.config_path();
+    let host = nginx.host();
+    let push = |image: &str, to: &str| {
+        assert_ok(&skopeo_push(&images.reference(image), &host, to, ALICE), to)
+    };
+    push("app-1.0", "dev/app:1");
+    push("tool-0.1", "dev/tool:1");
+    let row = |key: &str| tag_rows(&cfg).get(key).cloned();
+    wait_until(Duration::from_secs(30), "both tags dated", || {
+        ["dev/app:1", "dev/tool:1"]
+            .iter()
+            .all(|k| row(k).is_some_and(|r| r["pushed_at"].is_string()))
+    });
+    let pulled = tempfile::tempdir().unwrap();
+    for (i, tag) in ["dev/app:1", "dev/tool:1"].iter().enumerate() {
+        let to = pulled.path().join(i.to_string());
+        assert_ok(&skopeo_pull(&host, tag, BOB, &to), tag);
+    }
+    wait_until(Duration::from_secs(20), "both pulls stored", || {
+        ["dev/app:1", "dev/tool:1"]
+            .iter()
+            .all(|k| row(k).is_some_and(|r| r["last_puller"] == "bob"))
+    });
+    let first = row("dev/app:1").unwrap();
+
+    // A move: app-1.1 pushed to dev/app:1 (its base layers known: blob HEADs answered 200).
+    std::thread::sleep(Duration::from_millis(1100)); // a later second for the new push time
+    push("app-1.1", "dev/app:1");
+    wait_until(Duration::from_secs(20), "the move seen", || {
+        row("dev/app:1").is_some_and(|r| r["digest"] != first["digest"])
+    });
+    // A delete: the manifest of dev/tool:1, through nginx as alice.
+    let tool = row("dev/tool:1").unwrap();
+    let delete = format!(
+        "{}/v2/dev/tool/manifests/{}",
+        nginx.url(),
+        tool["digest"].as_str().unwrap()
+    );
+    let creds = format!("{}:{}", ALICE.0, ALICE.1);
+    assert_eq!(curl_status(&["-u", &creds, "-X", "DELETE", &delete]), "202");
+    wait_until(Duration::from_secs(20), "the delete seen", || {
+        row("dev/tool:1").is_none()
+    });
+    push("tool-0.1", "dev/tool:1"); // the same image again
+    wait_until(Duration::from_secs(20), "the re-push dated", || {
+        row("dev/tool:1").is_some_and(|r| r["pushed_at"].is_string())
+    });
+    // A few more polls through nginx (manifest GETs as regwatch/…) must change nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    let moved = row("dev/app:1").unwrap();
+    assert!(
+        moved["last_pulled_at"].is_null() && moved["last_puller"].is_null(),
+        "a moved tag's pulls were the old image's: {moved}"
+    );
+    assert!(
+        moved["pushed_at"].as_str() > first["pushed_at"].as_str(),
+        "the move is the new push time: {moved} after {first}"
+    );
+    let again = row("dev/tool:1").unwrap();
+    assert_eq!(again["digest"], tool["digest"]);
+    assert!(
+        again["last_pulled_at"].is_null(),
+        "a deleted tag's pulls are forgotten: {again}"
+    );
+    assert!(
+        again["pushed_at"].as_str() > tool["pushed_at"].as_str(),
+        "{again}"
+    );
+    drop(daemon);
+}
