@@ -173,6 +173,8 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
         counters: counters.clone(),
         alert_wake: None,
         logins: Default::default(),
+        // As the daemon: a large read is parsed on two threads where there are two cores.
+        parse_threads: regwatch::sources::tail::lines::parse_threads(),
     };
     let mut follower = Follower::new("bench", path, StartAt::Beginning, 64 * 1024, None);
     let now = time::OffsetDateTime::now_utc();
@@ -180,7 +182,9 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
     loop {
         let mut batch = handler.begin();
         let p = follower
-            .poll(4 << 20, &mut |line| handler.handle(line, now, &mut batch))
+            .poll_lines(4 << 20, &mut |lines| {
+                handler.handle_lines(lines, now, &mut batch)
+            })
             .unwrap();
         // The daemon commits these with the checkpoint; here they are only made.
         drop(handler.finish(batch));

@@ -133,7 +133,9 @@ pub fn outcome(status: u16, user_present: bool) -> Outcome {
 
 /// The route, repository and reference of a request path (query ignored).
 pub fn route(path: &str) -> (Route, Option<&str>, Option<&str>) {
-    let path = match path.find(['?', '#']) {
+    // Byte searches (the delimiters are ASCII, so the cuts are char boundaries): the
+    // char-pattern searches of `str` were a tenth of a log line's parse.
+    let path = match memchr::memchr2(b'?', b'#', path.as_bytes()) {
         Some(q) => &path[..q],
         None => path,
     };
@@ -154,10 +156,10 @@ pub fn route(path: &str) -> (Route, Option<&str>, Option<&str>) {
         return named(Route::Tags, name, None);
     }
     // `rest` is `<name>/<kind>/<last>`; `<name>` must be non-empty.
-    let Some((head, last)) = rest.rsplit_once('/') else {
+    let Some((head, last)) = split_last(rest) else {
         return (Route::Unknown, None, None);
     };
-    let Some((name, kind)) = head.rsplit_once('/') else {
+    let Some((name, kind)) = split_last(head) else {
         return (Route::Unknown, None, None);
     };
     match kind {
@@ -172,12 +174,22 @@ pub fn route(path: &str) -> (Route, Option<&str>, Option<&str>) {
     }
 }
 
+/// `s` split at its last `/`.
+fn split_last(s: &str) -> Option<(&str, &str)> {
+    let slash = memchr::memrchr(b'/', s.as_bytes())?;
+    Some((&s[..slash], &s[slash + 1..]))
+}
+
 fn named<'a>(
     route: Route,
     name: &'a str,
     reference: Option<&'a str>,
 ) -> (Route, Option<&'a str>, Option<&'a str>) {
-    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.as_bytes().windows(2).any(|w| w == b"//")
+    {
         (Route::Unknown, None, None)
     } else {
         (route, Some(name), reference)

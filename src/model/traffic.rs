@@ -89,12 +89,18 @@ pub struct KeyedWindow {
     // Inline 248-byte rings made that 35 MB per window (plus the old table while it grows);
     // boxed, the rings cost only for live keys.
     keys: HashMap<Box<str>, Box<Ring<60>>>,
+    /// At least every ring's [`Ring::upper_bound`]: raised by each add (the only way a
+    /// ring's total grows), made exact again by the scans that visit every ring. With it a
+    /// rule's scan (after every batch of lines) and `/metrics` skip the table when no key
+    /// can be over the threshold or above the best found.
+    hi: u64,
 }
 
 impl KeyedWindow {
     pub fn add(&mut self, key: &str, at: i64) {
         if let Some(r) = self.keys.get_mut(key) {
             r.add(at, 1);
+            self.hi = self.hi.max(r.upper_bound());
             return;
         }
         if self.keys.len() >= MAX_KEYS {
@@ -102,7 +108,18 @@ impl KeyedWindow {
         }
         let mut r = Box::<Ring<60>>::default();
         r.add(at, 1);
+        self.hi = self.hi.max(r.upper_bound());
         self.keys.insert(key.into(), r);
+    }
+
+    /// Makes [`hi`](Self::hi) exact after rings were dropped.
+    fn reset_hi(&mut self) {
+        self.hi = self
+            .keys
+            .values()
+            .map(|r| r.upper_bound())
+            .max()
+            .unwrap_or(0);
     }
 
     /// Makes room in bulk (so a spray costs O(1) amortised per event, not a scan each):
@@ -110,6 +127,7 @@ impl KeyedWindow {
     fn shrink(&mut self, now: i64) {
         self.keys.retain(|_, r| !r.is_empty_at(now));
         if self.keys.len() < MAX_KEYS * 9 / 10 {
+            self.reset_hi();
             return;
         }
         let mut counts: Vec<u64> = self.keys.values().map(|r| r.sum(now, 60)).collect();
@@ -125,6 +143,7 @@ impl KeyedWindow {
                 true
             }
         });
+        self.reset_hi();
     }
 
     pub fn count(&self, key: &str, now: i64) -> u64 {
@@ -133,6 +152,9 @@ impl KeyedWindow {
 
     /// Every key with more than `threshold` failures in the last `secs` seconds (≤ 60).
     pub fn over(&self, now: i64, secs: usize, threshold: f64) -> Vec<(String, u64)> {
+        if self.hi as f64 <= threshold {
+            return Vec::new();
+        }
         let mut v: Vec<(String, u64)> = self
             .keys
             .iter()
@@ -165,9 +187,26 @@ impl KeyedWindow {
         best
     }
 
+    /// The most failures by one key in the last minute (what `/metrics` shows): like
+    /// [`max`](Self::max) without the tie-break by name, so rings that cannot beat the
+    /// best so far are not summed, and the scan ends when one reaches [`hi`](Self::hi).
+    pub fn max_count(&self, now: i64) -> u64 {
+        let mut best = 0;
+        for r in self.keys.values() {
+            if best >= self.hi {
+                break;
+            }
+            if r.upper_bound() > best {
+                best = best.max(r.sum(now, 60));
+            }
+        }
+        best
+    }
+
     /// Forgets keys with nothing in the window (called from time to time).
     pub fn expire(&mut self, now: i64) {
         self.keys.retain(|_, r| !r.is_empty_at(now));
+        self.reset_hi();
     }
 
     pub fn len(&self) -> usize {
@@ -231,8 +270,8 @@ impl RegistryStats {
 
     /// The most failed logins by one user or one address in the last minute.
     pub fn auth_burst_max(&self, now: i64) -> u64 {
-        let u = self.auth_by_user.max(now).map(|m| m.1).unwrap_or(0);
-        let a = self.auth_by_address.max(now).map(|m| m.1).unwrap_or(0);
+        let u = self.auth_by_user.max_count(now);
+        let a = self.auth_by_address.max_count(now);
         u.max(a)
     }
 }
@@ -298,6 +337,7 @@ mod tests {
             .filter(|(_, n)| *n > 0)
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
         assert_eq!(w.max(now).map(|(k, n)| (k.to_string(), n)), plain);
+        assert_eq!(w.max_count(now), plain.map_or(0, |(_, n)| n));
         let mut over: Vec<(String, u64)> = w
             .keys
             .iter()
@@ -306,6 +346,19 @@ mod tests {
             .collect();
         over.sort();
         assert_eq!(w.over(now, 30, 20.0), over);
+        assert!(w.keys.values().all(|r| r.upper_bound() <= w.hi));
+        assert!(w.over(now, 60, w.hi as f64).is_empty());
+        // After a scan dropped rings, the bound is exact again and still bounds them all.
+        w.expire(now + 50);
+        assert!(w.keys.values().all(|r| r.upper_bound() <= w.hi));
+        assert_eq!(
+            w.max_count(now + 50),
+            w.keys
+                .values()
+                .map(|r| r.sum(now + 50, 60))
+                .max()
+                .unwrap_or(0)
+        );
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! Hand-written on `memchr` because this is the hottest path: no regex, no allocation
 //! unless a field contains escapes.
 
-use memchr::{memchr, memmem};
+use memchr::memchr;
 
 use super::{
-    LineKind, ParseError, ParsedLine, closing_quote, lossy, non_blank, parse_clf_time,
-    parse_decimal_seconds, parse_status, parse_u64, present, split_request_line, unescape,
+    LineKind, LineText, ParseError, ParsedLine, closing_quote, non_blank, parse_clf_time,
+    parse_decimal_seconds, parse_status, parse_u64, present, split_request_line,
 };
 
 const FORMAT: &str = "nginx combined";
@@ -26,23 +26,35 @@ pub(super) fn parse_combined<'a>(
     format: &'static str,
 ) -> Result<ParsedLine<'a>, ParseError> {
     let line = non_blank(line)?;
+    let text = LineText::new(line);
     let err = |what, at| ParseError::malformed(format, what, at);
 
-    let addr_end = memchr(b' ', line).ok_or_else(|| err("no space after the address", 0))?;
+    // The fields up to the request are short: loops find their ends sooner than memchr
+    // (which pays off on the long ones) is set up.
+    let addr_end = line
+        .iter()
+        .position(|b| *b == b' ')
+        .ok_or_else(|| err("no space after the address", 0))?;
     let addr = &line[..addr_end];
     let ident_start = addr_end + 1;
     let ident_end = ident_start
-        + memchr(b' ', &line[ident_start..]).ok_or_else(|| err("no ident field", ident_start))?;
+        + line[ident_start..]
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| err("no ident field", ident_start))?;
     // The user may contain spaces (it is whatever the client sent), so it ends at ` [`.
     let user_start = ident_end + 1;
     let user_end = user_start
-        + memmem::find(&line[user_start..], b" [")
+        + space_bracket(&line[user_start..])
             .ok_or_else(|| err("no '[' before the time", user_start))?;
     let user = &line[user_start..user_end];
 
     let time_start = user_end + 2;
     let time_end = time_start
-        + memchr(b']', &line[time_start..]).ok_or_else(|| err("unterminated time", time_start))?;
+        + line[time_start..]
+            .iter()
+            .position(|b| *b == b']')
+            .ok_or_else(|| err("unterminated time", time_start))?;
     let time_raw = &line[time_start..time_end];
     let time =
         parse_clf_time(time_raw).ok_or_else(|| ParseError::invalid(format, "time", time_raw))?;
@@ -83,22 +95,32 @@ pub(super) fn parse_combined<'a>(
     Ok(ParsedLine {
         kind: LineKind::Request,
         time: Some(time),
-        remote_addr: Some(lossy(addr)),
-        user: present(user).map(unescape),
-        method: method.map(lossy),
-        path: path.map(unescape),
+        remote_addr: Some(text.lossy(addr)),
+        user: present(user).map(|u| text.unescape(u)),
+        method: method.map(|m| text.lossy(m)),
+        path: path.map(|p| text.unescape(p)),
         status: Some(status),
         bytes,
         duration,
-        user_agent: agent.and_then(present).map(unescape),
+        user_agent: agent.and_then(present).map(|a| text.unescape(a)),
         ..ParsedLine::default()
     })
+}
+
+/// Where ` [` first occurs (`memmem::find` would build its searcher anew for every line,
+/// which cost more than the search).
+fn space_bracket(hay: &[u8]) -> Option<usize> {
+    hay.windows(2).position(|w| w == b" [")
 }
 
 /// The space-separated token starting after the spaces at `pos`, and where it ends.
 fn token(line: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let start = pos + line.get(pos..)?.iter().take_while(|b| **b == b' ').count();
-    let len = memchr(b' ', &line[start..]).unwrap_or(line.len() - start);
+    // Status and byte count are short: a loop, not memchr.
+    let len = line[start..]
+        .iter()
+        .position(|b| *b == b' ')
+        .unwrap_or(line.len() - start);
     (len > 0).then(|| (&line[start..start + len], start + len))
 }
 
@@ -144,6 +166,7 @@ mod tests {
     use super::*;
     use crate::formats::classify::{Operation, Outcome};
     use crate::formats::log::test_support::{fuzz, lines};
+    use memchr::memmem;
     use std::time::Duration;
     use time::macros::datetime;
 

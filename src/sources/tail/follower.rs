@@ -20,8 +20,14 @@ use std::path::{Path, PathBuf};
 
 /// Bytes hashed to recognise a file.
 const FINGERPRINT_BYTES: u64 = 256;
-/// Read size.
-const CHUNK: usize = 64 * 1024;
+/// Read size of a file that is followed live (what was appended since the last look).
+const FIRST_CHUNK: usize = 64 * 1024;
+/// Read size once a read fills [`FIRST_CHUNK`] (catching up a backlog): the lines of one
+/// read are handed out together, and the handler splits large blocks between threads.
+const CHUNK: usize = 1 << 20;
+/// Most lines handed out in one [`Lines`]: bounds the index of line ranges when a file
+/// holds many short lines.
+const MAX_BLOCK_LINES: usize = 16 * 1024;
 
 /// Where a file seen for the first time is read from (the config's `start_at`).
 pub use crate::config::log::StartAt;
@@ -52,6 +58,10 @@ pub struct Follower {
     partial: Vec<u8>,
     /// The current partial line is over `max_line` and is being skipped to its newline.
     skipping: bool,
+    /// The read buffer, kept between polls ([`FIRST_CHUNK`], grown to [`CHUNK`]).
+    buf: Vec<u8>,
+    /// Where each complete line of the current read starts and ends in `buf`.
+    ranges: Vec<(usize, usize)>,
     pub truncated_lines: u64,
 }
 
@@ -62,6 +72,70 @@ pub struct Progress {
     pub bytes: u64,
     /// True when there may be more to read right away.
     pub more: bool,
+}
+
+/// Complete lines handed out together (those of one read), each without its newline and
+/// cut at `max_line`: one buffer and where each line lies in it, so a handler can split
+/// them between threads at a line boundary.
+#[derive(Debug, Clone, Copy)]
+pub struct Lines<'a> {
+    buf: &'a [u8],
+    ranges: &'a [(usize, usize)],
+}
+
+impl<'a> Lines<'a> {
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let buf = self.buf;
+        self.ranges
+            .iter()
+            .map(move |&(start, end)| &buf[start..end])
+    }
+
+    /// The first `mid` lines and the rest.
+    pub fn split_at(&self, mid: usize) -> (Lines<'a>, Lines<'a>) {
+        let (a, b) = self.ranges.split_at(mid.min(self.ranges.len()));
+        (
+            Lines {
+                buf: self.buf,
+                ranges: a,
+            },
+            Lines {
+                buf: self.buf,
+                ranges: b,
+            },
+        )
+    }
+}
+
+/// Hands out the lines collected in `ranges` (of `data`), if any.
+fn hand_out(
+    data: &[u8],
+    ranges: &mut Vec<(usize, usize)>,
+    on_lines: &mut dyn FnMut(Lines<'_>),
+    progress: &mut Progress,
+) {
+    if ranges.is_empty() {
+        return;
+    }
+    on_lines(Lines { buf: data, ranges });
+    progress.lines += ranges.len() as u64;
+    ranges.clear();
+}
+
+/// Hands out one line on its own (a line joined from two reads, a rotated file's last).
+fn one_line(line: &[u8], on_lines: &mut dyn FnMut(Lines<'_>)) {
+    on_lines(Lines {
+        buf: line,
+        ranges: &[(0, line.len())],
+    });
 }
 
 /// Opens a log file, refusing anything but a regular file: opening a FIFO blocks until a
@@ -121,6 +195,8 @@ impl Follower {
             resume,
             partial: Vec::new(),
             skipping: false,
+            buf: Vec::new(),
+            ranges: Vec::new(),
             truncated_lines: 0,
         }
     }
@@ -281,12 +357,45 @@ impl Follower {
     /// Reads up to `budget` bytes, calling `on_line` for each complete line (without its
     /// newline). Detects rotation and truncation when the open file is exhausted.
     pub fn poll(&mut self, budget: usize, on_line: &mut dyn FnMut(&[u8])) -> io::Result<Progress> {
+        self.poll_lines(budget, &mut |lines| lines.iter().for_each(&mut *on_line))
+    }
+
+    /// [`poll`](Self::poll), handing out the complete lines of each read together, in order.
+    pub fn poll_lines(
+        &mut self,
+        budget: usize,
+        on_lines: &mut dyn FnMut(Lines<'_>),
+    ) -> io::Result<Progress> {
         self.ensure_open()?;
         if self.queue.is_empty() {
             self.check_rewritten()?;
         }
         let mut progress = Progress::default();
-        let mut buf = vec![0u8; CHUNK];
+        // Taken out of `self` while lines borrowed from them are handed out.
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut ranges = std::mem::take(&mut self.ranges);
+        if buf.is_empty() {
+            buf.resize(FIRST_CHUNK, 0);
+        }
+        let read = self.read_lines(budget, &mut buf, &mut ranges, on_lines, &mut progress);
+        if !progress.more && buf.len() > FIRST_CHUNK {
+            // Caught up: a live file needs only the small buffer (a glob may follow many).
+            buf.truncate(FIRST_CHUNK);
+            buf.shrink_to_fit();
+            ranges = Vec::new();
+        }
+        (self.buf, self.ranges) = (buf, ranges);
+        read.map(|()| progress)
+    }
+
+    fn read_lines(
+        &mut self,
+        budget: usize,
+        buf: &mut Vec<u8>,
+        ranges: &mut Vec<(usize, usize)>,
+        on_lines: &mut dyn FnMut(Lines<'_>),
+        progress: &mut Progress,
+    ) -> io::Result<()> {
         while (progress.bytes as usize) < budget {
             let draining = !self.queue.is_empty();
             let Some(open) = (if draining {
@@ -294,14 +403,14 @@ impl Follower {
             } else {
                 self.current.as_mut()
             }) else {
-                return Ok(progress);
+                return Ok(());
             };
             open.file.seek(SeekFrom::Start(open.read_pos))?;
-            let n = open.file.read(&mut buf)?;
+            let n = open.file.read(buf)?;
             if n == 0 {
                 if draining {
                     // A rotated file is finished: its last line may lack a newline.
-                    self.flush_partial(on_line, &mut progress);
+                    self.flush_partial(on_lines, progress);
                     let done = self.queue.remove(0);
                     if self.current.is_none() && self.queue.is_empty() {
                         // No file at the path yet: the finished one stays current, so the
@@ -311,69 +420,128 @@ impl Follower {
                     continue;
                 }
                 if !self.check_rotation()? {
-                    return Ok(progress);
+                    return Ok(());
                 }
                 continue;
             }
             progress.bytes += n as u64;
-            let (max_line, start) = (self.max_line, open.read_pos);
+            let start = open.read_pos;
             open.read_pos += n as u64;
-            let mut line_start = 0;
-            for nl in memchr::memchr_iter(b'\n', &buf[..n]) {
-                let piece = &buf[line_start..nl];
-                if self.skipping {
-                    self.skipping = false;
-                } else if self.partial.is_empty() {
-                    on_line(piece);
-                    progress.lines += 1;
-                } else {
-                    self.partial.extend_from_slice(piece);
-                    on_line(&self.partial);
-                    progress.lines += 1;
-                    self.partial.clear();
-                }
-                line_start = nl + 1;
-            }
-            let open = if draining {
-                &mut self.queue[0]
-            } else {
-                self.current.as_mut().expect("current is open")
-            };
-            // Without a newline in this chunk the line still starts where it started (in an
-            // earlier chunk): only a newline moves the committed offset.
-            if line_start > 0 {
-                open.offset = start + line_start as u64;
-            }
-            if open.offset < open.read_pos {
-                // Keep the unfinished line, but never more than max_line bytes of it.
-                let rest = &buf[line_start..n];
-                if !self.skipping {
-                    let room = max_line.saturating_sub(self.partial.len());
-                    if rest.len() > room {
-                        self.partial.extend_from_slice(&rest[..room]);
-                        on_line(&self.partial);
-                        progress.lines += 1;
-                        self.truncated_lines += 1;
-                        self.partial.clear();
-                        self.skipping = true;
-                    } else {
-                        self.partial.extend_from_slice(rest);
-                    }
-                }
-                // The committed offset stays at the line's start, so a restart re-reads the
-                // unfinished line; a truncated one is skipped to its end.
-                if self.skipping {
-                    open.offset = open.read_pos;
-                }
+            let line_start = self.split(&buf[..n], ranges, on_lines, progress);
+            let moved = (line_start > 0).then_some(start + line_start as u64);
+            self.keep_unfinished(&buf[line_start..n], moved, on_lines, progress);
+            if n == buf.len() && buf.len() < CHUNK {
+                // A backlog: read it in larger pieces from now on.
+                buf.resize(CHUNK, 0);
             }
         }
         progress.more = true;
-        Ok(progress)
+        Ok(())
     }
 
-    fn flush_partial(&mut self, on_line: &mut dyn FnMut(&[u8]), progress: &mut Progress) {
+    /// Hands out the complete lines of `data` (the first one joined to the unfinished line
+    /// kept from the previous read); returns where the unfinished rest of `data` starts.
+    fn split(
+        &mut self,
+        data: &[u8],
+        ranges: &mut Vec<(usize, usize)>,
+        on_lines: &mut dyn FnMut(Lines<'_>),
+        progress: &mut Progress,
+    ) -> usize {
+        let mut line_start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if line_start == 0 && (self.skipping || !self.partial.is_empty()) {
+                self.finish_partial(&data[..nl], on_lines, progress);
+            } else {
+                ranges.push(self.cut(line_start, nl));
+                if ranges.len() == MAX_BLOCK_LINES {
+                    hand_out(data, ranges, on_lines, progress);
+                }
+            }
+            line_start = nl + 1;
+        }
+        hand_out(data, ranges, on_lines, progress);
+        line_start
+    }
+
+    /// The range of the line from `start` to its newline at `nl`, cut at `max_line`.
+    fn cut(&mut self, start: usize, nl: usize) -> (usize, usize) {
+        if nl - start > self.max_line {
+            self.truncated_lines += 1;
+            (start, start + self.max_line)
+        } else {
+            (start, nl)
+        }
+    }
+
+    /// The end of the line begun in an earlier read: handed out joined (cut at `max_line`),
+    /// or dropped when the line was already handed out cut.
+    fn finish_partial(
+        &mut self,
+        piece: &[u8],
+        on_lines: &mut dyn FnMut(Lines<'_>),
+        progress: &mut Progress,
+    ) {
+        if self.skipping {
+            self.skipping = false;
+            return;
+        }
+        let room = self.max_line.saturating_sub(self.partial.len());
+        if piece.len() > room {
+            self.truncated_lines += 1;
+        }
+        self.partial
+            .extend_from_slice(&piece[..piece.len().min(room)]);
+        one_line(&self.partial, on_lines);
+        progress.lines += 1;
+        self.partial.clear();
+    }
+
+    /// Keeps the unfinished line at the end of a read, never more than `max_line` bytes of
+    /// it. `line_start` is the file offset after the read's last newline, if it had one:
+    /// the committed offset moves there (without a newline the line still starts where it
+    /// started, in an earlier read).
+    fn keep_unfinished(
+        &mut self,
+        rest: &[u8],
+        line_start: Option<u64>,
+        on_lines: &mut dyn FnMut(Lines<'_>),
+        progress: &mut Progress,
+    ) {
+        let max_line = self.max_line;
+        let open = match self.queue.first_mut() {
+            Some(open) => open,
+            None => self.current.as_mut().expect("a file is open"),
+        };
+        if let Some(at) = line_start {
+            open.offset = at;
+        }
+        if rest.is_empty() {
+            return;
+        }
+        if !self.skipping {
+            let room = max_line.saturating_sub(self.partial.len());
+            if rest.len() > room {
+                self.partial.extend_from_slice(&rest[..room]);
+                one_line(&self.partial, on_lines);
+                progress.lines += 1;
+                self.truncated_lines += 1;
+                self.partial.clear();
+                self.skipping = true;
+            } else {
+                self.partial.extend_from_slice(rest);
+            }
+        }
+        // The committed offset stays at the line's start, so a restart re-reads the
+        // unfinished line; a truncated one is skipped to its end.
+        if self.skipping {
+            open.offset = open.read_pos;
+        }
+    }
+
+    fn flush_partial(&mut self, on_lines: &mut dyn FnMut(Lines<'_>), progress: &mut Progress) {
         if !self.partial.is_empty() && !self.skipping {
-            on_line(&self.partial);
+            one_line(&self.partial, on_lines);
             progress.lines += 1;
         }
         self.partial.clear();
@@ -526,6 +694,51 @@ mod tests {
                 return out;
             }
         }
+    }
+
+    #[test]
+    fn a_backlog_comes_in_large_blocks_of_whole_lines_cut_at_max_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut w = File::create(&path).unwrap();
+        let mut want = Vec::new();
+        for i in 0..40_000 {
+            // Every thousandth line is longer than max_line (300 bytes) and is cut there.
+            let len = if i % 1000 == 7 { 5000 } else { i % 150 };
+            let line = format!("line {i} {}", "x".repeat(len));
+            writeln!(w, "{line}").unwrap();
+            want.push(line[..line.len().min(300)].to_string());
+        }
+        // The last line is unfinished: kept until its newline comes.
+        write!(w, "half").unwrap();
+        let mut f = Follower::new("a", &path, StartAt::Beginning, 300, None);
+        let (mut got, mut largest) = (Vec::new(), 0);
+        loop {
+            let p = f
+                .poll_lines(4 << 20, &mut |lines| {
+                    largest = largest.max(lines.len());
+                    let (a, b) = lines.split_at(lines.len() / 2);
+                    assert_eq!(a.len() + b.len(), lines.len());
+                    for l in a.iter().chain(b.iter()) {
+                        got.push(String::from_utf8(l.to_vec()).unwrap());
+                    }
+                })
+                .unwrap();
+            if !p.more {
+                break;
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(f.truncated_lines, 40);
+        assert!(largest > 2048, "reads stayed small: {largest} lines");
+        let end = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            f.checkpoint().unwrap().offset,
+            end - 4,
+            "before the unfinished line"
+        );
+        writeln!(w, " done").unwrap();
+        assert_eq!(lines(&mut f), ["half done"]);
     }
 
     #[test]

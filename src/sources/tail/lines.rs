@@ -1,6 +1,7 @@
 //! What one log line means: counters, sliding windows, and audit events for failed logins
 //! (and, where the registry sends no notifications, for pulls, pushes and deletes).
 
+use super::follower::Lines;
 use super::logins::{self, Attempt, Correlator, Report, Seen};
 use crate::formats::classify::{Operation, Outcome, Route};
 use crate::formats::log::{self, LineKind, LogFormat};
@@ -38,21 +39,99 @@ pub struct LineHandler {
     /// The failed logins the registry's logs reported, shared by its tailers, so that
     /// nginx's access and error logs (or the registry's own log) count each one once.
     pub logins: Arc<Mutex<Correlator>>,
+    /// Threads a large block of lines is parsed on (see [`LineHandler::handle_lines`]); 1
+    /// parses on the tailer's thread only.
+    pub parse_threads: usize,
+}
+
+/// Threads worth parsing a catch-up on: two where the machine has two cores or more (a
+/// second helper would mostly wait for the tailer applying the results in order).
+pub fn parse_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+/// Blocks of fewer lines are parsed on the tailer's thread alone: starting a helper thread
+/// costs about as much as parsing a few hundred lines, and a live tailer's reads are small.
+const PARALLEL_MIN_LINES: usize = 2048;
+
+/// What a batch's lines added to the log's counters, added to them when the batch ends
+/// (one atomic add per counter and batch instead of several per line).
+#[derive(Default)]
+struct Tally {
+    lines: u64,
+    parse_errors: u64,
+    self_requests: u64,
+    blob_checks: u64,
+    pulls: u64,
+    pull_failures: u64,
+    pushes: u64,
+    deletes: u64,
+    auth_failures: u64,
+}
+
+impl Tally {
+    fn add_to(&self, c: &LogCounters) {
+        for (counter, n) in [
+            (&c.lines, self.lines),
+            (&c.parse_errors, self.parse_errors),
+            (&c.self_requests, self.self_requests),
+            (&c.blob_checks, self.blob_checks),
+            (&c.pulls, self.pulls),
+            (&c.pull_failures, self.pull_failures),
+            (&c.pushes, self.pushes),
+            (&c.deletes, self.deletes),
+            (&c.auth_failures, self.auth_failures),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+}
+
+/// What one line means, decided from the line alone (no shared state), so that the lines
+/// of a block can be judged on several threads and then applied in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Blank, a challenge, not about a request, or not counted by this log.
+    Nothing,
+    Unparsable,
+    /// regwatch's own request (its poller reading through nginx).
+    SelfRequest,
+    /// A blob HEAD: an existence check, not a pull.
+    Check,
+    /// A pull at second `at`; `audit` when it becomes an audit row.
+    Pull {
+        at: i64,
+        failed: bool,
+        audit: bool,
+    },
+    /// A completed push step: `manifest` when it completes an image push.
+    Push {
+        manifest: bool,
+        audit: bool,
+    },
+    Delete {
+        audit: bool,
+    },
+    /// A failed login, paired across the registry's logs (in order: see [`logins`]).
+    Login(Report),
 }
 
 /// What the lines of one read batch did: the changes to the registry's traffic windows,
 /// applied under one lock when the batch ends (not per line, and without holding the lock
 /// while reading, so the registry's other logs, `/metrics` and the evaluator never wait for
-/// a batch); the audit events, committed with the batch's checkpoint; and whether a window
-/// the alert rules watch changed (the evaluator is woken once, when the batch ends, not per
-/// line: a catch-up of a million lines costs a few hundred wake-ups, and a live line still
-/// wakes it at once).
+/// a batch); the counts, added to the counters then too; the audit events, committed with
+/// the batch's checkpoint; and whether a window the alert rules watch changed (the
+/// evaluator is woken once, when the batch ends, not per line: a catch-up of a million
+/// lines costs a few hundred wake-ups, and a live line still wakes it at once).
 #[derive(Default)]
 pub struct Batch {
     /// (second, pulls, failed pulls), one entry per run of lines in the same second.
     pulls: Vec<(i64, u32, u32)>,
     /// (second, user, address) of each failed login.
     logins: Vec<(i64, Option<String>, Option<String>)>,
+    tally: Tally,
     pub events: Vec<Event>,
 }
 
@@ -74,14 +153,16 @@ impl LineHandler {
         Batch::default()
     }
 
-    /// Ends a batch: its window changes are applied, the evaluator woken if there were any;
-    /// returns the audit events.
+    /// Ends a batch: its counts and window changes are applied, the evaluator woken if a
+    /// window changed; returns the audit events.
     pub fn finish(&self, batch: Batch) -> Vec<Event> {
         let Batch {
             pulls,
             logins,
+            tally,
             events,
         } = batch;
+        tally.add_to(&self.counters);
         if pulls.is_empty() && logins.is_empty() {
             return events;
         }
@@ -101,87 +182,157 @@ impl LineHandler {
         events
     }
 
+    /// Handles the lines of one read, in order. A large block (a catch-up) is split in two
+    /// at a line boundary: a helper thread judges the second half while this thread handles
+    /// the first, then applies the helper's verdicts in file order, so the windows, the
+    /// pairing of failed logins and the order of audit events are those of one thread.
+    pub fn handle_lines(&self, lines: Lines<'_>, now: OffsetDateTime, batch: &mut Batch) {
+        if self.parse_threads < 2 || lines.len() < PARALLEL_MIN_LINES {
+            lines.iter().for_each(|line| self.handle(line, now, batch));
+            return;
+        }
+        // This thread also applies the helper's verdicts (about a tenth of the work of
+        // judging them), so it takes a little less than half.
+        let (first, second) = lines.split_at(lines.len() * 9 / 20);
+        std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                second
+                    .iter()
+                    .map(|line| self.judge(line, now))
+                    .collect::<Vec<_>>()
+            });
+            first.iter().for_each(|line| self.handle(line, now, batch));
+            // The helper only parses: it cannot panic but by a bug, which is then this
+            // thread's panic too.
+            let verdicts = helper
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            for (line, verdict) in second.iter().zip(verdicts) {
+                self.apply(verdict, line, now, batch);
+            }
+        });
+    }
+
     /// Handles one line of `batch`. `now` bounds times from the future.
     pub fn handle(&self, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
-        self.counters.lines.inc();
+        let verdict = self.judge(line, now);
+        self.apply(verdict, line, now, batch);
+    }
+
+    /// What `line` means; touches nothing shared.
+    fn judge(&self, line: &[u8], now: OffsetDateTime) -> Verdict {
         let parsed = match log::parse(&self.format, line) {
             Ok(p) => p,
-            Err(log::ParseError::Empty) => return,
+            Err(log::ParseError::Empty) => return Verdict::Nothing,
             Err(e) => {
-                self.counters.parse_errors.inc();
                 tracing::trace!(log = %self.log, error = %e, "unparsable line");
-                return;
+                return Verdict::Unparsable;
             }
         };
         if crate::model::event::is_self_user_agent(parsed.user_agent.as_deref()) {
             // The poller reading manifests through nginx: not users' traffic.
-            if parsed.kind == LineKind::Request {
-                self.counters.self_requests.inc();
-            }
-            return;
+            return match parsed.kind {
+                LineKind::Request => Verdict::SelfRequest,
+                _ => Verdict::Nothing,
+            };
         }
-        let time = parsed.time.map(|t| t.min(now)).unwrap_or(now);
-        let at = time.unix_timestamp();
         match &parsed.kind {
             // A log whose requests another log counts still reports failed logins: the
             // pairing counts each once, with the reason this line gives.
-            LineKind::FailedLogin { user } => {
-                let login = Login {
-                    report: Report::Reason,
-                    user: Some(user.as_ref()),
-                    now: now.unix_timestamp(),
-                };
-                self.auth_failure(&parsed, login, time, at, batch);
-            }
-            _ if !self.counts => {}
+            LineKind::FailedLogin { .. } => Verdict::Login(Report::Reason),
+            _ if !self.counts => Verdict::Nothing,
             LineKind::Request => {
-                let Some(c) = parsed.classify() else { return };
+                let Some(c) = parsed.classify() else {
+                    return Verdict::Nothing;
+                };
+                let audit = self.audit_requests;
                 match (c.operation, c.outcome) {
-                    (_, Outcome::AuthFailure) => {
-                        let login = Login {
-                            report: Report::Response,
-                            user: parsed.user.as_deref(),
-                            now: now.unix_timestamp(),
-                        };
-                        self.auth_failure(&parsed, login, time, at, batch);
-                    }
-                    (_, Outcome::Challenge) => {}
-                    (Operation::Check, _) => self.counters.blob_checks.inc(),
+                    (_, Outcome::AuthFailure) => Verdict::Login(Report::Response),
+                    (_, Outcome::Challenge) => Verdict::Nothing,
+                    (Operation::Check, _) => Verdict::Check,
                     (Operation::Pull, outcome) => {
                         let failed = outcome == Outcome::Failed;
-                        self.counters.pulls.inc();
-                        if failed {
-                            self.counters.pull_failures.inc();
-                        }
-                        batch.pull(at, failed);
-                        if !failed && self.audit_requests {
-                            batch
-                                .events
-                                .push(self.request_event(&parsed, &c, Action::Pull, time));
+                        let at = line_time(&parsed, now).unix_timestamp();
+                        Verdict::Pull {
+                            at,
+                            failed,
+                            audit: audit && !failed,
                         }
                     }
+                    // One image push is many upload requests; the manifest PUT completes it.
                     (Operation::Push, Outcome::Ok) if parsed.method.as_deref() == Some("PUT") => {
-                        // One image push is many upload requests; the manifest PUT completes it.
-                        if c.route == Route::Manifest {
-                            self.counters.pushes.inc();
-                        }
-                        if self.audit_requests {
-                            let e = self.request_event(&parsed, &c, Action::Push, time);
-                            batch.events.push(e);
+                        Verdict::Push {
+                            manifest: c.route == Route::Manifest,
+                            audit,
                         }
                     }
-                    (Operation::Delete, Outcome::Ok) => {
-                        self.counters.deletes.inc();
-                        if self.audit_requests {
-                            let e = self.request_event(&parsed, &c, Action::Delete, time);
-                            batch.events.push(e);
-                        }
-                    }
-                    _ => {}
+                    (Operation::Delete, Outcome::Ok) => Verdict::Delete { audit },
+                    _ => Verdict::Nothing,
                 }
             }
-            LineKind::NoCredentials | LineKind::Other => {}
+            LineKind::NoCredentials | LineKind::Other => Verdict::Nothing,
         }
+    }
+
+    /// Applies what [`judge`](Self::judge) found, in file order. Lines that become audit
+    /// events or failed logins (a few per hundred) are parsed again for their fields.
+    fn apply(&self, verdict: Verdict, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
+        let tally = &mut batch.tally;
+        tally.lines += 1;
+        let action = match verdict {
+            Verdict::Nothing => None,
+            Verdict::Unparsable => {
+                tally.parse_errors += 1;
+                None
+            }
+            Verdict::SelfRequest => {
+                tally.self_requests += 1;
+                None
+            }
+            Verdict::Check => {
+                tally.blob_checks += 1;
+                None
+            }
+            Verdict::Pull { at, failed, audit } => {
+                tally.pulls += 1;
+                tally.pull_failures += u64::from(failed);
+                batch.pull(at, failed);
+                audit.then_some(Action::Pull)
+            }
+            Verdict::Push { manifest, audit } => {
+                tally.pushes += u64::from(manifest);
+                audit.then_some(Action::Push)
+            }
+            Verdict::Delete { audit } => {
+                tally.deletes += 1;
+                audit.then_some(Action::Delete)
+            }
+            Verdict::Login(report) => {
+                self.login(report, line, now, batch);
+                None
+            }
+        };
+        if let Some(action) = action {
+            self.request_event(line, action, now, batch);
+        }
+    }
+
+    /// A failed login (`report` says which kind of line reports it).
+    fn login(&self, report: Report, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
+        let Ok(parsed) = log::parse(&self.format, line) else {
+            return;
+        };
+        let user = match &parsed.kind {
+            LineKind::FailedLogin { user } => Some(user.as_ref()),
+            _ => parsed.user.as_deref(),
+        };
+        let login = Login {
+            report,
+            user,
+            now: now.unix_timestamp(),
+        };
+        let time = line_time(&parsed, now);
+        self.auth_failure(&parsed, login, time, time.unix_timestamp(), batch);
     }
 
     fn auth_failure(
@@ -208,7 +359,7 @@ impl LineHandler {
         if seen == Seen::Again {
             return;
         }
-        self.counters.auth_failures.inc();
+        batch.tally.auth_failures += 1;
         let address = attempt.address.map(|ip| ip.to_string());
         batch
             .logins
@@ -229,14 +380,13 @@ impl LineHandler {
         batch.events.push(e);
     }
 
-    fn request_event(
-        &self,
-        p: &log::ParsedLine<'_>,
-        c: &crate::formats::classify::Classified<'_>,
-        action: Action,
-        time: OffsetDateTime,
-    ) -> Event {
-        let mut e = Event::new(time, action, Source::Log);
+    /// The audit event of a pull, push or delete (for registries without notifications).
+    fn request_event(&self, line: &[u8], action: Action, now: OffsetDateTime, batch: &mut Batch) {
+        let Ok(p) = log::parse(&self.format, line) else {
+            return;
+        };
+        let Some(c) = p.classify() else { return };
+        let mut e = Event::new(line_time(&p, now), action, Source::Log);
         e.registry = Some(self.registry.clone());
         e.repository = c.repository.map(str::to_string);
         e.tag = c.tag().map(str::to_string);
@@ -249,6 +399,145 @@ impl LineHandler {
         e.status = p.status;
         e.size = p.bytes;
         e.detail = Some(format!("log {}", self.log));
-        e
+        batch.events.push(e);
+    }
+}
+
+/// The line's own time, or `now` for a line without one; never later than `now`.
+fn line_time(p: &log::ParsedLine<'_>, now: OffsetDateTime) -> OffsetDateTime {
+    p.time.map(|t| t.min(now)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::sources::tail::follower::{Follower, StartAt};
+    use std::io::Write;
+
+    /// Registry traffic with every kind of line the handler treats apart: pulls over several
+    /// seconds (some failed), blob checks, failed logins, manifest pushes, deletes,
+    /// regwatch's own requests and lines that do not parse.
+    fn traffic(lines: usize) -> String {
+        let mut out = String::new();
+        for i in 0..lines {
+            let (sec, addr, user) = (i / 97 % 60, i % 13, i % 7);
+            let (request, status) = match i % 11 {
+                0..=3 => (
+                    format!("GET /v2/team/app{}/blobs/sha256:{i:064x}", i % 5),
+                    200,
+                ),
+                4 => ("GET /v2/team/app/manifests/1.0".to_string(), 404),
+                5 => ("HEAD /v2/team/app/blobs/sha256:aa".to_string(), 404),
+                6 => ("GET /v2/".to_string(), 401),
+                7 => ("PUT /v2/team/app/manifests/2.0".to_string(), 201),
+                8 => ("DELETE /v2/team/app/manifests/sha256:bb".to_string(), 202),
+                9 if i % 3 == 0 => {
+                    out.push_str("not a log line\n");
+                    continue;
+                }
+                _ => ("HEAD /v2/team/app/manifests/latest".to_string(), 200),
+            };
+            let agent = if i % 50 == 0 {
+                "regwatch/0.1.0"
+            } else {
+                "skopeo/1.9.3"
+            };
+            out.push_str(&format!(
+                "10.0.0.{addr} - user{user} [28/Nov/2026:10:00:{sec:02} +0000] \"{request} HTTP/1.1\" {status} 12 \"-\" \"{agent}\"\n"
+            ));
+        }
+        out
+    }
+
+    fn handler(parse_threads: usize) -> LineHandler {
+        LineHandler {
+            log: "access".into(),
+            registry: "main".into(),
+            format: LogFormat::NginxCombined,
+            counts: true,
+            audit_requests: true,
+            stats: Default::default(),
+            counters: Metrics::new().log_counters("access", "main"),
+            alert_wake: None,
+            logins: Default::default(),
+            parse_threads,
+        }
+    }
+
+    /// Tails `text` to its end as the daemon does; the events, and the largest block read.
+    fn tail(h: &LineHandler, text: &str) -> (Vec<Event>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let mut f = Follower::new("access", &path, StartAt::Beginning, 64 * 1024, None);
+        let now = time::macros::datetime!(2026-11-28 10:01:00 UTC);
+        let (mut events, mut largest) = (Vec::new(), 0);
+        loop {
+            let mut batch = h.begin();
+            let p = f
+                .poll_lines(4 << 20, &mut |lines| {
+                    largest = largest.max(lines.len());
+                    h.handle_lines(lines, now, &mut batch)
+                })
+                .unwrap();
+            events.extend(h.finish(batch));
+            if !p.more {
+                return (events, largest);
+            }
+        }
+    }
+
+    fn counts(h: &LineHandler) -> Vec<u64> {
+        let c = &h.counters;
+        let now = 1_764_324_060; // 2026-11-28 10:01:00 UTC
+        let s = h.stats.lock().unwrap();
+        let (failed, pulls) = s.pull_counts(now, 300);
+        [
+            c.lines.get(),
+            c.parse_errors.get(),
+            c.pulls.get(),
+            c.pull_failures.get(),
+            c.blob_checks.get(),
+            c.self_requests.get(),
+            c.pushes.get(),
+            c.deletes.get(),
+            c.auth_failures.get(),
+            failed,
+            pulls,
+            s.auth_total(now, 60),
+            s.auth_by_address.count("10.0.0.6", now),
+        ]
+        .to_vec()
+    }
+
+    #[test]
+    fn two_threads_count_and_record_exactly_what_one_does_in_file_order() {
+        let text = traffic(30_000);
+        let (one, two) = (handler(1), handler(2));
+        let (events_one, _) = tail(&one, &text);
+        let (events_two, largest) = tail(&two, &text);
+        assert!(
+            largest >= PARALLEL_MIN_LINES,
+            "no block was split: {largest}"
+        );
+        assert_eq!(counts(&one), counts(&two));
+        assert_eq!(events_one, events_two);
+        // And the numbers are the traffic's: every line counted, each kind where it belongs.
+        let c = counts(&two);
+        assert_eq!(c[0], 30_000);
+        assert_eq!(
+            c[1],
+            (0..30_000).filter(|i| i % 11 == 9 && i % 3 == 0).count() as u64
+        );
+        let logins = events_two
+            .iter()
+            .filter(|e| e.action == Action::AuthFailure)
+            .count() as u64;
+        assert_eq!(c[8], logins);
+        assert!(logins > 0 && c[2] > 0 && c[3] > 0 && c[4] > 0 && c[5] > 0);
     }
 }

@@ -168,7 +168,9 @@ impl Tail {
             let truncated_before = follower.truncated_lines;
             let handler = &self.handler;
             let mut batch = handler.begin();
-            let progress = follower.poll(BUDGET, &mut |line| handler.handle(line, now, &mut batch));
+            let progress = follower.poll_lines(BUDGET, &mut |lines| {
+                handler.handle_lines(lines, now, &mut batch)
+            });
             let events = handler.finish(batch);
             self.truncated
                 .inc_by(follower.truncated_lines - truncated_before);
