@@ -239,7 +239,7 @@ impl Daemon {
     async fn connect(&mut self) -> anyhow::Result<()> {
         wait_for_database(&self.shared.store).await?;
         let pending = self.pending.take().expect("connect runs once");
-        restore(&self.shared)?;
+        let feed_start = restore(&self.shared)?;
         let token = self.shutdown.child_token();
         self.tails = Tails::start(&self.shared, &self.alert_wake, token)?;
         self.record(
@@ -248,7 +248,7 @@ impl Daemon {
         )
         .await;
         self.ready.store(true, Ordering::Release);
-        self.spawn_tasks(pending.alert_wake);
+        self.spawn_tasks(pending.alert_wake, feed_start);
         self.spawn_listeners(pending.listeners);
         self.log_started(pending.listen);
         Ok(())
@@ -285,7 +285,7 @@ impl Daemon {
     }
 
     /// The long-running tasks, each on the tracker with the shutdown token.
-    fn spawn_tasks(&mut self, alert_wake: mpsc::Receiver<()>) {
+    fn spawn_tasks(&mut self, alert_wake: mpsc::Receiver<()>, feed_start: i64) {
         let (s, stop) = (&self.shared, &self.shutdown);
         let c = s.config.borrow().clone();
         if let Some(keep) = c.database.retention {
@@ -305,6 +305,7 @@ impl Daemon {
         self.tracker.spawn(tasks::supervise_alerting(
             s.clone(),
             alert_wake,
+            feed_start,
             stop.clone(),
         ));
         let reports = s.clone();
@@ -563,9 +564,12 @@ fn traffic_windows(config: &Config, metrics: &Metrics) -> Traffic {
 }
 
 /// What the database remembers that the API must answer from the first request: the
-/// silences and each registry's last inventory (also while a registry is down).
-fn restore(s: &Shared) -> anyhow::Result<()> {
+/// silences and each registry's last inventory (also while a registry is down). Returns
+/// the last audit row's id before anything of this start is stored (where the alerting
+/// feed of a shared database starts when it has no cursor yet).
+fn restore(s: &Shared) -> anyhow::Result<i64> {
     let db = s.store.reader()?;
+    let last_id = db.last_id().context("reading the audit trail's last row")?;
     *s.silences.write().expect("silences lock") = db
         .silences(s.clock.now())
         .context("reading the alert silences")?;
@@ -578,7 +582,7 @@ fn restore(s: &Shared) -> anyhow::Result<()> {
             signatures: &s.signatures,
         },
     );
-    Ok(())
+    Ok(last_id)
 }
 
 async fn record(sink: &Sink, event: Event) {

@@ -731,16 +731,22 @@ timeout = "1s"
     daemon.stop();
 }
 
-#[test]
-fn audit_match_fires_on_a_committed_delete_in_prod() {
+both_backends!(audit_match_fires_once_on_a_committed_delete_in_prod);
+
+/// An audit rule fires from a committed row, once for the one matching delete (a webhook
+/// and a mail, then their resolutions), on either backend.
+fn audit_match_fires_once_on_a_committed_delete_in_prod(backend: Backend) {
+    let db = TestDb::start(backend);
     let hook = WebhookSink::start();
+    let smtp = SmtpSink::start();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-alerts-")
         .tempdir()
         .unwrap();
     let log = dir.path().join("access.log");
     std::fs::write(&log, "").unwrap();
-    let config = ConfigBuilder::new("http://127.0.0.1:9")
+    let config = db
+        .configure(ConfigBuilder::new("http://127.0.0.1:9"))
         .registry("audit_from_logs", true)
         .extra(&format!(
             r#"[[log]]
@@ -755,15 +761,27 @@ kind = "audit_match"
 filter = {{ action = "delete", repository = "prod/*" }}
 window = "5s"
 summary = "{{{{ actor }}}} deleted from {{{{ labels.repository }}}}"
-channels = ["hook"]
+channels = ["hook", "mail"]
 
 [[channel]]
 name = "hook"
 kind = "webhook"
 url = "{}"
+
+[[channel]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "none"
+from = "regwatch@example.test"
+to = ["oncall@example.test"]
+subject = "[regwatch] {{{{ status }}}}: {{{{ rule }}}} {{{{ labels.repository }}}}"
+timeout = "2s"
 "#,
             log.display(),
-            hook.url()
+            hook.url(),
+            smtp.port
         ))
         .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
@@ -792,16 +810,37 @@ url = "{}"
     assert_eq!(n["labels"]["repository"], "prod/app");
     assert_eq!(n["labels"]["actor"], "alice");
     assert_eq!(n["annotations"]["summary"], "alice deleted from prod/app");
-    // The event is in the audit trail it was matched from.
-    let rows = sqlite3(
-        &daemon.db_path(),
-        "SELECT count(*) FROM audit_events WHERE action = 'delete' AND repository = 'prod/app'",
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1, "{}", daemon.proc.stderr());
+    assert!(
+        mails[0].contains("Subject: [regwatch] firing: prod-delete prod/app"),
+        "{}",
+        mails[0]
     );
-    assert_eq!(rows.trim(), "1");
-    // No further deletes: resolved after the window.
+    // The event is in the audit trail it was matched from, once.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE action = 'delete' AND repository = 'prod/app'"
+        ),
+        1
+    );
+    // No further deletes: resolved after the window, and nothing sent twice.
     let got = hook.wait_for(2, Duration::from_secs(15));
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].json()["status"], "resolved");
+    let mails = smtp.wait_for(2, Duration::from_secs(10));
+    assert!(
+        mails[1].contains("Subject: [regwatch] resolved: prod-delete"),
+        "{}",
+        mails[1]
+    );
+    wait_until(Duration::from_secs(5), "the outbox to empty", || {
+        metric(&daemon.get("/metrics").1, "regwatch_outbox_pending") == Some(0.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.received().len(), 2, "one firing, one resolved");
+    assert_eq!(smtp.messages().len(), 2, "one firing, one resolved mail");
+    assert_eq!(db.count("SELECT count(*) FROM alert_outbox"), 0);
     daemon.stop();
 }
 
