@@ -8,6 +8,13 @@
 //! spawned on one [`TaskTracker`]; stopping is: readiness off, cancel, wait for the tracker
 //! up to one drain deadline, let the tailers commit their last batch, record
 //! `monitor_stop`, close the writer. SIGHUP reloads the configuration in between.
+//!
+//! Starting is two steps: [`Daemon::start`] needs no database (the HTTP server answers
+//! `/healthz`, `/readyz` says why it is not ready, notifications get 503 so the registry
+//! retries), [`Daemon::connect`] waits for the database with backoff, migrates it and
+//! starts everything else. An agent whose PostgreSQL is down (or not up yet) therefore
+//! waits instead of exiting; a database it must refuse (newer schema, wrong login) still
+//! stops it.
 
 mod reload;
 mod tails;
@@ -75,8 +82,17 @@ pub async fn run(
     shutdown: impl Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
     raise_fd_limit(config.server.max_connections);
+    tokio::pin!(shutdown);
     let mut daemon = Daemon::start(listener, config_path, config).await?;
-    let reason = daemon.serve(shutdown).await?;
+    // A signal while the daemon still waits for its database stops it there.
+    let stopped = tokio::select! {
+        connected = daemon.connect() => { connected?; None }
+        reason = &mut shutdown => Some(reason),
+    };
+    let reason = match stopped {
+        Some(reason) => reason,
+        None => daemon.serve(shutdown).await?,
+    };
     daemon.stop(reason).await;
     Ok(())
 }
@@ -152,9 +168,22 @@ struct Daemon {
     tails: Tails,
     /// Given to each tailer, to wake the evaluator when a window changes.
     alert_wake: mpsc::Sender<()>,
+    /// What [`Daemon::connect`] starts; `None` once it did.
+    pending: Option<Pending>,
+}
+
+/// Made at start-up, used once the database answers.
+struct Pending {
+    alert_wake: mpsc::Receiver<()>,
+    listeners: Vec<(TcpListener, crate::config::listen::ListenConfig)>,
+    listen: Option<SocketAddr>,
 }
 
 impl Daemon {
+    /// Everything that needs no database: the writer (which connects on its first command
+    /// on PostgreSQL), the leases, the HTTP server (healthy, not ready) and the `[[listen]]`
+    /// sockets (a taken port stops the start at once). [`connect`](Self::connect) does the
+    /// rest once the database answers.
     async fn start(
         listener: TcpListener,
         config_path: Option<PathBuf>,
@@ -168,6 +197,7 @@ impl Daemon {
         let traffic = Arc::new(traffic_windows(&config, &metrics));
         let leases = Leases::start(&store, tasks::LEASES);
         let listen = listener.local_addr().ok();
+        let listeners = bind_listeners(&config).await?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let shared = Shared {
             clock,
@@ -184,35 +214,50 @@ impl Daemon {
             commits,
             leases,
         };
-        restore(&shared)?;
-        let shutdown = CancellationToken::new();
         let (alert_wake, alert_wake_rx) = crate::alerting::evaluator::wake_channel();
-        let tails = Tails::start(&shared, &alert_wake, shutdown.child_token())?;
-        let config_now = shared.config.borrow().clone();
-        let listeners = bind_listeners(&config_now).await?;
         let mut daemon = Daemon {
             shared,
             writer,
             config_path,
             config_tx,
             ready: Arc::new(AtomicBool::new(false)),
-            shutdown,
+            shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            tails,
+            tails: Tails::default(),
             alert_wake,
+            pending: Some(Pending {
+                alert_wake: alert_wake_rx,
+                listeners,
+                listen,
+            }),
         };
         daemon.serve_http(listener);
-        daemon
-            .record(
-                Event::new(daemon.now(), Action::MonitorStart, Source::Daemon)
-                    .with_detail(format!("regwatch {VERSION} ({REVISION})")),
-            )
-            .await;
-        daemon.ready.store(true, Ordering::Release);
-        daemon.spawn_tasks(alert_wake_rx);
-        daemon.spawn_listeners(listeners);
-        daemon.log_started(listen);
+        daemon.tracker.spawn(tasks::publish_leases(
+            daemon.shared.clone(),
+            daemon.shutdown.clone(),
+        ));
         Ok(daemon)
+    }
+
+    /// Waits for the database (see [`wait_for_database`]), then restores what the API
+    /// answers from it, starts the tailers from their checkpoints and every task, records
+    /// `monitor_start` and turns ready.
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        wait_for_database(&self.shared.store).await?;
+        let pending = self.pending.take().expect("connect runs once");
+        let feed_start = restore(&self.shared)?;
+        let token = self.shutdown.child_token();
+        self.tails = Tails::start(&self.shared, &self.alert_wake, token)?;
+        self.record(
+            Event::new(self.now(), Action::MonitorStart, Source::Daemon)
+                .with_detail(format!("regwatch {VERSION} ({REVISION})")),
+        )
+        .await;
+        self.ready.store(true, Ordering::Release);
+        self.spawn_tasks(pending.alert_wake, feed_start);
+        self.spawn_listeners(pending.listeners);
+        self.log_started(pending.listen);
+        Ok(())
     }
 
     fn now(&self) -> time::OffsetDateTime {
@@ -246,7 +291,7 @@ impl Daemon {
     }
 
     /// The long-running tasks, each on the tracker with the shutdown token.
-    fn spawn_tasks(&mut self, alert_wake: mpsc::Receiver<()>) {
+    fn spawn_tasks(&mut self, alert_wake: mpsc::Receiver<()>, feed_start: i64) {
         let (s, stop) = (&self.shared, &self.shutdown);
         let c = s.config.borrow().clone();
         if let Some(keep) = c.database.retention {
@@ -266,6 +311,7 @@ impl Daemon {
         self.tracker.spawn(tasks::supervise_alerting(
             s.clone(),
             alert_wake,
+            feed_start,
             stop.clone(),
         ));
         // Audit reports run on the holder of the reports lease; retention reports on the
@@ -305,8 +351,6 @@ impl Daemon {
             stop.clone(),
             move |generation| tasks::run_storage_monitors(monitors.clone(), generation),
         ));
-        self.tracker
-            .spawn(tasks::publish_leases(s.clone(), stop.clone()));
         // One agent forwards: the cursors are shared, two senders would send every row twice.
         let forwards = s.clone();
         self.tracker.spawn(tasks::while_held(
@@ -406,9 +450,12 @@ impl Daemon {
         }
         self.tails.stop().await;
         self.shared.leases.stop();
-        let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
-            .with_detail(format!("stopped by {reason}"));
-        record(&self.shared.sink, stopped).await;
+        // Stopped while still waiting for the database: no monitor_start to match.
+        if self.pending.is_none() {
+            let stopped = Event::new(self.shared.clock.now(), Action::MonitorStop, Source::Daemon)
+                .with_detail(format!("stopped by {reason}"));
+            record(&self.shared.sink, stopped).await;
+        }
         match self.writer.close().await {
             0 => tracing::info!("stopped; every accepted event is committed"),
             lost => tracing::error!(
@@ -434,7 +481,7 @@ fn start_writer(
     commits: watch::Sender<u64>,
 ) -> anyhow::Result<Writer> {
     let counter = metrics.audit_events_total.clone();
-    Ok(store.start_writer(
+    Ok(store.start_writer_deferred(
         config.database.queue_capacity,
         clock.clone(),
         Box::new(move |actions| {
@@ -446,6 +493,54 @@ fn start_writer(
             }
         }),
     )?)
+}
+
+/// First wait between connection attempts to an unreachable database, and the longest
+/// before jitter (which adds up to as much again): the agent connects within about 4 s of
+/// the database coming back.
+const DB_FIRST_RETRY: Duration = Duration::from_millis(500);
+const DB_MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// Migrates the database (see [`Store::migrate`]), trying again with capped exponential
+/// backoff while it is unreachable, so an agent started before its PostgreSQL server
+/// connects when the server comes up. Any other failure (a refused login, a database
+/// written by a newer regwatch) is returned: waiting would not fix it. Errors name the
+/// database without its password.
+async fn wait_for_database(store: &Store) -> anyhow::Result<()> {
+    use backon::{ExponentialBuilder, Retryable};
+    let attempt = || {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.migrate())
+                .await
+                .unwrap_or(Err(crate::store::StoreError::Closed))
+        }
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(DB_FIRST_RETRY)
+        .with_max_delay(DB_MAX_RETRY)
+        .with_jitter()
+        .without_max_times();
+    let mut failures = 0u32;
+    attempt
+        .retry(backoff)
+        .when(|e| e.is_unreachable())
+        .notify(|e, wait| {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(
+                    error = %e,
+                    attempts = failures,
+                    retry_in = ?wait,
+                    "database unreachable; serving /healthz, not ready, notifications answered 503 until it answers"
+                );
+            }
+        })
+        .await?;
+    if failures > 0 {
+        tracing::info!(database = %store.location(), attempts = failures + 1, "database reachable; starting");
+    }
+    Ok(())
 }
 
 /// Binds every `[[listen]]` address, so a taken port stops the start with its name.
@@ -483,9 +578,12 @@ fn traffic_windows(config: &Config, metrics: &Metrics) -> Traffic {
 }
 
 /// What the database remembers that the API must answer from the first request: the
-/// silences and each registry's last inventory (also while a registry is down).
-fn restore(s: &Shared) -> anyhow::Result<()> {
+/// silences and each registry's last inventory (also while a registry is down). Returns
+/// the last audit row's id before anything of this start is stored (where the alerting
+/// feed of a shared database starts when it has no cursor yet).
+fn restore(s: &Shared) -> anyhow::Result<i64> {
     let db = s.store.reader()?;
+    let last_id = db.last_id().context("reading the audit trail's last row")?;
     *s.silences.write().expect("silences lock") = db
         .silences(s.clock.now())
         .context("reading the alert silences")?;
@@ -498,7 +596,7 @@ fn restore(s: &Shared) -> anyhow::Result<()> {
             signatures: &s.signatures,
         },
     );
-    Ok(())
+    Ok(last_id)
 }
 
 async fn record(sink: &Sink, event: Event) {

@@ -70,6 +70,7 @@ pub(super) async fn supervise_pollers(s: Shared, stop: CancellationToken) {
 pub(super) async fn supervise_alerting(
     s: Shared,
     mut wake: mpsc::Receiver<()>,
+    feed_start: i64,
     stop: CancellationToken,
 ) {
     // Committed audit events, for audit_match rules: the writer sends each new one; on a
@@ -103,6 +104,8 @@ pub(super) async fn supervise_alerting(
         if shared {
             workers.spawn(feed_committed(
                 s.store.clone(),
+                s.sink.clone(),
+                feed_start,
                 tap.clone(),
                 generation.clone(),
             ));
@@ -145,10 +148,25 @@ const FEED_EVERY: Duration = Duration::from_millis(500);
 /// Rows read back per query.
 const FEED_PAGE: u64 = 1000;
 
-/// Sends every audit row committed after this call (by any agent) to `tap`, in id order,
-/// until `stop`. Rows committed while no agent held the alerting lease (a few seconds after
-/// its holder died) are before the new holder's start and are not matched.
-async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: CancellationToken) {
+/// Where the alerting feed is in the shared trail, kept in the database next to the
+/// forwarders' cursors (a name no `[[forward]]` is given in practice: it is shown nowhere).
+const FEED_CURSOR: &str = "(alerting)";
+
+/// Sends every audit row committed (by any agent) after the feed's stored cursor to `tap`,
+/// in id order, until `stop`, moving the cursor after each page. So the next holder of the
+/// alerting lease goes on where the last one left, rows committed while nobody held it (a
+/// few seconds after its holder died, or before the first agent took it) included. With no
+/// cursor stored yet (a database new to alerting) it starts after `start`, the last row
+/// when this agent connected: older rows were never meant for these rules. A holder that
+/// dies between sending a page and storing the cursor leaves those rows to be matched again
+/// by the next one; the stored alert states keep that from notifying twice.
+async fn feed_committed(
+    store: Store,
+    sink: crate::store::Sink,
+    start: i64,
+    tap: crate::store::EventTap,
+    stop: CancellationToken,
+) {
     let mut cursor: Option<i64> = None;
     let mut db: Option<crate::store::Reader> = None;
     while !stop.is_cancelled() {
@@ -163,7 +181,9 @@ async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: Cancell
                     },
                 };
                 let read = match after {
-                    None => db.last_id().map(|id| (id, Vec::new())),
+                    None => db
+                        .forward_cursor(FEED_CURSOR)
+                        .map(|stored| (stored.unwrap_or(start), Vec::new())),
                     Some(after) => db
                         .event_rows(&crate::store::Filter {
                             after_id: Some(after),
@@ -183,6 +203,11 @@ async fn feed_committed(store: Store, tap: crate::store::EventTap, stop: Cancell
                 cursor = Some(last);
                 for e in rows.iter().filter_map(crate::store::AuditRow::to_event) {
                     let _ = tap.send(e);
+                }
+                if !rows.is_empty() {
+                    if let Err(e) = sink.store_forward_cursor(FEED_CURSOR, last).await {
+                        tracing::warn!(error = %e, "alerting: cannot store how far it read the trail");
+                    }
                 }
                 // A full page: more are waiting, read on at once (a busy trail).
                 if rows.len() as u64 == FEED_PAGE {

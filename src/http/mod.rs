@@ -98,12 +98,14 @@ async fn healthz() -> &'static str {
 /// cannot keep them. On a shared database the body also says which leases this agent holds.
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let health = s.sink.health();
-    let not_ready = if !s.ready.load(Ordering::Acquire) {
+    // The database first: an agent that started while it was down is not ready for that
+    // reason, and says so.
+    let not_ready = if !s.leases.database_up() {
+        Some("not ready: database unreachable\n")
+    } else if !s.ready.load(Ordering::Acquire) {
         Some("not ready\n")
     } else if health.replaced() {
         Some("not ready: the database file was deleted or replaced; restart regwatch\n")
-    } else if !s.leases.database_up() {
-        Some("not ready: database unreachable\n")
     } else if !health.writable() {
         Some("not ready: the database cannot be written (see the log)\n")
     } else {

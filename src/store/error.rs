@@ -68,8 +68,19 @@ pub enum StoreError {
     /// A PostgreSQL error; `target` is the database as shown (never with its password).
     #[error("database {target}: {detail}")]
     Postgres { target: String, detail: String },
+    /// The server could not be reached or cut the connection (down, restarting, starting
+    /// up, out of connection slots): worth trying again, unlike a refused login or schema.
+    #[error("database {target} unreachable: {detail}")]
+    PgUnreachable { target: String, detail: String },
     #[error("no regwatch schema in database {target} (database.url); has regwatch run yet?")]
     PgMissing { target: String },
     #[error("the audit store is closed (regwatch is shutting down)")]
     Closed,
+}
+
+impl StoreError {
+    /// The database could not be reached: the same request may succeed later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::PgUnreachable { .. })
+    }
 }

@@ -1,6 +1,8 @@
 //! The `forward_cursors` table: for each `[[forward]]`, the id of the last audit row its
 //! receiver accepted (rows its filters skip move it too). Written by the single writer
-//! after a send succeeded, so the cursor is never ahead of what the receiver has.
+//! after a send succeeded, so the cursor is never ahead of what the receiver has. On a
+//! shared database the alerting feed (audit_match rules) keeps its place here too, under
+//! `(alerting)`, so the next holder of the alerting lease goes on from it.
 
 use crate::model::text::format_time;
 use rusqlite::{Connection, OptionalExtension, params};

@@ -145,10 +145,36 @@ impl Store {
         }
     }
 
+    /// Creates or migrates the schema of a PostgreSQL database, refusing one written by a
+    /// newer regwatch ([`StoreError::TooNew`]); [`StoreError::PgUnreachable`] when the server
+    /// cannot be reached. A SQLite file is migrated when its writer opens it: nothing to do.
+    pub fn migrate(&self) -> Result<(), StoreError> {
+        match &self.location {
+            Location::Sqlite(_) => Ok(()),
+            // Migrated on a connection thread: this may be called from async code.
+            Location::Postgres(target) => pg::PgConn::open(target)?.run_checked(pg_schema::migrate),
+        }
+    }
+
     /// Opens (creating and migrating if needed) the database for writing and starts the
     /// writer thread, with room for `capacity` queued commands. `on_commit` sees the
     /// actions of the rows each commit inserted; `clock` stamps the bookkeeping columns.
     pub fn start_writer(
+        &self,
+        capacity: usize,
+        clock: SharedClock,
+        on_commit: OnCommit,
+    ) -> Result<Writer, StoreError> {
+        self.migrate()?;
+        self.start_writer_deferred(capacity, clock, on_commit)
+    }
+
+    /// [`start_writer`](Self::start_writer) without waiting for a PostgreSQL server: its
+    /// writer connects with its first command (and again after the connection broke), each
+    /// command failing while the server is unreachable, so an agent can start and answer
+    /// (503) while the database is down. Call [`migrate`](Self::migrate) before anything
+    /// relies on the schema. A SQLite file is opened and migrated at once.
+    pub fn start_writer_deferred(
         &self,
         capacity: usize,
         clock: SharedClock,
@@ -164,8 +190,6 @@ impl Store {
                 })
             }
             Location::Postgres(target) => {
-                // Migrated on a connection thread: this may be called from async code.
-                pg::PgConn::open(target)?.run_checked(pg_schema::migrate)?;
                 let backend = pg_writer::PgWriter::new(target.clone(), self.agent.clone(), clock);
                 Writer::start(backend, capacity, on_commit).map_err(|e| StoreError::Postgres {
                     target: target.to_string(),

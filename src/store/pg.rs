@@ -66,12 +66,33 @@ impl PgTarget {
         self.config().connect(NoTls).map_err(|e| self.error(e))
     }
 
-    /// A client error, naming the database but not the password.
+    /// A client error, naming the database but not the password; one that says the server
+    /// is not there (or not yet, or no longer) is [`StoreError::PgUnreachable`].
     pub(super) fn error(&self, e: postgres::Error) -> StoreError {
-        StoreError::Postgres {
-            target: self.shown.clone(),
-            detail: detail(&e),
+        let (target, detail) = (self.shown.clone(), detail(&e));
+        if is_unreachable(&e) {
+            StoreError::PgUnreachable { target, detail }
+        } else {
+            StoreError::Postgres { target, detail }
         }
+    }
+}
+
+/// Whether `e` means the server could not be reached, rather than that it refused what was
+/// asked: no connection (refused, timed out, cut), a server shutting down, crashed or still
+/// starting up (SQLSTATE 57P01-57P03), a connection exception (class 08), or no connection
+/// slot free (53300). A refused login or a missing database is not: it will not pass by
+/// itself.
+fn is_unreachable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(state) => {
+            let code = state.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
@@ -215,8 +236,10 @@ mod tests {
         let shown = format!("{t} {t:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(t.to_string(), "postgres://alice@127.0.0.1:1/trail");
-        let err = t.connect().err().unwrap().to_string();
+        let err = t.connect().err().unwrap();
+        assert!(err.is_unreachable(), "{err:?}");
+        let err = err.to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        assert!(err.contains("127.0.0.1:1/trail"), "{err}");
+        assert!(err.contains("127.0.0.1:1/trail unreachable"), "{err}");
     }
 }

@@ -526,18 +526,69 @@ fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
     assert_eq!(count(&db, "SELECT count(*) FROM audit_events"), before + 1);
 }
 
-fn verify(db: &std::path::Path) -> (i32, String) {
-    let (code, out, err) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
+/// `regwatch audit verify -c CONFIG`: the database the config names, on either backend.
+fn verify_config(config: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["audit", "verify", "-c", config.to_str().unwrap()];
+    args.extend(extra);
+    let (code, out, err) = regwatch(&args);
     (code, format!("{out}{err}"))
 }
 
-#[test]
-fn audit_verify_names_edited_deleted_and_inserted_rows() {
+/// A daemon on `db` that takes the sample notifications.
+fn start_on(db: &TestDb) -> Daemon {
     let dir = tempfile::Builder::new()
         .prefix("regwatch-audit-")
         .tempdir()
         .unwrap();
-    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
+    let config = db
+        .configure(ConfigBuilder::new("http://127.0.0.1:9"))
+        .api_token(API_TOKEN)
+        .server("max_body_bytes", 65536)
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .build();
+    Daemon::start_in(dir, &config, &[])
+}
+
+/// A daemon on `db` that the sample notifications were posted to, stopped: 117 rows.
+fn sampled(db: &TestDb) -> (tempfile::TempDir, std::path::PathBuf) {
+    let daemon = start_on(db);
+    post_samples(daemon.port);
+    let config = daemon.config_path();
+    (daemon.stop(), config)
+}
+
+/// CSV text parsed by Python's csv module (not regwatch's writer): rows of fields.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import csv, io, json, sys\nprint(json.dumps(list(csv.reader(io.StringIO(sys.stdin.read())))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out, "python3 csv");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+both_backends!(
+    audit_verify_names_edited_deleted_and_inserted_rows,
+    retention_keeps_the_rest_of_the_chain_verifiable,
+    exports_stream_every_row_in_each_format,
+);
+
+fn audit_verify_names_edited_deleted_and_inserted_rows(backend: Backend) {
+    let db = TestDb::start(backend);
+    let daemon = start_on(&db);
     post_samples(daemon.port);
     // The API pages through everything with its cursor, each row once, in order.
     let mut ids: Vec<i64> = Vec::new();
@@ -576,9 +627,10 @@ fn audit_verify_names_edited_deleted_and_inserted_rows() {
         None,
     );
     let head: serde_json::Value = serde_json::from_str(&head_json).unwrap();
-    let dir = daemon.stop();
-    let db = dir.path().join("regwatch.db");
-    let (code, out) = verify(&db);
+    let cfg = daemon.config_path();
+    let _dir = daemon.stop();
+    let verify = || verify_config(&cfg, &[]);
+    let (code, out) = verify();
     assert_eq!(code, 0, "{out}");
     // monitor_start, 115 events, monitor_stop
     assert!(
@@ -590,35 +642,24 @@ fn audit_verify_names_edited_deleted_and_inserted_rows() {
         "{out} vs {head_json}"
     );
 
-    let copy = |name: &str| {
-        let p = dir.path().join(name);
-        std::fs::copy(&db, &p).unwrap();
-        p
-    };
-    let edited = copy("edited.db");
-    sqlite3(
-        &edited,
-        "UPDATE audit_events SET actor = 'mallory' WHERE id = 40",
+    assert_eq!(
+        db.tampered("UPDATE audit_events SET actor = 'mallory' WHERE id = 40", verify),
+        (1, "BROKEN: row 40 was changed: its contents do not match its stored hash\n(39 rows verified before it)\n".into())
     );
-    assert_eq!(verify(&edited), (1, "BROKEN: row 40 was changed: its contents do not match its stored hash\n(39 rows verified before it)\n".into()));
 
-    let deleted = copy("deleted.db");
-    sqlite3(&deleted, "DELETE FROM audit_events WHERE id = 50");
-    let (code, out) = verify(&deleted);
+    let (code, out) = db.tampered("DELETE FROM audit_events WHERE id = 50", verify);
     assert_eq!(code, 1);
     assert!(
         out.starts_with("BROKEN: rows are missing between row 49 and row 51"),
         "{out}"
     );
 
-    let inserted = copy("inserted.db");
-    sqlite3(
-        &inserted,
+    let (code, out) = db.tampered(
         "UPDATE audit_events SET id = id + 1000 WHERE id > 60; UPDATE audit_events SET id = id - 999 WHERE id > 1000;
          INSERT INTO audit_events (id, time, registry, action, repository, actor, source, prev_hash, hash)
          VALUES (61, '2026-11-28T19:59:40.000000Z', 'main', 'pull', 'team/app', 'alice', 'notification', 'f00d', 'beef');",
+        verify,
     );
-    let (code, out) = verify(&inserted);
     assert_eq!(code, 1);
     assert!(
         out.starts_with(
@@ -628,49 +669,33 @@ fn audit_verify_names_edited_deleted_and_inserted_rows() {
     );
 
     // Rewriting a row together with its hash is caught at the next link.
-    let rehashed = copy("rehashed.db");
-    sqlite3(
-        &rehashed,
+    let (code, out) = db.tampered(
         "UPDATE audit_events SET hash = 'c0ffee' WHERE id = 70",
+        verify,
     );
-    let (code, out) = verify(&rehashed);
     assert_eq!(code, 1);
     assert!(out.starts_with("BROKEN: row 70 was changed"), "{out}");
 
     // The newest rows removed: only a head written down earlier tells.
-    let truncated = copy("truncated.db");
-    let last_hash = sqlite3(
-        &truncated,
-        "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
-    );
-    sqlite3(&truncated, "DELETE FROM audit_events WHERE id > 100");
-    assert_eq!(
-        verify(&truncated).0,
-        0,
-        "a shortened chain is still a chain"
-    );
-    let (code, out, _) = regwatch(&[
-        "audit",
-        "verify",
-        "--database",
-        truncated.to_str().unwrap(),
-        "--expect-head",
-        last_hash.trim(),
-    ]);
-    assert_eq!(code, 1);
-    assert!(out.contains("is not in the chain"), "{out}");
+    let last_hash = db.sql("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1");
+    db.tampered("DELETE FROM audit_events WHERE id > 100", || {
+        assert_eq!(verify().0, 0, "a shortened chain is still a chain");
+        let (code, out) = verify_config(&cfg, &["--expect-head", &last_hash]);
+        assert_eq!(code, 1);
+        assert!(out.contains("is not in the chain"), "{out}");
+    });
+    // Put back, the chain verifies again.
+    assert_eq!(verify().0, 0);
 }
 
-#[test]
-fn retention_keeps_the_rest_of_the_chain_verifiable() {
+fn retention_keeps_the_rest_of_the_chain_verifiable(backend: Backend) {
     use regwatch::model::event::{Action, Event, Source};
-    use regwatch::store::Store;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("r.db");
+    let db = TestDb::start(backend);
     let base = time::macros::datetime!(2026-01-01 0:00 UTC);
     // Retention goes by when rows were stored: one row received each day.
     let clock = regwatch::model::clock::ManualClock::new(base);
-    let writer = Store::sqlite(&db)
+    let writer = db
+        .store()
         .start_writer(64, std::sync::Arc::new(clock.clone()), Box::new(|_| {}))
         .unwrap();
     let sink = writer.sink();
@@ -701,13 +726,14 @@ fn retention_keeps_the_rest_of_the_chain_verifiable() {
         );
     });
     rt.block_on(writer.close());
-    let (code, out) = verify(&db);
+    let cfg = db.cli_config();
+    let (code, out) = verify_config(&cfg, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK: 5 rows, every link intact\n"), "{out}");
     assert!(out.contains("anchored at row 26 (retention removed 25 older rows, up to 2026-01-26T00:00:00.000000Z)"), "{out}");
     // Deleting the first row after the anchor is still noticed.
-    sqlite3(&db, "DELETE FROM audit_events WHERE id = 26");
-    let (code, out) = verify(&db);
+    db.sql("DELETE FROM audit_events WHERE id = 26");
+    let (code, out) = verify_config(&cfg, &[]);
     assert_eq!(code, 1);
     assert!(
         out.starts_with("BROKEN: rows are missing between the chain's start and row 27"),
@@ -715,24 +741,17 @@ fn retention_keeps_the_rest_of_the_chain_verifiable() {
     );
 }
 
-#[test]
-fn exports_stream_every_row_in_each_format() {
-    let dir = tempfile::Builder::new()
-        .prefix("regwatch-audit-")
-        .tempdir()
-        .unwrap();
-    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
-    post_samples(daemon.port);
-    let dir = daemon.stop();
-    let db = dir.path().join("regwatch.db");
-    let dbs = db.to_str().unwrap();
+fn exports_stream_every_row_in_each_format(backend: Backend) {
+    let db = TestDb::start(backend);
+    let (dir, cfg) = sampled(&db);
+    let cfg = cfg.to_str().unwrap();
 
     let csv = dir.path().join("out.csv");
     let (code, _, err) = regwatch(&[
         "audit",
         "export",
-        "--database",
-        dbs,
+        "-c",
+        cfg,
         "--format",
         "csv",
         "--output",
@@ -748,34 +767,28 @@ fn exports_stream_every_row_in_each_format() {
         std::fs::metadata(&csv).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    // Same rows and values as the sqlite3 CLI gives.
+    // Same rows and values as the database's own CLI gives (sqlite3 -csv, psql --csv).
     let ours = std::fs::read_to_string(&csv).unwrap().replace("\r\n", "\n");
-    let theirs = Command::new("sqlite3")
-        .args(["-csv", "-header"])
-        .arg(&db)
-        .arg(format!(
-            "SELECT {} FROM audit_events ORDER BY id",
-            regwatch::store::COLUMNS.join(", ")
-        ))
-        .output()
-        .unwrap();
-    let theirs = String::from_utf8(theirs.stdout).unwrap();
+    let theirs = db.csv(&format!(
+        "SELECT {} FROM audit_events ORDER BY id",
+        regwatch::store::COLUMNS.join(", ")
+    ));
     assert_eq!(ours.lines().count(), 118);
-    let theirs = theirs.replace("\r", "");
-    for (i, (a, b)) in ours.lines().zip(theirs.lines()).enumerate() {
-        assert_eq!(a, b, "line {} differs from sqlite3 -csv", i + 1);
+    // The values, read by Python's csv module (psql quotes only what must be quoted)...
+    let (ours_rows, theirs_rows) = (csv_rows(&ours), csv_rows(&theirs));
+    for (i, (a, b)) in ours_rows.iter().zip(&theirs_rows).enumerate() {
+        assert_eq!(a, b, "row {} differs from the database's CSV", i + 1);
     }
-    assert_eq!(ours.lines().count(), theirs.lines().count());
+    assert_eq!(ours_rows.len(), theirs_rows.len());
+    // ... and on SQLite the very bytes sqlite3 writes.
+    if backend == Backend::Sqlite {
+        for (i, (a, b)) in ours.lines().zip(theirs.lines()).enumerate() {
+            assert_eq!(a, b, "line {} differs from sqlite3 -csv", i + 1);
+        }
+    }
 
     let (code, ndjson, _) = regwatch(&[
-        "audit",
-        "export",
-        "--database",
-        dbs,
-        "--format",
-        "ndjson",
-        "--action",
-        "delete",
+        "audit", "export", "-c", cfg, "--format", "ndjson", "--action", "delete",
     ]);
     assert_eq!(code, 0);
     assert_eq!(ndjson.lines().count(), 7);
@@ -786,8 +799,8 @@ fn exports_stream_every_row_in_each_format() {
     let (code, json, _) = regwatch(&[
         "audit",
         "export",
-        "--database",
-        dbs,
+        "-c",
+        cfg,
         "--format",
         "json",
         "--actor",
@@ -805,13 +818,16 @@ fn exports_stream_every_row_in_each_format() {
                 .all(|r| r["actor"] == "bob"
                     && r["repository"].as_str().unwrap().starts_with("team/"))
     );
-
-    let (code, html, _) = regwatch(&["audit", "export", "--database", dbs, "--format", "html"]);
-    assert_eq!(code, 0);
-    let head = sqlite3(
-        &db,
-        "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1",
+    assert_eq!(
+        arr.len() as i64,
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE actor = 'bob' AND repository LIKE 'team/%'"
+        )
     );
+
+    let (code, html, _) = regwatch(&["audit", "export", "-c", cfg, "--format", "html"]);
+    assert_eq!(code, 0);
+    let head = db.sql("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1");
     for needle in [
         "<h1>Registry audit report</h1>",
         "<h2>Activity over time</h2>",
@@ -820,7 +836,7 @@ fn exports_stream_every_row_in_each_format() {
         "<h2>Deletions</h2>",
         "<h2>Failed logins</h2>",
         "verified</span>: 117 rows",
-        head.trim(),
+        head.as_str(),
         "<p>117 events.</p>",
     ] {
         assert!(html.contains(needle), "HTML report lacks {needle:?}");

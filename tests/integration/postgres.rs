@@ -267,6 +267,38 @@ fn own_notifications(agent: &Daemon) -> i64 {
     .unwrap_or(0.0) as i64
 }
 
+/// Waits until the registry's queue for `endpoint` is empty and every event it sent is
+/// accounted for: stored, or regwatch's own request (counted, not stored). Read together
+/// until they agree, as a poll may add an event of its own between two readings; an event
+/// stored twice never agrees. Returns the registry's count.
+fn all_sent_stored_once(
+    registry: &Registry,
+    endpoint: usize,
+    pg: &Postgres,
+    agent: &Daemon,
+) -> u64 {
+    let mut last = (0, 0, 0);
+    let mut sent = 0;
+    let agreed = (0..400).any(|_| {
+        let own = own_notifications(agent);
+        let (events, pending, _) = endpoint_counts(registry, endpoint);
+        let rows = notification_rows(pg);
+        sent = events;
+        last = (events, rows, own);
+        if pending == 0 && rows + own == events as i64 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(
+        agreed,
+        "the registry sent {} events, regwatch stored {} and counted {} of its own",
+        last.0, last.1, last.2
+    );
+    sent
+}
+
 fn verify_ok(dir: &Daemon) {
     let (code, out, err) =
         regwatch(&["audit", "verify", "-c", dir.config_path().to_str().unwrap()]);
@@ -346,10 +378,55 @@ fn two_agents_notified_by_one_registry_store_each_event_once() {
     drop(b);
 }
 
-/// PostgreSQL stops under traffic: the agent answers the registry 503, the registry
-/// re-delivers once the database is back, and every event is stored once.
+/// How long PostgreSQL stays down under traffic (the issue's figure).
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// Failed logins through nginx, each with a user name of its own (`eve-{n}` from
+/// `first`), so every access-log line has exactly one audit row to look for.
+fn failed_logins(nginx: &Nginx, first: usize, n: usize) {
+    for i in first..first + n {
+        let status = curl_status(&[
+            "-u",
+            &format!("eve-{i}:wrong"),
+            &format!("{}/v2/", nginx.url()),
+        ]);
+        assert_eq!(status, "401", "nginx refuses eve-{i}");
+    }
+}
+
+/// The failed-login rows, and how many distinct users they name.
+fn failed_login_rows(pg: &Postgres) -> (i64, i64) {
+    let sql = "FROM audit_events WHERE action = 'auth_failure' AND source = 'log'";
+    (
+        pg.count(&format!("SELECT count(*) {sql}")),
+        pg.count(&format!("SELECT count(DISTINCT actor) {sql}")),
+    )
+}
+
+/// The agent tails nginx's access log, through which the registry is pushed to and
+/// logins fail; the registry notifies the agent.
+fn outage_config(registry: &Registry, nginx: &Nginx, urls: &tempfile::TempDir) -> String {
+    ConfigBuilder::new(&format!("http://127.0.0.1:{}", registry.port))
+        .api_token(API_TOKEN)
+        .login(ALICE)
+        .server("agent", "agent-a")
+        .registry("notifications_token", NOTIFY_TOKEN)
+        .postgres(urls.path().join("db-url"))
+        .extra(&format!(
+            "[[log]]\nname = \"nginx-access\"\nregistry = \"main\"\npath = \"{}\"\nformat = \"nginx_combined\"\nstart_at = \"beginning\"\n",
+            nginx.access_log().display()
+        ))
+        .build()
+}
+
+/// PostgreSQL stops for 30 s while images are pushed through nginx and logins fail: the
+/// agent stays up, unready, and answers the registry's notifications 503; once the server
+/// is back the registry re-delivers, the log tailer goes on from its held batch and
+/// checkpoint, and every event the registry sent and every failed login nginx logged is
+/// stored exactly once. A restart afterwards re-reads nothing (the checkpoint committed
+/// with the rows); the chain verifies; nothing panicked.
 #[test]
-fn database_down_under_traffic_loses_and_doubles_nothing() {
+fn database_down_for_30s_under_traffic_loses_and_doubles_nothing() {
     let pg = Postgres::start();
     let urls = url_file(&pg);
     let port = free_port();
@@ -358,48 +435,226 @@ fn database_down_under_traffic_loses_and_doubles_nothing() {
         notify_token: Some(NOTIFY_TOKEN.into()),
         ..RegistryOptions::default()
     });
-    let mut agent = Daemon::start_on(
-        port,
-        tempfile::tempdir().unwrap(),
-        &agent_config(&registry, &urls, "agent-a"),
-        &[],
-    );
+    let nginx = Nginx::start(&registry);
+    let config = outage_config(&registry, &nginx, &urls);
+    let mut agent = Daemon::start_on(port, tempfile::tempdir().unwrap(), &config, &[]);
     let images = Images::build();
-    push(&images, &registry, "1.0");
-    wait_until(Duration::from_secs(20), "the first push stored", || {
-        endpoint_counts(&registry, 0).1 == 0 && notification_rows(&pg) > 0
-    });
+    let push = |tag: &str| {
+        assert_ok(
+            &skopeo_push(
+                &images.reference("app-1.0"),
+                &nginx.host(),
+                &format!("team/app:{tag}"),
+                ALICE,
+            ),
+            "push",
+        )
+    };
+    push("1.0");
+    failed_logins(&nginx, 0, 3);
+    wait_until(
+        Duration::from_secs(20),
+        "the first push and logins stored",
+        || {
+            endpoint_counts(&registry, 0).1 == 0
+                && notification_rows(&pg) > 0
+                && failed_login_rows(&pg).0 == 3
+        },
+    );
     let before = notification_rows(&pg);
 
     pg.stop();
-    for tag in ["2.0", "2.1", "2.2"] {
-        push(&images, &registry, tag);
+    let down = std::time::Instant::now();
+    let mut tags = 0;
+    let mut logins = 3;
+    while down.elapsed() < OUTAGE {
+        push(&format!("2.{tags}"));
+        tags += 1;
+        failed_logins(&nginx, logins, 5);
+        logins += 5;
+        std::thread::sleep(Duration::from_secs(2));
     }
-    wait_until(Duration::from_secs(20), "the agent to answer 503", || {
-        endpoint_counts(&registry, 0).2 > 0
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
+    // Down all along: refused to the registry, not ready, reported down, still running.
+    let (_, _, refused) = endpoint_counts(&registry, 0);
+    assert!(refused > 0, "the agent answered the registry 503");
     assert!(
         endpoint_counts(&registry, 0).1 > 0,
         "the registry holds the events"
     );
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: database unreachable\n"),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&agent.get("/metrics").1, "regwatch_database_up"),
+        Some(0.0)
+    );
+    assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
     pg.start_server();
 
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to be ready again",
+        || agent.get("/readyz").0 == 200,
+    );
     wait_until(
         Duration::from_secs(60),
         "the registry's queue to drain",
         || endpoint_counts(&registry, 0).1 == 0,
     );
-    let (sent, _, refused) = endpoint_counts(&registry, 0);
-    assert!(refused > 0);
-    assert!(notification_rows(&pg) > before);
+    let nginx_logins = tally(&nginx.access_log()).counts.failed_logins as i64;
     assert_eq!(
-        notification_rows(&pg) + own_notifications(&agent),
-        sent as i64,
-        "every event once, none lost"
+        nginx_logins, logins as i64,
+        "nginx logged every failed login"
+    );
+    wait_until(Duration::from_secs(20), "every failed login stored", || {
+        failed_login_rows(&pg).0 >= nginx_logins
+    });
+    let check = |agent: &Daemon| {
+        all_sent_stored_once(&registry, 0, &pg, agent);
+        assert_eq!(
+            pg.count(
+                "SELECT count(*) FROM (SELECT event_id FROM audit_events WHERE event_id IS NOT NULL
+                 GROUP BY source, event_id HAVING count(*) > 1) d"
+            ),
+            0,
+            "no event id twice"
+        );
+        assert_eq!(
+            failed_login_rows(&pg),
+            (nginx_logins, nginx_logins),
+            "every failed login once"
+        );
+    };
+    check(&agent);
+    assert!(notification_rows(&pg) > before);
+    assert!(
+        pg.count("SELECT count(*) FROM audit_events WHERE action = 'push' AND tag LIKE '2.%'")
+            >= tags,
+        "every tag pushed while the database was down"
+    );
+    // Restarted, the tailer resumes from the checkpoint stored after the outage: no line
+    // is read twice.
+    let traffic_rows = "SELECT count(*) FROM audit_events WHERE source IN ('notification', 'log')";
+    let rows = pg.count(traffic_rows);
+    let stderr = agent.proc.stderr();
+    let dir = agent.stop();
+    let agent = Daemon::start_on(port, dir, &config, &[]);
+    wait_until(Duration::from_secs(10), "the tailer to catch up", || {
+        let (_, m) = agent.get("/metrics");
+        metric(&m, "regwatch_log_lag_bytes{log=\"nginx-access\"}") == Some(0.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        failed_login_rows(&pg),
+        (nginx_logins, nginx_logins),
+        "nothing re-read after the restart"
+    );
+    assert_eq!(
+        pg.count(traffic_rows),
+        rows,
+        "nothing stored twice after the restart"
     );
     verify_ok(&agent);
+    for text in [stderr, agent.proc.stderr()] {
+        assert!(!text.contains("panicked"), "{text}");
+        assert!(!text.contains(PG_PASSWORD), "{text}");
+    }
+}
+
+/// An agent started while its PostgreSQL is down does not exit: it answers /healthz, is
+/// not ready (database unreachable, `regwatch_database_up 0`) and answers the registry's
+/// notifications 503; when the server comes up it migrates the empty database, becomes
+/// ready and stores every event the registry re-delivers, once. Its log says what it
+/// waits for, without the password. A database written by a newer regwatch is still
+/// refused, also when it comes up only after the agent started.
+#[test]
+fn an_agent_started_before_its_database_waits_for_it_then_stores() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    pg.stop();
+    let port = free_port();
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let config = agent_config(&registry, &urls, "agent-a");
+    let mut agent = Daemon::launch_on(port, tempfile::tempdir().unwrap(), &config, &[]);
+    assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: database unreachable\n"),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&agent.get("/metrics").1, "regwatch_database_up"),
+        Some(0.0)
+    );
+    let images = Images::build();
+    push(&images, &registry, "1.0");
+    wait_until(Duration::from_secs(20), "the agent to answer 503", || {
+        endpoint_counts(&registry, 0).2 > 0
+    });
+    assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
+    assert!(
+        endpoint_counts(&registry, 0).1 > 0,
+        "the registry holds the events"
+    );
+
+    pg.start_server();
+    agent.wait_ready();
+    wait_until(Duration::from_secs(5), "regwatch_database_up 1", || {
+        metric(&agent.get("/metrics").1, "regwatch_database_up") == Some(1.0)
+    });
+    assert_eq!(
+        pg.count("SELECT count(*) FROM regwatch_schema"),
+        1,
+        "migrated"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the registry's queue to drain",
+        || endpoint_counts(&registry, 0).1 == 0,
+    );
+    let sent = all_sent_stored_once(&registry, 0, &pg, &agent);
+    assert!(sent >= 4, "a push: {sent} events");
+    assert_eq!(
+        pg.count("SELECT count(*) FROM audit_events WHERE action = 'monitor_start'"),
+        1
+    );
+    let log = agent.proc.stderr();
+    assert!(log.contains("database unreachable"), "{log}");
+    assert!(log.contains("database reachable; starting"), "{log}");
+    assert!(
+        !log.contains(PG_PASSWORD) && !log.contains("panicked"),
+        "{log}"
+    );
+    verify_ok(&agent);
+
+    // A newer regwatch's database, coming up after the agent started: refused, exit 65.
+    let dir = agent.stop();
+    pg.psql("UPDATE regwatch_schema SET version = 99");
+    pg.stop();
+    let mut agent = Daemon::launch_on(port, dir, &config, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
+    pg.start_server();
+    let (status, _) = agent
+        .proc
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running:\n{}", agent.proc.stderr()));
+    let log = agent.proc.stderr();
+    assert_eq!(status.code(), Some(65), "{log}");
+    assert!(
+        log.contains("schema version 99") && log.contains("newer regwatch"),
+        "{log}"
+    );
+    assert!(log.contains("postgres://regwatch@127.0.0.1"), "{log}");
+    assert!(!log.contains(PG_PASSWORD), "{log}");
 }
 
 /// A notification in the shared outbox is claimed by one agent at a time: the other's claim

@@ -42,8 +42,23 @@ fn attachments(message: &str) -> Vec<(String, String, Vec<u8>)> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn reports_are_written_on_schedule_and_on_demand() {
+both_backends!(reports_are_written_on_schedule_and_on_demand);
+
+/// The head `regwatch audit verify -c CONFIG` reports for an intact chain.
+fn verified_head(config: &str) -> String {
+    let (code, out, err) = regwatch(&["audit", "verify", "-c", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("head "))
+        .unwrap_or_else(|| panic!("no head in {out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn reports_are_written_on_schedule_and_on_demand(backend: Backend) {
+    let db = TestDb::start(backend);
     let smtp = SmtpSink::start();
     let dir = tempfile::Builder::new()
         .prefix("regwatch-reports-")
@@ -60,7 +75,8 @@ fn reports_are_written_on_schedule_and_on_demand() {
     let line =
         format!("10.0.0.5 - eve [{stamp}] \"GET /v2/ HTTP/1.1\" 401 179 \"-\" \"docker/27.0\"\n");
     std::fs::write(&log, line.repeat(3)).unwrap();
-    let config = ConfigBuilder::new("http://127.0.0.1:9")
+    let config = db
+        .configure(ConfigBuilder::new("http://127.0.0.1:9"))
         .extra(&format!(
             r#"[[log]]
 name = "access"
@@ -106,14 +122,8 @@ to = ["auditor@example.test"]
         ))
         .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
-    let db = daemon.db_path();
     wait_until(Duration::from_secs(10), "three failed logins", || {
-        sqlite3(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'auth_failure'",
-        )
-        .trim()
-            == "3"
+        db.count("SELECT count(*) FROM audit_events WHERE action = 'auth_failure'") == 3
     });
     let cfg = daemon.config_path().display().to_string();
 
@@ -131,6 +141,8 @@ to = ["auditor@example.test"]
     );
     let first = out.lines().next().unwrap();
     let head = first.rsplit(' ').next().unwrap().trim_end_matches(')');
+    // The head of the chain the report was made from, as `audit verify` finds it.
+    assert_eq!(head, verified_head(&cfg), "{out}");
     let html = std::fs::read_to_string(&html_path[0]).unwrap();
     assert!(html.contains(head), "the report carries the chain head");
     assert!(html.contains("eve") && html.contains("10.0.0.5"));

@@ -1,6 +1,7 @@
 //! regwatch itself. [`Daemon`] runs the binary cargo built for this test run
 //! (`regwatch run`) in a directory of its own, with a config whose `{port}` and `{dir}` are
-//! filled in, and returns once `/readyz` answers; [`Daemon::stop`] stops it with SIGTERM and
+//! filled in, and returns once `/readyz` answers ([`Daemon::launch_on`]: once it listens);
+//! [`Daemon::stop`] stops it with SIGTERM and
 //! hands the directory back, so a test can start it again on the same database and
 //! checkpoints. [`regwatch`] runs one CLI command and returns its exit code and output.
 
@@ -41,6 +42,19 @@ impl Daemon {
         config: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        let d = Self::launch_on(port, dir, config, env);
+        d.wait_ready();
+        d
+    }
+
+    /// Like [`start_on`](Self::start_on), but returns once the port is open, ready or not
+    /// (an agent whose database is down serves, unready, until it comes up).
+    pub fn launch_on(
+        port: u16,
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string());
@@ -60,12 +74,11 @@ impl Daemon {
             &dir.path().join("stderr.log"),
         );
         proc.wait_port(port);
-        let d = Daemon { dir, port, proc };
-        d.wait_ready();
-        d
+        Daemon { dir, port, proc }
     }
 
-    fn wait_ready(&self) {
+    /// Waits up to 10 s for `/readyz` to answer 200.
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok((200, _)) = http_get(self.port, "/readyz") {

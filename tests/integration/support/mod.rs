@@ -18,6 +18,8 @@
 //!   storage, with its own count of the requests it answered.
 //! - [`postgres`]: [`Postgres`], a PostgreSQL 15 cluster of its own (`initdb`, `pg_ctl`),
 //!   stoppable under traffic, and `psql` to check what regwatch stored.
+//! - [`backends`]: [`TestDb`], the SQLite file or PostgreSQL cluster a test runs on, and
+//!   `both_backends!`, which runs one test body on each.
 //! - [`smtp`]: [`SmtpSink`], aiosmtpd writing a Maildir, plain or with TLS and AUTH.
 //! - [`rsyslog`]: [`Rsyslog`], Debian's rsyslogd with an imtcp input (plain or TLS with a
 //!   test CA), writing what it receives raw and as parsed, stoppable and restartable.
@@ -40,6 +42,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod backends;
 pub mod cloudevents;
 pub mod config;
 pub mod cosign;
@@ -60,6 +63,7 @@ pub mod token_server;
 pub mod webhook;
 
 pub use alertmanager::*;
+pub use backends::*;
 pub use cloudevents::*;
 pub use config::*;
 pub use cosign::*;

@@ -145,6 +145,19 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The rows of `sql` as CSV with a header line (`psql --csv`).
+    pub fn psql_csv(&self, sql: &str) -> String {
+        let out = run(
+            Command::new(bin("psql"))
+                .env("PGPASSWORD", PG_PASSWORD)
+                .args(["-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1"])
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "regwatch", "-d", "regwatch", "-c", sql]),
+            &format!("psql --csv {sql}"),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// One integer from `sql`.
     pub fn count(&self, sql: &str) -> i64 {
         let out = self.psql(sql);
