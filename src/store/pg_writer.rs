@@ -10,7 +10,7 @@ use super::manifests::{self, ManifestUpdate};
 use super::pg::{PgTarget, with_client};
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, forward_cursors, samples};
+use super::{StoreError, audit, checkpoints, forward_cursors, samples, tag_facts};
 use crate::model::Event;
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
@@ -62,13 +62,21 @@ impl Backend for PgWriter {
         self.with(|c, agent, now| {
             let mut tx = c.transaction()?;
             let events: Vec<&Event> = items.iter().flat_map(|i| i.events.iter()).collect();
-            let flags = audit::pg::insert_events(&mut tx, agent, &events, now)?;
+            let flags = per_item(
+                items,
+                audit::pg::insert_events(&mut tx, agent, &events, now)?,
+            );
+            let inserted = items.iter().zip(&flags);
+            tag_facts::pg::observe(
+                &mut tx,
+                inserted.map(|(i, f)| (i.events.as_slice(), f.as_slice())),
+            )?;
             // A log's checkpoint commits with the events read up to it.
             for cp in items.iter().filter_map(|i| i.checkpoint.as_ref()) {
                 checkpoints::pg::save(&mut tx, cp, now)?;
             }
             tx.commit()?;
-            Ok(per_item(items, flags))
+            Ok(flags)
         })
     }
 
@@ -82,6 +90,7 @@ impl Backend for PgWriter {
             inventory::pg::apply(&mut tx, update)?;
             let events: Vec<&Event> = update.events.iter().collect();
             let flags = audit::pg::insert_events(&mut tx, agent, &events, now)?;
+            tag_facts::pg::apply_inventory(&mut tx, update)?;
             tx.commit()?;
             Ok(flags)
         })
