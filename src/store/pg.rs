@@ -44,7 +44,12 @@ impl PgTarget {
     }
 
     fn config(&self) -> postgres::Config {
-        let mut c: postgres::Config = self.url.expose().parse().expect("checked by parse");
+        self.async_config().into()
+    }
+
+    /// The connection settings, for tokio-postgres (the writer's pipelined appends).
+    pub(super) fn async_config(&self) -> tokio_postgres::Config {
+        let mut c: tokio_postgres::Config = self.url.expose().parse().expect("checked by parse");
         if c.get_connect_timeout().is_none() {
             c.connect_timeout(CONNECT_TIMEOUT);
         }

@@ -15,10 +15,10 @@
 //! forgotten with it.
 //!
 //! The rules are applied in memory ([`rules`]) to the rows a batch touches, loaded and
-//! written back by each backend: the statements below for SQLite, [`pg_store`] for
+//! written back by each backend: the statements below for SQLite, [`pg`] for
 //! PostgreSQL (where several agents keep the same table under the chain lock).
 
-mod pg_store;
+pub(super) mod pg;
 mod rules;
 
 use crate::model::{Action, Event};
@@ -26,11 +26,6 @@ use rules::{Changes, Facts, Wanted};
 use rusqlite::{Connection, Transaction, params};
 
 use super::inventory::InventoryUpdate;
-
-/// Reading and keeping the table on PostgreSQL.
-pub(super) mod pg {
-    pub(in crate::store) use super::pg_store::{apply_inventory, load, observe};
-}
 
 /// The media type distribution's notifications give blobs.
 const BLOB_MEDIA_TYPE: &str = "application/octet-stream";

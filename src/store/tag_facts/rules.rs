@@ -11,13 +11,13 @@ use crate::store::inventory::InventoryUpdate;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// (registry, repository, tag): a row's key.
-pub(super) type Key = (String, String, String);
+pub(in crate::store) type Key = (String, String, String);
 
 /// The rows a batch or poll reads: by key, by digest (registry, repository, digest: a pull
 /// or delete by digest touches every tag pointing at it), whole repositories and whole
 /// registries (a poll that replaces everything).
 #[derive(Debug, Default)]
-pub(super) struct Wanted {
+pub(in crate::store) struct Wanted {
     pub tags: BTreeSet<Key>,
     pub digests: BTreeSet<Key>,
     pub repositories: BTreeSet<(String, String)>,
@@ -69,7 +69,7 @@ fn key(r: &str, repo: &str, tag: &str) -> Key {
 }
 
 impl Wanted {
-    pub(super) fn is_empty(&self) -> bool {
+    pub(in crate::store) fn is_empty(&self) -> bool {
         self.tags.is_empty()
             && self.digests.is_empty()
             && self.repositories.is_empty()
@@ -129,7 +129,7 @@ pub(super) struct Facts {
 }
 
 /// What to write back: rows to insert or replace, keys to delete.
-pub(super) struct Changes {
+pub(in crate::store) struct Changes {
     pub upsert: Vec<TagFact>,
     pub delete: Vec<Key>,
 }
