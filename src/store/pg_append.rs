@@ -131,7 +131,8 @@ impl Appender {
 fn end(rt: &tokio::runtime::Runtime, conn: Conn) {
     let Conn { client, task, .. } = conn;
     drop(client);
-    let _ = rt.block_on(tokio::time::timeout(END_WAIT, task));
+    // The timer is made inside the runtime (outside it, tokio panics).
+    let _ = rt.block_on(async { tokio::time::timeout(END_WAIT, task).await });
 }
 
 /// Splits the flags of a batch's events back into one list per item.
