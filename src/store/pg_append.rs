@@ -60,8 +60,14 @@ impl Conn {
                 tracing::debug!(error = %e, "append connection closed");
             }
         });
-        let (last, stored_ids, insert, facts_load, facts_delete, facts_upsert, checkpoints) = tokio::try_join!(
+        // Prepared statements get a generic plan after five runs, planned without the
+        // arrays' sizes: for the stored-ids join that was a hash join over a scan of the
+        // whole trail, each batch slower than the last. A plan per run (what unnamed
+        // statements get) keeps the index lookups.
+        let custom = client.batch_execute("SET plan_cache_mode = force_custom_plan");
+        let (_, last, stored_ids, insert, facts_load, facts_delete, facts_upsert, checkpoints) = tokio::try_join!(
             biased;
+            custom,
             client.prepare(audit::LAST),
             client.prepare(audit::STORED_IDS),
             client.prepare(audit::INSERT),
