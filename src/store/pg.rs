@@ -61,7 +61,7 @@ impl PgTarget {
         // after LOCK_TIMEOUT (their senders retry) instead of hanging.
         c.keepalives(true).keepalives_idle(Duration::from_secs(10));
         if c.get_options().is_none() {
-            c.options(&format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
+            c.options(format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
         }
         c
     }
