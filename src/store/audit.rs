@@ -812,11 +812,13 @@ pub(super) mod pg {
 
     /// Which of the batch's (source, event id) are stored already: `$1` sources, `$2` ids.
     /// Read under the chain lock, so no other agent can store one of them before this
-    /// transaction ends.
-    pub(in crate::store) const STORED_IDS: &str = "SELECT a.source, a.event_id FROM audit_events a
-         JOIN unnest($1::text[], $2::text[]) AS u(source, event_id)
-           ON a.source = u.source AND a.event_id = u.event_id
-         WHERE a.event_id IS NOT NULL";
+    /// transaction ends. One index lookup per id whatever the plan (a prepared statement's
+    /// generic plan, made without the array's size, chose a hash join over the whole
+    /// trail): the `LIMIT` keeps the lateral subquery a lookup per row of the array.
+    pub(in crate::store) const STORED_IDS: &str = "SELECT a.source, a.event_id
+         FROM unnest($1::text[], $2::text[]) AS u(source, event_id)
+         CROSS JOIN LATERAL (SELECT source, event_id FROM audit_events a
+             WHERE a.source = u.source AND a.event_id = u.event_id LIMIT 1) a";
 
     /// The newest row's id and hash (none for an empty trail).
     pub(in crate::store) const LAST: &str =

@@ -60,14 +60,11 @@ impl Conn {
                 tracing::debug!(error = %e, "append connection closed");
             }
         });
-        // Prepared statements get a generic plan after five runs, planned without the
-        // arrays' sizes: for the stored-ids join that was a hash join over a scan of the
-        // whole trail, each batch slower than the last. A plan per run (what unnamed
-        // statements get) keeps the index lookups.
-        let custom = client.batch_execute("SET plan_cache_mode = force_custom_plan");
-        let (_, last, stored_ids, insert, facts_load, facts_delete, facts_upsert, checkpoints) = tokio::try_join!(
+        // Planned once: prepared statements get a generic plan after five runs, made
+        // without the arrays' sizes, so the lookups are written to be index lookups under
+        // any plan (see audit::pg::STORED_IDS).
+        let (last, stored_ids, insert, facts_load, facts_delete, facts_upsert, checkpoints) = tokio::try_join!(
             biased;
-            custom,
             client.prepare(audit::LAST),
             client.prepare(audit::STORED_IDS),
             client.prepare(audit::INSERT),

@@ -72,21 +72,26 @@ fn fact(r: &Row) -> TagFact {
 }
 
 /// The rows a [`Wanted`] names, in one statement (a row named twice comes twice;
-/// [`Facts::new`] keeps one): by key, by digest, by repository, by registry.
-pub(in crate::store) const LOAD: &str = "SELECT t.registry, t.repository, t.tag, t.digest,
-        t.first_seen_at, t.pushed_at, t.last_pulled_at, t.last_puller FROM tag_facts t
-       JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(r, repo, tag)
-         ON t.registry = u.r AND t.repository = u.repo AND t.tag = u.tag
-     UNION ALL SELECT t.registry, t.repository, t.tag, t.digest, t.first_seen_at, t.pushed_at,
-        t.last_pulled_at, t.last_puller FROM tag_facts t
-       JOIN unnest($4::text[], $5::text[], $6::text[]) AS u(r, repo, digest)
-         ON t.registry = u.r AND t.repository = u.repo AND t.digest = u.digest
-     UNION ALL SELECT t.registry, t.repository, t.tag, t.digest, t.first_seen_at, t.pushed_at,
-        t.last_pulled_at, t.last_puller FROM tag_facts t
-       JOIN unnest($7::text[], $8::text[]) AS u(r, repo)
-         ON t.registry = u.r AND t.repository = u.repo
-     UNION ALL SELECT t.registry, t.repository, t.tag, t.digest, t.first_seen_at, t.pushed_at,
-        t.last_pulled_at, t.last_puller FROM tag_facts t WHERE t.registry = ANY($9::text[])";
+/// [`Facts::new`] keeps one): by key, by digest, by repository, by registry. Each lateral
+/// subquery is an index lookup per row of its arrays (`OFFSET 0` keeps the planner from
+/// flattening it into a join it might hash over the whole table), whatever the plan; an
+/// empty array reads nothing.
+pub(in crate::store) const LOAD: &str = "SELECT t.* FROM unnest($1::text[], $2::text[],
+        $3::text[]) AS u(r, repo, tag)
+       CROSS JOIN LATERAL (SELECT registry, repository, tag, digest, first_seen_at, pushed_at,
+           last_pulled_at, last_puller FROM tag_facts
+         WHERE registry = u.r AND repository = u.repo AND tag = u.tag OFFSET 0) t
+     UNION ALL SELECT t.* FROM unnest($4::text[], $5::text[], $6::text[]) AS u(r, repo, digest)
+       CROSS JOIN LATERAL (SELECT registry, repository, tag, digest, first_seen_at, pushed_at,
+           last_pulled_at, last_puller FROM tag_facts
+         WHERE registry = u.r AND repository = u.repo AND digest = u.digest OFFSET 0) t
+     UNION ALL SELECT t.* FROM unnest($7::text[], $8::text[]) AS u(r, repo)
+       CROSS JOIN LATERAL (SELECT registry, repository, tag, digest, first_seen_at, pushed_at,
+           last_pulled_at, last_puller FROM tag_facts
+         WHERE registry = u.r AND repository = u.repo OFFSET 0) t
+     UNION ALL SELECT t.* FROM unnest($9::text[]) AS u(r)
+       CROSS JOIN LATERAL (SELECT registry, repository, tag, digest, first_seen_at, pushed_at,
+           last_pulled_at, last_puller FROM tag_facts WHERE registry = u.r OFFSET 0) t";
 
 pub(in crate::store) const DELETE: &str =
     "DELETE FROM tag_facts t USING unnest($1::text[], $2::text[], $3::text[]) AS u(r, repo, tag)
