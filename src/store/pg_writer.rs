@@ -1,6 +1,7 @@
-//! The PostgreSQL backend of the writer: one connection (opened again when it breaks, so a
-//! database restart costs the batches sent meanwhile, which their senders retry), each
-//! command one transaction through the table modules' PostgreSQL statements. Unlike the
+//! The PostgreSQL backend of the writer: one connection for the commands (opened again when
+//! it breaks, so a database restart costs the batches sent meanwhile, which their senders
+//! retry), each command one transaction through the table modules' PostgreSQL statements;
+//! event appends on a second, pipelined connection ([`super::pg_append`]). Unlike the
 //! SQLite writer it keeps no chain head in memory: other agents extend the same chain, so
 //! each append reads the head under the chain lock.
 
