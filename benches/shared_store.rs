@@ -2,7 +2,8 @@
 //! after the commit) per second with 64 concurrent senders, against one regwatch on SQLite,
 //! one agent on PostgreSQL and two agents on the same PostgreSQL (the senders split between
 //! them, as behind a load balancer), in one run on the same machine. Every configuration
-//! ends with a count of the stored rows, which must equal the accepted events.
+//! ends with a count of the stored rows, which must equal the accepted events. A first line
+//! measures the senders alone (`GET /healthz`, no store): the client's own ceiling.
 //!
 //!     cargo bench --bench shared_store                 # 10 s per configuration
 //!     cargo bench --bench shared_store -- --secs 30
@@ -91,8 +92,20 @@ fn template() -> (String, String) {
     (template, id)
 }
 
+/// What the senders send: a notification each, or (to measure the senders themselves) a
+/// `GET /healthz`, which touches no store.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Notifications,
+    Healthz,
+}
+
 /// 64 senders spread over `ports` for `secs`: (accepted events, elapsed seconds, p99 ms).
 fn send(ports: &[u16], secs: Duration, tag: &str) -> (u64, f64, f64) {
+    send_load(ports, secs, tag, Load::Notifications)
+}
+
+fn send_load(ports: &[u16], secs: Duration, tag: &str, load: Load) -> (u64, f64, f64) {
     let (template, id) = template();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -122,17 +135,18 @@ fn send(ports: &[u16], secs: Duration, tag: &str) -> (u64, f64, f64) {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let body = template.replace(&id, &format!("{tag}-{s}-{n}"));
                     let t = Instant::now();
-                    let resp = client
-                        .post(format!("http://127.0.0.1:{port}/notifications"))
-                        .bearer_auth(TOKEN)
-                        .header(
-                            "Content-Type",
-                            "application/vnd.docker.distribution.events.v1+json",
-                        )
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
+                    let request = match load {
+                        Load::Healthz => client.get(format!("http://127.0.0.1:{port}/healthz")),
+                        Load::Notifications => client
+                            .post(format!("http://127.0.0.1:{port}/notifications"))
+                            .bearer_auth(TOKEN)
+                            .header(
+                                "Content-Type",
+                                "application/vnd.docker.distribution.events.v1+json",
+                            )
+                            .body(body),
+                    };
+                    let resp = request.send().await.unwrap();
                     let status = resp.status();
                     let _ = resp.bytes().await;
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -199,6 +213,14 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("n.db");
     let agent = Agent::start("sqlite", &format!("path = \"{}\"", db.display()));
+    // The senders' own ceiling on this machine: the same client against an endpoint that
+    // stores nothing (if it were near the figures below, the client would be the limit).
+    let (n, s, p99) = send_load(&[agent.port], secs, "healthz", Load::Healthz);
+    println!(
+        "{:<28} {n:>8} answered = {:>8.0} requests/s; p99 {p99:.1} ms (the senders' ceiling)",
+        "GET /healthz, one regwatch",
+        n as f64 / s
+    );
     let (n, s, p99) = send(&[agent.port], secs, "sqlite");
     agent.stop();
     let base = report("SQLite, one regwatch", n, s, p99, sqlite_rows(&db), None);

@@ -740,12 +740,7 @@ pub(super) mod pg {
     pub(in crate::store) fn last(
         c: &mut impl GenericClient,
     ) -> Result<(i64, String), postgres::Error> {
-        Ok(c.query_opt(
-            "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
-            &[],
-        )?
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap_or_else(|| (0, chain::GENESIS.to_string())))
+        Ok(last_of(c.query_opt(LAST, &[])?))
     }
 
     pub(in crate::store) fn anchor(
@@ -766,7 +761,7 @@ pub(super) mod pg {
 
     /// The columns of the rows one append inserts, as arrays for one `unnest` insert.
     #[derive(Default)]
-    struct Batch<'a> {
+    pub(in crate::store) struct Batch<'a> {
         id: Vec<i64>,
         time: Vec<String>,
         registry: Vec<Option<&'a str>>,
@@ -815,45 +810,59 @@ pub(super) mod pg {
         }
     }
 
-    /// Which of `events` (source, event id) are stored already; called under the chain lock,
-    /// so no other agent can store one of them before this transaction ends.
+    /// Which of the batch's (source, event id) are stored already: `$1` sources, `$2` ids.
+    /// Read under the chain lock, so no other agent can store one of them before this
+    /// transaction ends. One index lookup per id whatever the plan (a prepared statement's
+    /// generic plan, made without the array's size, chose a hash join over the whole
+    /// trail): the `LIMIT` keeps the lateral subquery a lookup per row of the array.
+    pub(in crate::store) const STORED_IDS: &str = "SELECT a.source, a.event_id
+         FROM unnest($1::text[], $2::text[]) AS u(source, event_id)
+         CROSS JOIN LATERAL (SELECT source, event_id FROM audit_events a
+             WHERE a.source = u.source AND a.event_id = u.event_id LIMIT 1) a";
+
+    /// The newest row's id and hash (none for an empty trail).
+    pub(in crate::store) const LAST: &str =
+        "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1";
+
+    /// The parameters of [`STORED_IDS`] for `events`.
+    pub(in crate::store) fn id_params<'a>(events: &[&'a Event]) -> (Vec<&'a str>, Vec<&'a str>) {
+        events
+            .iter()
+            .filter_map(|e| e.event_id.as_deref().map(|id| (e.source.as_str(), id)))
+            .unzip()
+    }
+
+    /// The answer of [`STORED_IDS`].
+    pub(in crate::store) fn stored_set(rows: &[Row]) -> HashSet<(String, String)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
+    /// The answer of [`LAST`]: the newest row's id (0 for an empty trail) and hash (the
+    /// genesis hash then).
+    pub(in crate::store) fn last_of(row: Option<Row>) -> (i64, String) {
+        row.map(|r| (r.get(0), r.get(1)))
+            .unwrap_or_else(|| (0, chain::GENESIS.to_string()))
+    }
+
     fn stored_ids(
         tx: &mut Transaction<'_>,
         events: &[&Event],
     ) -> Result<HashSet<(String, String)>, postgres::Error> {
-        let (sources, ids): (Vec<&str>, Vec<&str>) = events
-            .iter()
-            .filter_map(|e| e.event_id.as_deref().map(|id| (e.source.as_str(), id)))
-            .unzip();
+        let (sources, ids) = id_params(events);
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let rows = tx.query(
-            "SELECT a.source, a.event_id FROM audit_events a
-             JOIN unnest($1::text[], $2::text[]) AS u(source, event_id)
-               ON a.source = u.source AND a.event_id = u.event_id
-             WHERE a.event_id IS NOT NULL",
-            &[&sources, &ids],
-        )?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(stored_set(&tx.query(STORED_IDS, &[&sources, &ids])?))
     }
 
-    /// Appends `events` to the chain in `tx`, recording `agent` on each row; which events
-    /// were new (a re-delivery, by source and event id, is skipped, whichever agent stored
-    /// the first delivery).
-    /// `received_at`: the commit's time, outside the chain (retention goes by it).
-    pub(in crate::store) fn insert_events(
-        tx: &mut Transaction<'_>,
-        agent: &str,
-        events: &[&Event],
-        received_at: OffsetDateTime,
-    ) -> Result<Vec<bool>, postgres::Error> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])?;
-        let (mut id, mut head) = last(tx)?;
-        let mut seen = stored_ids(tx, events)?;
+    /// The rows of `events` chained after the newest row (`last`), skipping those already
+    /// stored (`seen`) and repeats within the batch; which events were new.
+    pub(in crate::store) fn chain_batch<'a>(
+        events: &[&'a Event],
+        last: (i64, String),
+        mut seen: HashSet<(String, String)>,
+    ) -> (Batch<'a>, Vec<bool>) {
+        let (mut id, mut head) = last;
         let mut batch = Batch::default();
         let mut flags = Vec::with_capacity(events.len());
         for e in events {
@@ -870,31 +879,60 @@ pub(super) mod pg {
             head = hash;
             flags.push(true);
         }
-        if !batch.id.is_empty() {
-            insert_batch(tx, &batch, agent, &format_time(received_at))?;
+        (batch, flags)
+    }
+
+    /// Appends `events` to the chain in `tx`, recording `agent` on each row; which events
+    /// were new (a re-delivery, by source and event id, is skipped, whichever agent stored
+    /// the first delivery).
+    /// `received_at`: the commit's time, outside the chain (retention goes by it).
+    pub(in crate::store) fn insert_events(
+        tx: &mut Transaction<'_>,
+        agent: &str,
+        events: &[&Event],
+        received_at: OffsetDateTime,
+    ) -> Result<Vec<bool>, postgres::Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])?;
+        let last = last(tx)?;
+        let seen = stored_ids(tx, events)?;
+        let (batch, flags) = chain_batch(events, last, seen);
+        if !batch.is_empty() {
+            let received_at = format_time(received_at);
+            tx.execute(INSERT, &batch.params(&agent, &received_at))?;
         }
         Ok(flags)
     }
 
-    /// One statement for the whole batch. No `ON CONFLICT DO NOTHING`: under the chain lock
-    /// a duplicate cannot get here, and if a row written without the lock made one, failing
+    /// One statement for the whole batch: `$1`…`$20` the columns as arrays, `$21` the agent,
+    /// `$22` when it was received. No `ON CONFLICT DO NOTHING`: under the chain lock a
+    /// duplicate cannot get here, and if a row written without the lock made one, failing
     /// the transaction (the sender retries) keeps the chain intact where skipping a row
     /// would break the links computed after it.
-    fn insert_batch(
-        tx: &mut Transaction<'_>,
-        b: &Batch<'_>,
-        agent: &str,
-        received_at: &str,
-    ) -> Result<(), postgres::Error> {
-        tx.execute(
-            "INSERT INTO audit_events (id, time, registry, action, repository, tag, digest,
+    pub(in crate::store) const INSERT: &str =
+        "INSERT INTO audit_events (id, time, registry, action, repository, tag, digest,
                 media_type, size, actor, remote_addr, user_agent, request_id, method, source,
                 status, event_id, detail, prev_hash, hash, agent, received_at)
              SELECT u.*, $21::text, $22::text FROM unnest($1::bigint[], $2::text[], $3::text[],
                 $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
                 $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                $16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[]) AS u",
-            &[
+                $16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[]) AS u";
+
+    impl Batch<'_> {
+        pub(in crate::store) fn is_empty(&self) -> bool {
+            self.id.is_empty()
+        }
+
+        /// The parameters of [`INSERT`].
+        pub(in crate::store) fn params<'s>(
+            &'s self,
+            agent: &'s &str,
+            received_at: &'s String,
+        ) -> [&'s (dyn ToSql + Sync); 22] {
+            let b = self;
+            [
                 &b.id,
                 &b.time,
                 &b.registry,
@@ -915,11 +953,10 @@ pub(super) mod pg {
                 &b.detail,
                 &b.prev_hash,
                 &b.hash,
-                &agent,
-                &received_at,
-            ],
-        )?;
-        Ok(())
+                agent,
+                received_at,
+            ]
+        }
     }
 
     /// Retention, as for SQLite, under the chain lock (the newest row is never deleted).

@@ -76,28 +76,69 @@ pub(super) mod pg {
     use postgres::{GenericClient, Row};
     use time::OffsetDateTime;
 
-    pub(in crate::store) fn save(
-        c: &mut impl GenericClient,
-        cp: &Checkpoint,
-        now: OffsetDateTime,
-    ) -> Result<(), postgres::Error> {
-        c.execute(
-            r#"INSERT INTO log_checkpoints (log, dev, ino, fp_len, fp_hash, "offset", updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT(log) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
-                fp_len = excluded.fp_len, fp_hash = excluded.fp_hash, "offset" = excluded."offset",
-                updated_at = excluded.updated_at"#,
-            &[
-                &cp.log,
-                &(cp.dev as i64),
-                &(cp.ino as i64),
-                &(cp.fp_len as i64),
-                &cp.fp_hash,
-                &(cp.offset as i64),
-                &format_time(now),
-            ],
-        )?;
-        Ok(())
+    /// Every log's checkpoint of a batch in one statement (`$1`… as arrays, `$7` the time).
+    pub(in crate::store) const SAVE_ALL: &str = r#"INSERT INTO log_checkpoints
+            (log, dev, ino, fp_len, fp_hash, "offset", updated_at)
+         SELECT u.*, $7::text FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
+            $5::text[], $6::bigint[]) AS u
+         ON CONFLICT(log) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
+            fp_len = excluded.fp_len, fp_hash = excluded.fp_hash, "offset" = excluded."offset",
+            updated_at = excluded.updated_at"#;
+
+    /// The parameters of [`SAVE_ALL`]: the last checkpoint of each log (a batch can carry
+    /// several of one log; a row may change once per statement).
+    pub(in crate::store) struct SaveAll<'a> {
+        log: Vec<&'a str>,
+        numbers: [Vec<i64>; 4],
+        fp_hash: Vec<&'a str>,
+        now: String,
+    }
+
+    impl<'a> SaveAll<'a> {
+        pub(in crate::store) fn of(
+            checkpoints: impl Iterator<Item = &'a Checkpoint>,
+            now: OffsetDateTime,
+        ) -> Self {
+            let mut last = std::collections::BTreeMap::new();
+            for cp in checkpoints {
+                last.insert(cp.log.as_str(), cp);
+            }
+            let mut s = SaveAll {
+                log: Vec::new(),
+                numbers: Default::default(),
+                fp_hash: Vec::new(),
+                now: format_time(now),
+            };
+            for (log, cp) in last {
+                s.log.push(log);
+                s.fp_hash.push(&cp.fp_hash);
+                for (col, v) in s
+                    .numbers
+                    .iter_mut()
+                    .zip([cp.dev, cp.ino, cp.fp_len, cp.offset])
+                {
+                    col.push(v as i64);
+                }
+            }
+            s
+        }
+
+        pub(in crate::store) fn is_empty(&self) -> bool {
+            self.log.is_empty()
+        }
+
+        pub(in crate::store) fn refs(&self) -> [&(dyn postgres::types::ToSql + Sync); 7] {
+            let n = &self.numbers;
+            [
+                &self.log,
+                &n[0],
+                &n[1],
+                &n[2],
+                &self.fp_hash,
+                &n[3],
+                &self.now,
+            ]
+        }
     }
 
     fn checkpoint(r: &Row) -> Checkpoint {

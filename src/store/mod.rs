@@ -31,6 +31,7 @@ mod lease;
 pub mod manifests;
 pub mod marker;
 mod pg;
+mod pg_append;
 mod pg_schema;
 mod pg_writer;
 mod reader;

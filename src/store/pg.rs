@@ -44,7 +44,12 @@ impl PgTarget {
     }
 
     fn config(&self) -> postgres::Config {
-        let mut c: postgres::Config = self.url.expose().parse().expect("checked by parse");
+        self.async_config().into()
+    }
+
+    /// The connection settings, for tokio-postgres (the writer's pipelined appends).
+    pub(super) fn async_config(&self) -> tokio_postgres::Config {
+        let mut c: tokio_postgres::Config = self.url.expose().parse().expect("checked by parse");
         if c.get_connect_timeout().is_none() {
             c.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -56,7 +61,7 @@ impl PgTarget {
         // after LOCK_TIMEOUT (their senders retry) instead of hanging.
         c.keepalives(true).keepalives_idle(Duration::from_secs(10));
         if c.get_options().is_none() {
-            c.options(&format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
+            c.options(format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
         }
         c
     }

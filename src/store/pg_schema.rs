@@ -145,7 +145,7 @@ const MIGRATIONS: &[&str] = &[
     );"#,
     // 9: when each row was stored, outside the chain (retention goes by it).
     "ALTER TABLE audit_events ADD COLUMN received_at TEXT;",
-    // 10: per-tag facts for retention (read here; maintained by the SQLite writer only so far).
+    // 10: per-tag facts for retention (`inventory --tags`, `retention plan`).
     r#"CREATE TABLE tag_facts (
         registry       TEXT COLLATE "C" NOT NULL,
         repository     TEXT COLLATE "C" NOT NULL,

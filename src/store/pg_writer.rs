@@ -1,6 +1,7 @@
-//! The PostgreSQL backend of the writer: one connection (opened again when it breaks, so a
-//! database restart costs the batches sent meanwhile, which their senders retry), each
-//! command one transaction through the table modules' PostgreSQL statements. Unlike the
+//! The PostgreSQL backend of the writer: one connection for the commands (opened again when
+//! it breaks, so a database restart costs the batches sent meanwhile, which their senders
+//! retry), each command one transaction through the table modules' PostgreSQL statements;
+//! event appends on a second, pipelined connection ([`super::pg_append`]). Unlike the
 //! SQLite writer it keeps no chain head in memory: other agents extend the same chain, so
 //! each append reads the head under the chain lock.
 
@@ -8,9 +9,10 @@ use super::alerts::{self, AlertUpdate, DeliveryOutcome, OutboxClaim};
 use super::inventory::{self, InventoryUpdate};
 use super::manifests::{self, ManifestUpdate};
 use super::pg::{PgTarget, with_client};
+use super::pg_append::Appender;
 use super::silences::{self, Silence};
 use super::writer::{Backend, Item};
-use super::{StoreError, audit, checkpoints, forward_cursors, samples};
+use super::{StoreError, audit, forward_cursors, samples, tag_facts};
 use crate::model::Event;
 use crate::model::clock::SharedClock;
 use crate::model::usage::Sample;
@@ -22,6 +24,8 @@ pub(super) struct PgWriter {
     target: PgTarget,
     /// Connected on the writer's thread (the client must not be used from async tasks).
     client: Option<Client>,
+    /// Event appends, on a connection of their own (see [`Appender`]).
+    appender: Appender,
     agent: String,
     clock: SharedClock,
 }
@@ -31,6 +35,7 @@ impl PgWriter {
         PgWriter {
             target,
             client: None,
+            appender: Appender::default(),
             agent,
             clock,
         }
@@ -48,28 +53,10 @@ impl PgWriter {
     }
 }
 
-/// Splits the flags of a batch's events back into one list per item.
-fn per_item(items: &[Item], flags: Vec<bool>) -> Vec<Vec<bool>> {
-    let mut flags = flags.into_iter();
-    items
-        .iter()
-        .map(|i| flags.by_ref().take(i.events.len()).collect())
-        .collect()
-}
-
 impl Backend for PgWriter {
     fn write(&mut self, items: &[Item]) -> Result<Vec<Vec<bool>>, StoreError> {
-        self.with(|c, agent, now| {
-            let mut tx = c.transaction()?;
-            let events: Vec<&Event> = items.iter().flat_map(|i| i.events.iter()).collect();
-            let flags = audit::pg::insert_events(&mut tx, agent, &events, now)?;
-            // A log's checkpoint commits with the events read up to it.
-            for cp in items.iter().filter_map(|i| i.checkpoint.as_ref()) {
-                checkpoints::pg::save(&mut tx, cp, now)?;
-            }
-            tx.commit()?;
-            Ok(per_item(items, flags))
-        })
+        let now = self.clock.now();
+        self.appender.write(&self.target, &self.agent, now, items)
     }
 
     fn prune(&mut self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
@@ -82,6 +69,7 @@ impl Backend for PgWriter {
             inventory::pg::apply(&mut tx, update)?;
             let events: Vec<&Event> = update.events.iter().collect();
             let flags = audit::pg::insert_events(&mut tx, agent, &events, now)?;
+            tag_facts::pg::apply_inventory(&mut tx, update)?;
             tx.commit()?;
             Ok(flags)
         })
@@ -123,5 +111,6 @@ impl Backend for PgWriter {
     fn close(&mut self) {
         // Every command committed on its own; dropping the client ends the session.
         self.client = None;
+        self.appender.close();
     }
 }

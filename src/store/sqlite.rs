@@ -110,13 +110,16 @@ impl Backend for SqliteWriter {
             .chained(|tx, head| {
                 let mut flags = Vec::with_capacity(items.len());
                 for item in items {
-                    let new = audit::insert_events(tx, head, item.events.iter(), now)?;
-                    tag_facts::observe(tx, item.events.iter(), &new)?;
-                    flags.push(new);
+                    flags.push(audit::insert_events(tx, head, item.events.iter(), now)?);
                     if let Some(c) = &item.checkpoint {
                         checkpoints::save(tx, c, now)?;
                     }
                 }
+                let inserted = items.iter().zip(&flags);
+                tag_facts::observe(
+                    tx,
+                    inserted.map(|(i, f)| (i.events.as_slice(), f.as_slice())),
+                )?;
                 Ok(flags)
             })
             .map_err(|e| StoreError::Batch(e.to_string()))?;

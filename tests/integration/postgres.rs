@@ -928,3 +928,127 @@ fn kill_9_of_the_lease_holder_moves_its_leases_and_loses_nothing() {
     );
     verify_ok(&survivor);
 }
+
+/// `inventory --tags` of `agent`'s database, keyed "repository:tag", with the facts a
+/// backend keeps (the push time is left out: a poll and a push notification race to date
+/// a new tag, on either backend).
+fn pull_facts(
+    agent: &Daemon,
+) -> std::collections::BTreeMap<String, (String, Option<String>, Option<String>)> {
+    crate::retention::tag_rows(&agent.config_path())
+        .into_iter()
+        .map(|(k, r)| {
+            let text = |f: &str| r[f].as_str().map(String::from);
+            (
+                k,
+                (
+                    text("digest").unwrap(),
+                    text("last_pulled_at"),
+                    text("last_puller"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Tag facts on PostgreSQL: two agents notified of every event of one registry (and polling
+/// it) keep the same pull facts as a regwatch on SQLite notified of the same events, in
+/// `inventory --tags`: a pull by tag counts for the tag, one by digest for every tag
+/// pointing at it, the pushers' blob HEADs and the pollers' reads count for none, and a tag
+/// moved to another image forgets the old image's pulls.
+#[test]
+fn two_agents_keep_the_same_tag_facts_as_sqlite() {
+    let pg = Postgres::start();
+    let urls = url_file(&pg);
+    let (pa, pb, ps) = (free_port(), free_port(), free_port());
+    let notify = |p: u16| format!("http://127.0.0.1:{p}/notifications");
+    let registry = Registry::start(RegistryOptions {
+        notify_url: Some(notify(pa)),
+        notify_also: vec![notify(pb), notify(ps)],
+        notify_token: Some(NOTIFY_TOKEN.into()),
+        ..RegistryOptions::default()
+    });
+    let polled = |b: ConfigBuilder| b.registry("poll_interval", "1s").build();
+    let base = || {
+        ConfigBuilder::new(&format!("http://127.0.0.1:{}", registry.port))
+            .login(ALICE)
+            .registry("notifications_token", NOTIFY_TOKEN)
+    };
+    let pg_agent = |port, name: &str| {
+        let config = polled(
+            base()
+                .server("agent", name)
+                .postgres(urls.path().join("db-url")),
+        );
+        Daemon::start_on(port, tempfile::tempdir().unwrap(), &config, &[])
+    };
+    let (a, b) = (pg_agent(pa, "agent-a"), pg_agent(pb, "agent-b"));
+    let lite = Daemon::start_on(ps, tempfile::tempdir().unwrap(), &polled(base()), &[]);
+
+    let images = Images::build();
+    let host = format!("127.0.0.1:{}", registry.port);
+    let push = |image: &str, to: &str| {
+        assert_ok(&skopeo_push(&images.reference(image), &host, to, ALICE), to)
+    };
+    push("app-1.0", "team/app:1.0");
+    push("app-1.0", "team/app:same"); // the same digest under a second tag
+    push("app-1.1", "team/app:1.1");
+    push("tool-0.1", "team/tool:0.1"); // never pulled
+    wait_until(Duration::from_secs(30), "every tag known to both", || {
+        [&a, &lite].iter().all(|d| pull_facts(d).len() == 4)
+    });
+    let digest = pull_facts(&a)["team/app:1.0"].0.clone();
+    let dest = tempfile::tempdir().unwrap();
+    let pull = |what: &str, to: &str| {
+        assert_ok(&skopeo_pull(&host, what, BOB, &dest.path().join(to)), what)
+    };
+    pull("team/app:1.1", "by-tag");
+    pull(&format!("team/app@{digest}"), "by-digest");
+    let drained = || (0..3).all(|e| endpoint_counts(&registry, e).1 == 0);
+    let pulled = |d: &Daemon, tag: &str| pull_facts(d)[tag].2.is_some();
+    wait_until(Duration::from_secs(30), "both pulls in both stores", || {
+        drained()
+            && [&a, &lite].iter().all(|d| {
+                ["team/app:1.0", "team/app:same", "team/app:1.1"]
+                    .iter()
+                    .all(|t| pulled(d, t))
+            })
+    });
+    let facts = pull_facts(&b);
+    for tag in ["team/app:1.0", "team/app:same", "team/app:1.1"] {
+        assert_eq!(facts[tag].2.as_deref(), Some("bob"), "{tag}: {facts:#?}");
+    }
+    assert_eq!(
+        facts["team/app:1.0"].1, facts["team/app:same"].1,
+        "one pull by digest"
+    );
+    assert_eq!(
+        facts["team/tool:0.1"].1, None,
+        "HEADs and polls are not pulls"
+    );
+    assert_eq!(facts, pull_facts(&lite), "PostgreSQL and SQLite agree");
+    // psql: one row per tag, whichever agent stored the events.
+    assert_eq!(pg.count("SELECT count(*) FROM tag_facts"), 4);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tag_facts WHERE last_puller = 'bob'"),
+        3
+    );
+
+    // 1.0 moves to app-1.1's image: its pull was of the old one.
+    push("app-1.1", "team/app:1.0");
+    wait_until(Duration::from_secs(30), "the move in both stores", || {
+        drained()
+            && [&a, &lite].iter().all(|d| {
+                let f = pull_facts(d);
+                f["team/app:1.0"].0 != digest && f["team/app:1.0"].1.is_none()
+            })
+    });
+    assert_eq!(
+        pull_facts(&a),
+        pull_facts(&lite),
+        "PostgreSQL and SQLite agree"
+    );
+    assert_eq!(pull_facts(&a)["team/app:same"].2.as_deref(), Some("bob"));
+    verify_ok(&a);
+    drop((a, b, lite));
+}

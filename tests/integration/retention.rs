@@ -27,7 +27,7 @@ protect_tags = ["release-*"]
 "#;
 
 /// `inventory --tags --format json` by "repository:tag".
-fn tag_rows(config: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+pub(crate) fn tag_rows(config: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
     let cfg = config.display().to_string();
     let (code, out, err) = regwatch(&["inventory", "--config", &cfg, "--tags", "--format", "json"]);
     assert_eq!(code, 0, "{err}");

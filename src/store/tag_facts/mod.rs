@@ -13,10 +13,17 @@
 //! sources already keep them out of the trail, checked again here for rows of older
 //! versions). When a tag moves to another digest, its pulls were of the old image: they are
 //! forgotten with it.
+//!
+//! The rules are applied in memory ([`rules`]) to the rows a batch touches, loaded and
+//! written back by each backend: the statements below for SQLite, [`pg`] for
+//! PostgreSQL (where several agents keep the same table under the chain lock).
 
-use crate::model::text::format_time;
-use crate::model::{Action, Event, Source};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+pub(super) mod pg;
+mod rules;
+
+use crate::model::{Action, Event};
+use rules::{Changes, Facts, Wanted};
+use rusqlite::{Connection, Transaction, params};
 
 use super::inventory::InventoryUpdate;
 
@@ -38,29 +45,25 @@ pub struct TagFact {
     pub last_puller: Option<String>,
 }
 
-/// Applies the events the writer just inserted (`new[i]` for `events[i]`).
+/// Applies the events the writer just inserted, per item (`new[i]` for `events[i]`).
 pub(super) fn observe<'a>(
     tx: &Transaction<'_>,
-    events: impl Iterator<Item = &'a Event>,
-    new: &[bool],
+    items: impl Iterator<Item = (&'a [Event], &'a [bool])> + Clone,
 ) -> rusqlite::Result<()> {
-    for (e, _) in events.zip(new).filter(|(_, n)| **n) {
-        if !matches!(e.source, Source::Notification | Source::Log) {
-            continue; // polls come through apply_inventory, with the poll's full picture
-        }
-        let (Some(registry), Some(repository)) = (e.registry.as_deref(), e.repository.as_deref())
-        else {
-            continue;
-        };
-        let at = format_time(e.time);
-        match e.action {
-            Action::Push => pushed(tx, registry, repository, e, &at)?,
-            Action::Pull if counts_as_pull(e) => pulled(tx, registry, repository, e, &at)?,
-            Action::Delete => deleted(tx, registry, repository, e)?,
-            _ => {}
-        }
+    let wanted = items
+        .clone()
+        .fold(Wanted::default(), |mut w, (events, new)| {
+            w.extend(Wanted::of_events(events.iter(), new));
+            w
+        });
+    if wanted.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut facts = Facts::new(load_wanted(tx, &wanted)?);
+    for (events, new) in items {
+        facts.observe(events.iter(), new);
+    }
+    store(tx, facts.changes())
 }
 
 /// Whether a stored `pull` event is someone fetching an image (see the module docs).
@@ -72,210 +75,107 @@ pub fn counts_as_pull(e: &Event) -> bool {
         && !crate::model::event::is_self_user_agent(e.user_agent.as_deref())
 }
 
-fn current_digest(
-    tx: &Transaction<'_>,
-    key: (&str, &str, &str),
-) -> rusqlite::Result<Option<Option<String>>> {
-    tx.prepare_cached(
-        "SELECT digest FROM tag_facts WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-    )?
-    .query_row(params![key.0, key.1, key.2], |r| r.get(0))
-    .optional()
-}
-
-/// A manifest pushed by tag. The same digest again (a re-push, or the same push seen by
-/// both a notification and a log) keeps the first push time and the pulls; another digest,
-/// or an unknown one (a log), is a new image under the tag.
-fn pushed(tx: &Transaction<'_>, r: &str, repo: &str, e: &Event, at: &str) -> rusqlite::Result<()> {
-    let Some(tag) = e.tag.as_deref() else {
-        return Ok(()); // a blob, or an index's child manifest pushed by digest
-    };
-    match current_digest(tx, (r, repo, tag))? {
-        None => {
-            tx.prepare_cached("INSERT INTO tag_facts VALUES (?1, ?2, ?3, ?4, ?5, ?5, NULL, NULL)")?
-                .execute(params![r, repo, tag, e.digest, at])?;
-        }
-        Some(Some(d)) if e.digest.as_deref() == Some(d.as_str()) => {}
-        Some(_) => {
-            tx.prepare_cached(
-                "UPDATE tag_facts SET digest = ?4, pushed_at = ?5, last_pulled_at = NULL,
-                    last_puller = NULL
-                 WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-            )?
-            .execute(params![r, repo, tag, e.digest, at])?;
-        }
-    }
-    Ok(())
-}
-
-/// A pull by tag counts for that tag (unless it names a digest the tag no longer points
-/// at); a pull by digest counts for every tag of the repository pointing at it. A pull of
-/// a tag not known yet (no poll, no push seen) starts its row, the digest left to the poll.
-fn pulled(tx: &Transaction<'_>, r: &str, repo: &str, e: &Event, at: &str) -> rusqlite::Result<()> {
-    let actor = e.actor.as_deref();
-    if let Some(tag) = e.tag.as_deref() {
-        if current_digest(tx, (r, repo, tag))?.is_none() {
-            tx.prepare_cached(
-                "INSERT INTO tag_facts VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, NULL)",
-            )?
-            .execute(params![r, repo, tag, e.digest, at])?;
-        }
-        tx.prepare_cached(
-            "UPDATE tag_facts SET last_pulled_at = ?5, last_puller = ?6
-             WHERE registry = ?1 AND repository = ?2 AND tag = ?3
-               AND (?4 IS NULL OR digest IS NULL OR digest = ?4)
-               AND (last_pulled_at IS NULL OR last_pulled_at <= ?5)",
-        )?
-        .execute(params![r, repo, tag, e.digest, at, actor])?;
-    } else if let Some(digest) = e.digest.as_deref() {
-        tx.prepare_cached(
-            "UPDATE tag_facts SET last_pulled_at = ?4, last_puller = ?5
-             WHERE registry = ?1 AND repository = ?2 AND digest = ?3
-               AND (last_pulled_at IS NULL OR last_pulled_at <= ?4)",
-        )?
-        .execute(params![r, repo, digest, at, actor])?;
-    }
-    Ok(())
-}
-
-/// A manifest delete (by digest) removes every tag of the repository pointing at it; a tag
-/// delete (Harbor, newer distribution) removes that tag.
-fn deleted(tx: &Transaction<'_>, r: &str, repo: &str, e: &Event) -> rusqlite::Result<()> {
-    if let Some(tag) = e.tag.as_deref() {
-        tx.prepare_cached(
-            "DELETE FROM tag_facts WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-        )?
-        .execute(params![r, repo, tag])?;
-    } else if let Some(digest) = e.digest.as_deref() {
-        tx.prepare_cached(
-            "DELETE FROM tag_facts WHERE registry = ?1 AND repository = ?2 AND digest = ?3",
-        )?
-        .execute(params![r, repo, digest])?;
-    }
-    Ok(())
-}
-
-/// Applies a poll's changes: the poll says which tags exist and where they point. A tag
-/// first seen by the poll is dated by the poll; one whose digest the poll corrects moves
-/// (unless only a log had seen it, without a digest); on a first poll (`replace`), tags the
-/// poll does not list are gone.
+/// Applies a poll's changes (see [`Facts::apply_inventory`]).
 pub(super) fn apply_inventory(tx: &Transaction<'_>, u: &InventoryUpdate) -> rusqlite::Result<()> {
-    let r = u.registry.as_str();
-    let at = format_time(u.time);
-    if u.replace {
-        let listed: std::collections::HashSet<(&str, &str)> = u
-            .upsert_tags
+    let wanted = Wanted::of_inventory(u);
+    let mut facts = Facts::new(load_wanted(tx, &wanted)?);
+    facts.apply_inventory(u);
+    store(tx, facts.changes())
+}
+
+const SELECT: &str = "SELECT registry, repository, tag, digest, first_seen_at, pushed_at,
+    last_pulled_at, last_puller FROM tag_facts";
+
+fn fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<TagFact> {
+    Ok(TagFact {
+        registry: r.get(0)?,
+        repository: r.get(1)?,
+        tag: r.get(2)?,
+        digest: r.get(3)?,
+        first_seen_at: r.get(4)?,
+        pushed_at: r.get(5)?,
+        last_pulled_at: r.get(6)?,
+        last_puller: r.get(7)?,
+    })
+}
+
+fn three(k: &rules::Key) -> Vec<&str> {
+    vec![k.0.as_str(), k.1.as_str(), k.2.as_str()]
+}
+
+/// The rows `w` names (one statement per key: SQLite answers in microseconds).
+fn load_wanted(conn: &Connection, w: &Wanted) -> rusqlite::Result<Vec<TagFact>> {
+    let mut out = Vec::new();
+    let mut by = |clause: &str, keys: &mut dyn Iterator<Item = Vec<&str>>| {
+        let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE {clause}"))?;
+        for k in keys {
+            let rows = stmt.query_map(rusqlite::params_from_iter(k), fact)?;
+            for f in rows {
+                out.push(f?);
+            }
+        }
+        Ok::<_, rusqlite::Error>(())
+    };
+    by(
+        "registry = ?1 AND repository = ?2 AND tag = ?3",
+        &mut w.tags.iter().map(three),
+    )?;
+    by(
+        "registry = ?1 AND repository = ?2 AND digest = ?3",
+        &mut w.digests.iter().map(three),
+    )?;
+    by(
+        "registry = ?1 AND repository = ?2",
+        &mut w
+            .repositories
             .iter()
-            .map(|(repo, tag, _)| (repo.as_str(), tag.as_str()))
-            .collect();
-        let stored = load(tx, r)?;
-        let mut del = tx.prepare_cached(
-            "DELETE FROM tag_facts WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-        )?;
-        for f in stored {
-            if !listed.contains(&(f.repository.as_str(), f.tag.as_str())) {
-                del.execute(params![r, f.repository, f.tag])?;
-            }
-        }
-    }
-    for (repo, tag, digest) in &u.upsert_tags {
-        match current_digest(tx, (r, repo, tag))? {
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO tag_facts VALUES (?1, ?2, ?3, ?4, ?5, ?5, NULL, NULL)",
-                )?
-                .execute(params![r, repo, tag, digest, at])?;
-            }
-            Some(Some(d)) if d == *digest => {}
-            Some(None) => {
-                tx.prepare_cached(
-                    "UPDATE tag_facts SET digest = ?4, pushed_at = coalesce(pushed_at, ?5)
-                     WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-                )?
-                .execute(params![r, repo, tag, digest, at])?;
-            }
-            Some(Some(_)) => {
-                tx.prepare_cached(
-                    "UPDATE tag_facts SET digest = ?4, pushed_at = ?5, last_pulled_at = NULL,
-                        last_puller = NULL
-                     WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
-                )?
-                .execute(params![r, repo, tag, digest, at])?;
-            }
-        }
-    }
+            .map(|k| vec![k.0.as_str(), k.1.as_str()]),
+    )?;
+    by(
+        "registry = ?1",
+        &mut w.registries.iter().map(|r| vec![r.as_str()]),
+    )?;
+    Ok(out)
+}
+
+fn store(tx: &Transaction<'_>, c: Changes) -> rusqlite::Result<()> {
     let mut del = tx.prepare_cached(
         "DELETE FROM tag_facts WHERE registry = ?1 AND repository = ?2 AND tag = ?3",
     )?;
-    for (repo, tag) in &u.remove_tags {
+    for (r, repo, tag) in &c.delete {
         del.execute(params![r, repo, tag])?;
     }
-    let mut del_repo =
-        tx.prepare_cached("DELETE FROM tag_facts WHERE registry = ?1 AND repository = ?2")?;
-    for repo in &u.remove_repositories {
-        del_repo.execute(params![r, repo])?;
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO tag_facts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for f in &c.upsert {
+        put.execute(params![
+            f.registry,
+            f.repository,
+            f.tag,
+            f.digest,
+            f.first_seen_at,
+            f.pushed_at,
+            f.last_pulled_at,
+            f.last_puller
+        ])?;
     }
     Ok(())
 }
 
 /// Every tag of `registry` the store knows, by repository and tag.
 pub(super) fn load(conn: &Connection, registry: &str) -> rusqlite::Result<Vec<TagFact>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT registry, repository, tag, digest, first_seen_at, pushed_at, last_pulled_at,
-            last_puller
-         FROM tag_facts WHERE registry = ?1 ORDER BY repository, tag",
-    )?;
-    let rows = stmt.query_map([registry], |r| {
-        Ok(TagFact {
-            registry: r.get(0)?,
-            repository: r.get(1)?,
-            tag: r.get(2)?,
-            digest: r.get(3)?,
-            first_seen_at: r.get(4)?,
-            pushed_at: r.get(5)?,
-            last_pulled_at: r.get(6)?,
-            last_puller: r.get(7)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE registry = ?1 ORDER BY repository, tag"
+    ))?;
+    let rows = stmt.query_map([registry], fact)?;
     rows.collect()
-}
-
-/// Reading the table on PostgreSQL. The PostgreSQL writer does not maintain it yet, so a
-/// shared database answers with no facts (every tag "never pulled" and unknown push time,
-/// which retention plans keep).
-pub(super) mod pg {
-    use super::TagFact;
-    use postgres::GenericClient;
-
-    pub(in crate::store) fn load(
-        c: &mut impl GenericClient,
-        registry: &str,
-    ) -> Result<Vec<TagFact>, postgres::Error> {
-        let rows = c.query(
-            "SELECT registry, repository, tag, digest, first_seen_at, pushed_at, last_pulled_at,
-                last_puller
-             FROM tag_facts WHERE registry = $1 ORDER BY repository, tag",
-            &[&registry],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| TagFact {
-                registry: r.get(0),
-                repository: r.get(1),
-                tag: r.get(2),
-                digest: r.get(3),
-                first_seen_at: r.get(4),
-                pushed_at: r.get(5),
-                last_pulled_at: r.get(6),
-                last_puller: r.get(7),
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Source;
     use crate::model::clock::SystemClock;
     use crate::store::{Store, Writer};
     use std::sync::Arc;
