@@ -921,10 +921,14 @@ fn kill_9_of_the_lease_holder_moves_its_leases_and_loses_nothing() {
         sent as i64,
         "every event once"
     );
-    let (_, metrics) = http_get(survivor.port, "/metrics").unwrap();
-    assert!(
-        metrics.contains("regwatch_lease_held{lease=\"inventory\"} 1"),
-        "{metrics}"
+    // The gauge is refreshed every second: it follows the lease within a couple.
+    wait_until(
+        Duration::from_secs(5),
+        "the survivor's regwatch_lease_held{lease=\"inventory\"} to say 1",
+        || {
+            http_get(survivor.port, "/metrics")
+                .is_ok_and(|(_, m)| m.contains("regwatch_lease_held{lease=\"inventory\"} 1"))
+        },
     );
     verify_ok(&survivor);
 }
