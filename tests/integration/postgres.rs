@@ -34,7 +34,9 @@ fn event(i: usize) -> Event {
 }
 
 /// Both agents receive every event (the registry notifies both), from several senders each:
-/// each event is stored once, by whichever agent committed it first, in one chain.
+/// each event is stored once, by whichever agent committed it first, in one chain. Each also
+/// gets 100 events only it is sent (a replica notifying only it), so both write into the
+/// chain however the race for the shared ones goes.
 #[test]
 fn two_agents_append_one_chain_and_store_each_event_once() {
     let pg = Postgres::start();
@@ -45,18 +47,21 @@ fn two_agents_append_one_chain_and_store_each_event_once() {
         .enable_all()
         .build()
         .unwrap();
-    const EVENTS: usize = 2000;
+    const SHARED: usize = 2000;
+    const OWN: usize = 100;
+    const EVENTS: usize = SHARED + 2 * OWN;
     let new: usize = rt.block_on(async {
         let mut tasks = Vec::new();
-        for sink in [wa.sink(), wb.sink()] {
-            for sender in 0..4 {
+        for (k, sink) in [wa.sink(), wb.sink()].into_iter().enumerate() {
+            let own = SHARED + k * OWN..SHARED + (k + 1) * OWN;
+            let ranges = (0..4)
+                .map(|sender| sender * 500..(sender + 1) * 500)
+                .chain([own]);
+            for range in ranges {
                 let sink = sink.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut new = 0;
-                    for chunk in (sender * 500..(sender + 1) * 500)
-                        .collect::<Vec<_>>()
-                        .chunks(10)
-                    {
+                    for chunk in range.collect::<Vec<_>>().chunks(10) {
                         let events = chunk.iter().map(|i| event(*i)).collect();
                         new += sink.append_all(events).await.unwrap();
                     }
