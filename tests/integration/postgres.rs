@@ -486,16 +486,7 @@ fn database_down_for_30s_under_traffic_loses_and_doubles_nothing() {
         endpoint_counts(&registry, 0).1 > 0,
         "the registry holds the events"
     );
-    let (status, body) = agent.get("/readyz");
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.starts_with("not ready: database unreachable\n"),
-        "{body}"
-    );
-    assert_eq!(
-        metric(&agent.get("/metrics").1, "regwatch_database_up"),
-        Some(0.0)
-    );
+    assert_waits_for_its_database(&agent);
     assert!(agent.proc.is_running(), "{}", agent.proc.stderr());
     pg.start_server();
 
@@ -589,16 +580,7 @@ fn an_agent_started_before_its_database_waits_for_it_then_stores() {
     let config = agent_config(&registry, &urls, "agent-a");
     let mut agent = Daemon::launch_on(port, tempfile::tempdir().unwrap(), &config, &[]);
     assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
-    let (status, body) = agent.get("/readyz");
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.starts_with("not ready: database unreachable\n"),
-        "{body}"
-    );
-    assert_eq!(
-        metric(&agent.get("/metrics").1, "regwatch_database_up"),
-        Some(0.0)
-    );
+    assert_waits_for_its_database(&agent);
     let images = Images::build();
     push(&images, &registry, "1.0");
     wait_until(Duration::from_secs(20), "the agent to answer 503", || {
@@ -822,6 +804,21 @@ fn pg_wait_digest(pg: &Postgres) -> String {
         digest.starts_with("sha256:")
     });
     digest
+}
+
+/// What an agent that cannot reach its database shows: not ready, saying why, and
+/// `regwatch_database_up 0`.
+fn assert_waits_for_its_database(agent: &Daemon) {
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: database unreachable\n"),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&agent.get("/metrics").1, "regwatch_database_up"),
+        Some(0.0)
+    );
 }
 
 /// Whether `agent`'s /readyz says it holds `lease`.
