@@ -10,9 +10,11 @@
 use super::nginx_combined::parse_combined;
 use super::{ParseError, ParsedLine};
 
+pub(super) const FORMAT: &str = "registry access log";
+
 /// Parses one line of the registry's stdout access log.
 pub fn parse_access_combined(line: &[u8]) -> Result<ParsedLine<'_>, ParseError> {
-    parse_combined(line, "registry access log")
+    parse_combined(line, FORMAT)
 }
 
 #[cfg(test)]

@@ -89,6 +89,62 @@ pub struct ParsedLine<'a> {
     pub message: Option<Cow<'a, str>>,
 }
 
+/// What counting a request needs of its line, borrowed from the line itself where a format
+/// can say it without parsing the rest ([`request_facts`]), or from a [`ParsedLine`]
+/// ([`RequestFacts::of`]): the two agree on every line, so the counts are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts<'a> {
+    /// The line's time in unix seconds.
+    pub unix_time: Option<i64>,
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub status: Option<u16>,
+    pub user_present: bool,
+    pub user_agent: Option<&'a str>,
+}
+
+impl<'a> RequestFacts<'a> {
+    pub fn of(p: &'a ParsedLine<'_>) -> Self {
+        RequestFacts {
+            unix_time: p.time.map(OffsetDateTime::unix_timestamp),
+            method: p.method.as_deref(),
+            path: p.path.as_deref(),
+            status: p.status,
+            user_present: p.user.is_some(),
+            user_agent: p.user_agent.as_deref(),
+        }
+    }
+
+    /// As [`ParsedLine::classify`].
+    pub fn classify(&self) -> Option<Classified<'a>> {
+        Some(classify::classify(
+            self.method?,
+            self.path?,
+            self.status?,
+            self.user_present,
+        ))
+    }
+}
+
+/// The [`RequestFacts`] of a request line of a format that can tell them without a full
+/// parse (nginx and registry combined access logs: nearly every line of a busy registry).
+/// `Ok(None)` means: parse it with [`parse`] (another format, or a line whose fields need
+/// decoding); an error is the error [`parse`] would return.
+pub fn request_facts<'a>(
+    format: &LogFormat,
+    line: &'a [u8],
+) -> Result<Option<RequestFacts<'a>>, ParseError> {
+    match format {
+        LogFormat::NginxCombined => {
+            nginx_combined::request_facts_combined(line, nginx_combined::FORMAT)
+        }
+        LogFormat::AccessCombined => {
+            nginx_combined::request_facts_combined(line, access_combined::FORMAT)
+        }
+        _ => Ok(None),
+    }
+}
+
 impl ParsedLine<'_> {
     /// The client IP without a port, if the address is an IP at all.
     pub fn remote_ip(&self) -> Option<IpAddr> {
@@ -547,6 +603,44 @@ thread_local! {
     /// an access log mostly share their second.
     static LAST_CLF_TIME: std::cell::Cell<Option<([u8; 26], OffsetDateTime)>> =
         const { std::cell::Cell::new(None) };
+}
+
+thread_local! {
+    /// The last date and offset of [`clf_unix_seconds`] (`28/Nov/2026:` and ` +0000`) and
+    /// the unix time of that day's midnight there: a log's lines share their day.
+    static LAST_CLF_DAY: std::cell::Cell<Option<([u8; 18], i64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// [`parse_clf_time`] as unix seconds, `None` exactly where it is `None`: the day is
+/// checked (and converted) once per day, the time of day by its ranges.
+pub(crate) fn clf_unix_seconds(bytes: &[u8]) -> Option<i64> {
+    let raw: &[u8; 26] = bytes.try_into().ok()?;
+    if raw[14] != b':' || raw[17] != b':' {
+        return None;
+    }
+    let (h, m, s) = (
+        digits::<2>(raw, 12)?,
+        digits::<2>(raw, 15)?,
+        digits::<2>(raw, 18)?,
+    );
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let mut day = [0u8; 18];
+    day[..12].copy_from_slice(&raw[..12]);
+    day[12..].copy_from_slice(&raw[20..]);
+    let midnight = match LAST_CLF_DAY.get() {
+        Some((last, midnight)) if last == day => midnight,
+        _ => {
+            let mut first = *raw;
+            first[12..20].copy_from_slice(b"00:00:00");
+            let midnight = parse_clf_time_uncached(&first)?.unix_timestamp();
+            LAST_CLF_DAY.set(Some((day, midnight)));
+            midnight
+        }
+    };
+    Some(midnight + i64::from(h * 3600 + m * 60 + s))
 }
 
 /// Common log format time: `28/Nov/2026:19:59:33 +0000`.
@@ -1010,6 +1104,52 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// `clf_unix_seconds` is `parse_clf_time` in unix seconds, `None` where it is `None`,
+    /// on valid times across days, months, leap years and offsets, on the times a valid
+    /// day's cache must still refuse, and on random mutations of valid times.
+    #[test]
+    fn clf_unix_seconds_is_parse_clf_time_in_seconds() {
+        let same = |raw: &[u8]| {
+            assert_eq!(
+                clf_unix_seconds(raw),
+                parse_clf_time(raw).map(OffsetDateTime::unix_timestamp),
+                "{}",
+                String::from_utf8_lossy(raw)
+            )
+        };
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let mut rng = test_support::XorShift::new(0xc1f);
+        for year in [1999, 2024, 2026, 2100] {
+            for month in months {
+                for day in [1, 28, 29, 30, 31, 32] {
+                    for offset in ["+0000", "-0500", "+0530", "+1400", "-1200"] {
+                        for time in [
+                            "00:00:00", "23:59:59", "12:34:56", "24:00:00", "23:60:00", "23:59:60",
+                            "1a:00:00",
+                        ] {
+                            let raw = format!("{day:02}/{month}/{year}:{time} {offset}");
+                            same(raw.as_bytes());
+                            let mut bytes = raw.into_bytes();
+                            let at = rng.below(bytes.len());
+                            bytes[at] = b"0123456789:/ +-Nx"[rng.below(17)];
+                            same(&bytes);
+                        }
+                    }
+                }
+            }
+        }
+        for bad in [
+            &b""[..],
+            b"28/Nov/2026:19:59:33",
+            b"28/Nov/2026:19:59:33 +00000",
+            b"28/Nov/2026 19:59:33 +0000",
+        ] {
+            same(bad);
+        }
+    }
 
     #[test]
     fn go_durations() {

@@ -4,10 +4,11 @@
 use super::follower::Lines;
 use super::logins::{self, Attempt, Correlator, Report, Seen};
 use crate::formats::classify::{Operation, Outcome, Route};
-use crate::formats::log::{self, LineKind, LogFormat};
+use crate::formats::log::{self, LineKind, LogFormat, RequestFacts};
 use crate::metrics::LogCounters;
 use crate::model::event::{Action, Event, Source};
 use crate::model::traffic::RegistryStats;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
@@ -53,6 +54,10 @@ pub fn parse_threads() -> usize {
 /// Blocks of fewer lines are parsed on the tailer's thread alone: starting a helper thread
 /// costs about as much as parsing a few hundred lines, and a live tailer's reads are small.
 const PARALLEL_MIN_LINES: usize = 2048;
+
+/// Lines a thread claims at a time from a shared block: enough that claiming costs nothing
+/// next to judging them, few enough that neither thread waits long for the other at the end.
+const CHUNK_LINES: usize = 256;
 
 /// What a batch's lines added to the log's counters, added to them when the batch ends
 /// (one atomic add per counter and batch instead of several per line).
@@ -182,35 +187,48 @@ impl LineHandler {
         events
     }
 
-    /// Handles the lines of one read, in order. A large block (a catch-up) is split in two
-    /// at a line boundary: a helper thread judges the second half while this thread handles
-    /// the first, then applies the helper's verdicts in file order, so the windows, the
-    /// pairing of failed logins and the order of audit events are those of one thread.
+    /// Handles the lines of one read, in order. A large block (a catch-up) is judged on
+    /// two threads, which claim it a chunk at a time (so both end together, whatever else
+    /// the machine runs: the store's writer, the evaluator), then this thread applies the
+    /// verdicts in file order, so the windows, the pairing of failed logins and the order
+    /// of audit events are those of one thread.
     pub fn handle_lines(&self, lines: Lines<'_>, now: OffsetDateTime, batch: &mut Batch) {
         if self.parse_threads < 2 || lines.len() < PARALLEL_MIN_LINES {
             lines.iter().for_each(|line| self.handle(line, now, batch));
             return;
         }
-        // This thread also applies the helper's verdicts (about a tenth of the work of
-        // judging them), so it takes a little less than half.
-        let (first, second) = lines.split_at(lines.len() * 9 / 20);
-        std::thread::scope(|s| {
-            let helper = s.spawn(|| {
-                second
-                    .iter()
-                    .map(|line| self.judge(line, now))
-                    .collect::<Vec<_>>()
-            });
-            first.iter().for_each(|line| self.handle(line, now, batch));
+        let chunks = lines.len().div_ceil(CHUNK_LINES);
+        let chunk = |i: usize| lines.split_at(i * CHUNK_LINES).1.split_at(CHUNK_LINES).0;
+        let next = AtomicUsize::new(0);
+        let judge_chunks = || {
+            let mut judged = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= chunks {
+                    return judged;
+                }
+                let verdicts: Vec<Verdict> = chunk(i).iter().map(|l| self.judge(l, now)).collect();
+                judged.push((i, verdicts));
+            }
+        };
+        let mut judged = std::thread::scope(|s| {
+            let helper = s.spawn(judge_chunks);
+            let mut mine = judge_chunks();
             // The helper only parses: it cannot panic but by a bug, which is then this
             // thread's panic too.
-            let verdicts = helper
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            for (line, verdict) in second.iter().zip(verdicts) {
+            mine.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            );
+            mine
+        });
+        judged.sort_unstable_by_key(|(i, _)| *i);
+        for (i, verdicts) in judged {
+            for (line, verdict) in chunk(i).iter().zip(verdicts) {
                 self.apply(verdict, line, now, batch);
             }
-        });
+        }
     }
 
     /// Handles one line of `batch`. `now` bounds times from the future.
@@ -219,58 +237,76 @@ impl LineHandler {
         self.apply(verdict, line, now, batch);
     }
 
-    /// What `line` means; touches nothing shared.
+    /// What `line` means; touches nothing shared. A request line of a combined access log
+    /// (nearly every line of a busy registry) is judged from its [`RequestFacts`] alone.
     fn judge(&self, line: &[u8], now: OffsetDateTime) -> Verdict {
+        match log::request_facts(&self.format, line) {
+            Ok(Some(facts)) => return self.judge_request(&facts, now),
+            Ok(None) => {}
+            Err(e) => return self.unparsable(e),
+        }
         let parsed = match log::parse(&self.format, line) {
             Ok(p) => p,
-            Err(log::ParseError::Empty) => return Verdict::Nothing,
-            Err(e) => {
-                tracing::trace!(log = %self.log, error = %e, "unparsable line");
-                return Verdict::Unparsable;
-            }
+            Err(e) => return self.unparsable(e),
         };
-        if crate::model::event::is_self_user_agent(parsed.user_agent.as_deref()) {
-            // The poller reading manifests through nginx: not users' traffic.
-            return match parsed.kind {
-                LineKind::Request => Verdict::SelfRequest,
-                _ => Verdict::Nothing,
-            };
-        }
         match &parsed.kind {
+            LineKind::Request => self.judge_request(&RequestFacts::of(&parsed), now),
+            // The poller's requests only: the registry logs no failed login of its own.
+            _ if crate::model::event::is_self_user_agent(parsed.user_agent.as_deref()) => {
+                Verdict::Nothing
+            }
             // A log whose requests another log counts still reports failed logins: the
             // pairing counts each once, with the reason this line gives.
             LineKind::FailedLogin { .. } => Verdict::Login(Report::Reason),
-            _ if !self.counts => Verdict::Nothing,
-            LineKind::Request => {
-                let Some(c) = parsed.classify() else {
-                    return Verdict::Nothing;
-                };
-                let audit = self.audit_requests;
-                match (c.operation, c.outcome) {
-                    (_, Outcome::AuthFailure) => Verdict::Login(Report::Response),
-                    (_, Outcome::Challenge) => Verdict::Nothing,
-                    (Operation::Check, _) => Verdict::Check,
-                    (Operation::Pull, outcome) => {
-                        let failed = outcome == Outcome::Failed;
-                        let at = line_time(&parsed, now).unix_timestamp();
-                        Verdict::Pull {
-                            at,
-                            failed,
-                            audit: audit && !failed,
-                        }
-                    }
-                    // One image push is many upload requests; the manifest PUT completes it.
-                    (Operation::Push, Outcome::Ok) if parsed.method.as_deref() == Some("PUT") => {
-                        Verdict::Push {
-                            manifest: c.route == Route::Manifest,
-                            audit,
-                        }
-                    }
-                    (Operation::Delete, Outcome::Ok) => Verdict::Delete { audit },
-                    _ => Verdict::Nothing,
+            LineKind::NoCredentials | LineKind::Other => Verdict::Nothing,
+        }
+    }
+
+    fn unparsable(&self, e: log::ParseError) -> Verdict {
+        match e {
+            log::ParseError::Empty => Verdict::Nothing,
+            e => {
+                tracing::trace!(log = %self.log, error = %e, "unparsable line");
+                Verdict::Unparsable
+            }
+        }
+    }
+
+    /// What a request line means.
+    fn judge_request(&self, facts: &RequestFacts<'_>, now: OffsetDateTime) -> Verdict {
+        if crate::model::event::is_self_user_agent(facts.user_agent) {
+            // The poller reading manifests through nginx: not users' traffic.
+            return Verdict::SelfRequest;
+        }
+        if !self.counts {
+            return Verdict::Nothing;
+        }
+        let Some(c) = facts.classify() else {
+            return Verdict::Nothing;
+        };
+        let audit = self.audit_requests;
+        match (c.operation, c.outcome) {
+            (_, Outcome::AuthFailure) => Verdict::Login(Report::Response),
+            (_, Outcome::Challenge) => Verdict::Nothing,
+            (Operation::Check, _) => Verdict::Check,
+            (Operation::Pull, outcome) => {
+                let failed = outcome == Outcome::Failed;
+                // The line's own time, never later than now (as [`line_time`]).
+                let now = now.unix_timestamp();
+                let at = facts.unix_time.map_or(now, |t| t.min(now));
+                Verdict::Pull {
+                    at,
+                    failed,
+                    audit: audit && !failed,
                 }
             }
-            LineKind::NoCredentials | LineKind::Other => Verdict::Nothing,
+            // One image push is many upload requests; the manifest PUT completes it.
+            (Operation::Push, Outcome::Ok) if facts.method == Some("PUT") => Verdict::Push {
+                manifest: c.route == Route::Manifest,
+                audit,
+            },
+            (Operation::Delete, Outcome::Ok) => Verdict::Delete { audit },
+            _ => Verdict::Nothing,
         }
     }
 
