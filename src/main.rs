@@ -12,6 +12,10 @@ use regwatch::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// See Cargo.toml: the allocator is the binary's choice, not the library's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for a configuration or argument the user must fix (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// Exit status for a database regwatch refuses to use (sysexits EX_DATAERR).

@@ -6,6 +6,7 @@
 use super::Shared;
 use crate::alerting::{delivery, evaluator};
 use crate::config::Config;
+use crate::config::rule::RuleKind;
 use crate::model::clock::SharedClock;
 use crate::model::text::format_time;
 use crate::sources::registry_api::poller::{self, PollerContext};
@@ -105,7 +106,10 @@ pub(super) async fn supervise_alerting(
             workers.spawn(feed_committed(
                 s.store.clone(),
                 s.sink.clone(),
-                feed_start,
+                Feed {
+                    start: feed_start,
+                    rows: c.rules.iter().any(|r| r.kind == RuleKind::AuditMatch),
+                },
                 tap.clone(),
                 generation.clone(),
             ));
@@ -160,13 +164,27 @@ const FEED_CURSOR: &str = "(alerting)";
 /// when this agent connected: older rows were never meant for these rules. A holder that
 /// dies between sending a page and storing the cursor leaves those rows to be matched again
 /// by the next one; the stored alert states keep that from notifying twice.
+/// Where the alerting feed starts and whether it reads the rows at all.
+struct Feed {
+    /// The last row when this agent connected.
+    start: i64,
+    /// False when no `audit_match` rule would see them: then only the cursor moves on (one
+    /// `max(id)` per round instead of every row of every agent read back), so a rule added
+    /// later matches what is committed from then on, as on SQLite.
+    rows: bool,
+}
+
 async fn feed_committed(
     store: Store,
     sink: crate::store::Sink,
-    start: i64,
+    feed: Feed,
     tap: crate::store::EventTap,
     stop: CancellationToken,
 ) {
+    let Feed {
+        start,
+        rows: read_rows,
+    } = feed;
     let mut cursor: Option<i64> = None;
     let mut db: Option<crate::store::Reader> = None;
     while !stop.is_cancelled() {
@@ -184,6 +202,9 @@ async fn feed_committed(
                     None => db
                         .forward_cursor(FEED_CURSOR)
                         .map(|stored| (stored.unwrap_or(start), Vec::new())),
+                    Some(after) if !read_rows => {
+                        db.last_id().map(|last| (last.max(after), Vec::new()))
+                    }
                     Some(after) => db
                         .event_rows(&crate::store::Filter {
                             after_id: Some(after),
@@ -200,11 +221,12 @@ async fn feed_committed(
         match read {
             Ok((last, rows)) => {
                 db = reader;
+                let moved = cursor.is_some_and(|c| c < last);
                 cursor = Some(last);
                 for e in rows.iter().filter_map(crate::store::AuditRow::to_event) {
                     let _ = tap.send(e);
                 }
-                if !rows.is_empty() {
+                if moved {
                     if let Err(e) = sink.store_forward_cursor(FEED_CURSOR, last).await {
                         tracing::warn!(error = %e, "alerting: cannot store how far it read the trail");
                     }
