@@ -8,7 +8,6 @@ use crate::formats::log::{self, LineKind, LogFormat, RequestFacts};
 use crate::metrics::LogCounters;
 use crate::model::event::{Action, Event, Source};
 use crate::model::traffic::RegistryStats;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
@@ -197,37 +196,34 @@ impl LineHandler {
             lines.iter().for_each(|line| self.handle(line, now, batch));
             return;
         }
-        let chunks = lines.len().div_ceil(CHUNK_LINES);
+        // The verdicts are written in place, a claimed chunk at a time: no allocation on
+        // the helper (whose frees would cross threads), no merge.
+        let mut verdicts = vec![Verdict::Nothing; lines.len()];
         let chunk = |i: usize| lines.split_at(i * CHUNK_LINES).1.split_at(CHUNK_LINES).0;
-        let next = AtomicUsize::new(0);
-        let judge_chunks = || {
-            let mut judged = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= chunks {
-                    return judged;
+        {
+            let todo = Mutex::new(verdicts.chunks_mut(CHUNK_LINES).enumerate());
+            let judge_chunks = || {
+                loop {
+                    // Its own statement: the lock is released before the chunk is judged.
+                    let next = todo.lock().expect("chunk queue").next();
+                    let Some((i, out)) = next else { return };
+                    for (slot, line) in out.iter_mut().zip(chunk(i).iter()) {
+                        *slot = self.judge(line, now);
+                    }
                 }
-                let verdicts: Vec<Verdict> = chunk(i).iter().map(|l| self.judge(l, now)).collect();
-                judged.push((i, verdicts));
-            }
-        };
-        let mut judged = std::thread::scope(|s| {
-            let helper = s.spawn(judge_chunks);
-            let mut mine = judge_chunks();
-            // The helper only parses: it cannot panic but by a bug, which is then this
-            // thread's panic too.
-            mine.extend(
+            };
+            std::thread::scope(|s| {
+                let helper = s.spawn(judge_chunks);
+                judge_chunks();
+                // The helper only parses: it cannot panic but by a bug, which is then this
+                // thread's panic too.
                 helper
                     .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-            );
-            mine
-        });
-        judged.sort_unstable_by_key(|(i, _)| *i);
-        for (i, verdicts) in judged {
-            for (line, verdict) in chunk(i).iter().zip(verdicts) {
-                self.apply(verdict, line, now, batch);
-            }
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            });
+        }
+        for (line, verdict) in lines.iter().zip(verdicts) {
+            self.apply(verdict, line, now, batch);
         }
     }
 
