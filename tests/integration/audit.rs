@@ -1,6 +1,7 @@
 //! The audit trail end to end: the real registry's notifications, exactly-once delivery
 //! across a regwatch restart, the API's refusals, tampering found by `audit verify`,
-//! retention, and exports.
+//! retention, and exports; each on SQLite and on PostgreSQL (`both_backends!`), checked
+//! with the backend's own CLI (sqlite3, psql).
 
 use crate::support::*;
 use std::process::Command;
@@ -172,12 +173,14 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows(ba
     );
     // Four blobs (config + three layers) pushed by alice and pulled by bob.
     assert_eq!(
-        db.count("SELECT count(*) FROM audit_events WHERE action = 'push' AND media_type = 'application/octet-stream'"
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE action = 'push' AND media_type = 'application/octet-stream'"
         ),
         4
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM audit_events WHERE action = 'pull' AND actor = 'bob' AND media_type = 'application/octet-stream'"
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE action = 'pull' AND actor = 'bob' AND media_type = 'application/octet-stream'"
         ),
         4
     );
@@ -322,7 +325,8 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts(back
         0
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM audit_events WHERE repository = 'tools/tool' AND tag = '0.1' AND action = 'push'"
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE repository = 'tools/tool' AND tag = '0.1' AND action = 'push'"
         ),
         1
     );
