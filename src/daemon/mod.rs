@@ -253,6 +253,10 @@ impl Daemon {
                 .with_detail(format!("regwatch {VERSION} ({REVISION})")),
         )
         .await;
+        // Ready says the store takes commits, so not before the start row's commit (on
+        // PostgreSQL the first write opens the append connection). A failed commit is
+        // logged by the writer and keeps /readyz at 503 through the store's health.
+        let _ = self.shared.sink.sync().await;
         self.ready.store(true, Ordering::Release);
         self.spawn_tasks(pending.alert_wake, feed_start);
         self.spawn_listeners(pending.listeners);

@@ -252,6 +252,26 @@ mod tests {
         );
     }
 
+    /// `sync` answers once what was queued before it is committed, not merely queued.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sync_waits_for_the_events_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let writer = writer(&path, 64);
+        let sink = writer.sink();
+        for _ in 0..100 {
+            let e = Event::new(time::OffsetDateTime::now_utc(), Action::Pull, Source::Log);
+            sink.enqueue(e).await.unwrap();
+        }
+        sink.sync().await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 100);
+        writer.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn duplicates_are_stored_once_and_closed_store_refuses() {
         let dir = tempfile::tempdir().unwrap();

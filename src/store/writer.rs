@@ -184,6 +184,13 @@ impl Sink {
         self.write(vec![event], None).await.map(|n| n == 1)
     }
 
+    /// Waits until everything queued before it has been through a commit: `Ok` when it was
+    /// committed, the commit's error when not (regwatch's own events are then retained for
+    /// the next commit). An empty write: items are committed in the order they are queued.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.write(Vec::new(), None).await.map(|_| ())
+    }
+
     /// Commits all `events` in one transaction and waits for it. Returns how many were new
     /// (not re-deliveries).
     pub async fn append_all(&self, events: Vec<Event>) -> Result<usize, StoreError> {

@@ -1,33 +1,22 @@
 //! The audit trail end to end: the real registry's notifications, exactly-once delivery
 //! across a regwatch restart, the API's refusals, tampering found by `audit verify`,
-//! retention, and exports.
+//! retention, and exports; each on SQLite and on PostgreSQL (`both_backends!`), checked
+//! with the backend's own CLI (sqlite3, psql).
 
 use crate::support::*;
-use rusqlite::Connection;
 use std::process::Command;
 use std::time::Duration;
 
 const API_TOKEN: &str = "api-token-0c9e41";
 const NOTIFY_TOKEN: &str = "notify-token-7f3a2b";
 
-fn config(registry_url: &str) -> String {
-    ConfigBuilder::new(registry_url)
+/// The daemon's config on `db`: the API and notification tokens, a registry at `registry_url`.
+fn config(db: &TestDb, registry_url: &str) -> String {
+    db.configure(ConfigBuilder::new(registry_url))
         .api_token(API_TOKEN)
         .server("max_body_bytes", 65536)
         .registry("notifications_token", NOTIFY_TOKEN)
         .build()
-}
-
-fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
-    let conn = Connection::open(db).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n).map(|i| r.get::<_, Option<String>>(i)).collect()
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
 }
 
 fn s(v: &str) -> Option<String> {
@@ -82,8 +71,10 @@ fn registry_notification_counts(registry: &Registry) -> (u64, u64) {
     )
 }
 
-#[test]
-fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() {
+both_backends!(pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows);
+
+fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows(backend: Backend) {
+    let db = TestDb::start(backend);
     let port = free_port();
     let registry = Registry::start(RegistryOptions {
         notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
@@ -95,7 +86,7 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
         .prefix("regwatch-audit-")
         .tempdir()
         .unwrap();
-    let daemon = Daemon::start_on(port, dir, &config(&nginx.url()), &[]);
+    let daemon = Daemon::start_on(port, dir, &config(&db, &nginx.url()), &[]);
     let images = Images::build();
 
     assert_ok(
@@ -120,12 +111,8 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
     let digest = manifest_digest(&nginx.url(), "team/app", "1.0");
     delete_manifest(&nginx.url(), "team/app", &digest);
 
-    let db = daemon.db_path();
     wait_until(Duration::from_secs(20), "the delete notifications", || {
-        count(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE action = 'delete'",
-        ) == 2
+        db.count("SELECT count(*) FROM audit_events WHERE action = 'delete'") == 2
     });
     // Every event the registry sent is stored, once.
     wait_until(
@@ -142,36 +129,24 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
     )
     .unwrap() as u64;
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE source = 'notification'"
-        ) as u64
+        db.count("SELECT count(*) FROM audit_events WHERE source = 'notification'") as u64 + own,
+        sent
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'")
+            as u64
             + own,
         sent
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'"
-        ) as u64
-            + own,
-        sent
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE user_agent LIKE 'regwatch/%'"
-        ),
+        db.count("SELECT count(*) FROM audit_events WHERE user_agent LIKE 'regwatch/%'"),
         0
     );
 
     let cols =
         "SELECT actor, repository, tag, digest, remote_addr, method, registry FROM audit_events";
     assert_eq!(
-        rows(
-            &db,
-            &format!("{cols} WHERE action = 'push' AND tag IS NOT NULL")
-        ),
+        db.rows(&format!("{cols} WHERE action = 'push' AND tag IS NOT NULL")),
         vec![vec![
             s("alice"),
             s("team/app"),
@@ -183,10 +158,9 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
         ]]
     );
     assert_eq!(
-        rows(
-            &db,
-            &format!("{cols} WHERE action = 'pull' AND tag = '1.0' AND method = 'GET'")
-        ),
+        db.rows(&format!(
+            "{cols} WHERE action = 'pull' AND tag = '1.0' AND method = 'GET'"
+        )),
         vec![vec![
             s("bob"),
             s("team/app"),
@@ -199,24 +173,20 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
     );
     // Four blobs (config + three layers) pushed by alice and pulled by bob.
     assert_eq!(
-        count(
-            &db,
+        db.count(
             "SELECT count(*) FROM audit_events WHERE action = 'push' AND media_type = 'application/octet-stream'"
         ),
         4
     );
     assert_eq!(
-        count(
-            &db,
+        db.count(
             "SELECT count(*) FROM audit_events WHERE action = 'pull' AND actor = 'bob' AND media_type = 'application/octet-stream'"
         ),
         4
     );
     // A delete by digest is two events of one request: the digest, and the tag it had.
     assert_eq!(
-        rows(
-            &db,
-            "SELECT actor, repository, tag, digest FROM audit_events WHERE action = 'delete' ORDER BY id"
+        db.rows("SELECT actor, repository, tag, digest FROM audit_events WHERE action = 'delete' ORDER BY id"
         ),
         vec![
             vec![s("alice"), s("team/app"), None, Some(digest.clone())],
@@ -229,8 +199,8 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
         "audit",
         "query",
         "--grouped",
-        "--database",
-        db.to_str().unwrap(),
+        "--config",
+        daemon.config_path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(|l| l.split_once("  ").unwrap().1).collect();
@@ -279,8 +249,10 @@ fn pushes_pulls_and_deletes_through_the_real_registry_become_exact_audit_rows() 
     assert!(csv.starts_with("id,time,registry,action,"), "{csv}");
 }
 
-#[test]
-fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
+both_backends!(events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts);
+
+fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts(backend: Backend) {
+    let db = TestDb::start(backend);
     let port = free_port();
     let registry = Registry::start(RegistryOptions {
         notify_url: Some(format!("http://127.0.0.1:{port}/notifications")),
@@ -291,7 +263,7 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
         .prefix("regwatch-audit-")
         .tempdir()
         .unwrap();
-    let cfg = config(&registry.url());
+    let cfg = config(&db, &registry.url());
     let daemon = Daemon::start_on(port, dir, &cfg, &[]);
     let images = Images::build();
     assert_ok(
@@ -304,10 +276,7 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
         "push",
     );
     wait_until(Duration::from_secs(10), "first push stored", || {
-        count(
-            &daemon.db_path(),
-            "SELECT count(*) FROM audit_events WHERE tag = '1.0' AND action = 'push'",
-        ) == 1
+        db.count("SELECT count(*) FROM audit_events WHERE tag = '1.0' AND action = 'push'") == 1
     });
     let dir = daemon.stop();
 
@@ -333,7 +302,6 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
         "the registry's retries to land",
         || registry_notification_counts(&registry).1 == 0,
     );
-    let db = daemon.db_path();
     let (sent, _) = registry_notification_counts(&registry);
     // regwatch polls through nginx: the registry notifies it of its own manifest reads too,
     // and those are counted apart, not stored.
@@ -343,36 +311,31 @@ fn events_sent_while_regwatch_is_down_arrive_exactly_once_after_it_restarts() {
     )
     .unwrap() as u64;
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE source = 'notification'"
-        ) as u64
+        db.count("SELECT count(*) FROM audit_events WHERE source = 'notification'") as u64 + own,
+        sent
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'")
+            as u64
             + own,
         sent
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(DISTINCT event_id) FROM audit_events WHERE source = 'notification'"
-        ) as u64
-            + own,
-        sent
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM audit_events WHERE user_agent LIKE 'regwatch/%'"
-        ),
+        db.count("SELECT count(*) FROM audit_events WHERE user_agent LIKE 'regwatch/%'"),
         0
     );
     assert_eq!(
-        count(
-            &db,
+        db.count(
             "SELECT count(*) FROM audit_events WHERE repository = 'tools/tool' AND tag = '0.1' AND action = 'push'"
         ),
         1
     );
-    let (code, out, _) = regwatch(&["audit", "verify", "--database", db.to_str().unwrap()]);
+    let (code, out, _) = regwatch(&[
+        "audit",
+        "verify",
+        "--config",
+        daemon.config_path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -401,14 +364,15 @@ fn post_samples(port: u16) -> usize {
     n
 }
 
-#[test]
-fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
+both_backends!(the_receiver_refuses_bad_requests_and_stores_nothing_from_them);
+
+fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them(backend: Backend) {
+    let db = TestDb::start(backend);
     let dir = tempfile::Builder::new()
         .prefix("regwatch-audit-")
         .tempdir()
         .unwrap();
-    let daemon = Daemon::start_in(dir, &config("http://127.0.0.1:9"), &[]);
-    let db = daemon.db_path();
+    let daemon = Daemon::start_in(dir, &config(&db, "http://127.0.0.1:9"), &[]);
     let envelope = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/notifications.ndjson"
@@ -418,7 +382,7 @@ fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
     .unwrap()
     .as_bytes()
     .to_vec();
-    let before = count(&db, "SELECT count(*) FROM audit_events");
+    let before = db.count("SELECT count(*) FROM audit_events");
 
     let (status, body) = http(
         "POST",
@@ -477,9 +441,10 @@ fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
         (400, r#"{"error":"event 0: unknown action \"explode\""}"#)
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM audit_events"),
+        db.count("SELECT count(*) FROM audit_events"),
         before,
-        "a refused request wrote something"
+        "a refused request wrote something: {:?}",
+        db.rows("SELECT id, action, source, time FROM audit_events ORDER BY id")
     );
 
     // The API needs its token too, and the notification token is not it.
@@ -523,7 +488,7 @@ fn the_receiver_refuses_bad_requests_and_stores_nothing_from_them() {
         (status, body.as_str()),
         (200, r#"{"accepted":0,"duplicates":1}"#)
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events"), before + 1);
+    assert_eq!(db.count("SELECT count(*) FROM audit_events"), before + 1);
 }
 
 /// `regwatch audit verify -c CONFIG`: the database the config names, on either backend.
@@ -844,15 +809,16 @@ fn exports_stream_every_row_in_each_format(backend: Backend) {
     assert!(!html.contains("<script"), "the report must be inert");
 }
 
+both_backends!(export_into_a_closed_pipe_exits_zero);
+
 /// `regwatch audit export | head -1`: the reader goes away after one line; regwatch stops
 /// writing and exits 0, with nothing on stderr (a broken pipe is not an error).
-#[test]
-fn export_into_a_closed_pipe_exits_zero() {
+fn export_into_a_closed_pipe_exits_zero(backend: Backend) {
     use regwatch::model::{Action, Event, Source};
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("p.db");
-    let writer = regwatch::store::Store::sqlite(&db)
+    let db = TestDb::start(backend);
+    let writer = db
+        .store()
         .start_writer(
             1024,
             std::sync::Arc::new(regwatch::model::clock::SystemClock),
@@ -868,8 +834,8 @@ fn export_into_a_closed_pipe_exits_zero() {
     }
     writer.close_blocking();
     let mut child = Command::new(env!("CARGO_BIN_EXE_regwatch"))
-        .args(["audit", "export", "--format", "csv", "--database"])
-        .arg(&db)
+        .args(["audit", "export", "--format", "csv", "--config"])
+        .arg(db.cli_config())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -100,6 +100,33 @@ impl TestDb {
             .unwrap_or_else(|_| panic!("{sql} printed {out:?}"))
     }
 
+    /// The rows of `sql`, each column `None` for NULL: read with the backend's CLI, fields
+    /// split at a unit separator and NULL printed as a marker no test value contains.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        const NULL: &str = "\u{1}NULL\u{1}";
+        const SEP: &str = "\u{1f}";
+        let out = match &self.pg {
+            None => {
+                let out = std::process::Command::new("sqlite3")
+                    .args(["-list", "-separator", SEP, "-nullvalue", NULL])
+                    .arg(self.sqlite_path())
+                    .arg(sql)
+                    .output()
+                    .unwrap();
+                super::proc::assert_ok(&out, "sqlite3 -list");
+                String::from_utf8(out.stdout).unwrap()
+            }
+            Some(pg) => pg.psql_fields(sql, SEP, NULL),
+        };
+        out.lines()
+            .map(|line| {
+                line.split(SEP)
+                    .map(|v| (v != NULL).then(|| v.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// `SELECT … FROM audit_events …` as CSV with a header, as the backend's CLI writes it.
     pub fn csv(&self, sql: &str) -> String {
         match &self.pg {

@@ -158,6 +158,20 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The rows of `sql`, one a line, fields separated by `sep`, NULL printed as `null`.
+    pub fn psql_fields(&self, sql: &str, sep: &str, null: &str) -> String {
+        let out = run(
+            Command::new(bin("psql"))
+                .env("PGPASSWORD", PG_PASSWORD)
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                .args(["-F", sep, "-P", &format!("null={null}")])
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "regwatch", "-d", "regwatch", "-c", sql]),
+            &format!("psql {sql}"),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// One integer from `sql`.
     pub fn count(&self, sql: &str) -> i64 {
         let out = self.psql(sql);
