@@ -156,14 +156,6 @@ const FEED_PAGE: u64 = 1000;
 /// forwarders' cursors (a name no `[[forward]]` is given in practice: it is shown nowhere).
 const FEED_CURSOR: &str = "(alerting)";
 
-/// Sends every audit row committed (by any agent) after the feed's stored cursor to `tap`,
-/// in id order, until `stop`, moving the cursor after each page. So the next holder of the
-/// alerting lease goes on where the last one left, rows committed while nobody held it (a
-/// few seconds after its holder died, or before the first agent took it) included. With no
-/// cursor stored yet (a database new to alerting) it starts after `start`, the last row
-/// when this agent connected: older rows were never meant for these rules. A holder that
-/// dies between sending a page and storing the cursor leaves those rows to be matched again
-/// by the next one; the stored alert states keep that from notifying twice.
 /// Where the alerting feed starts and whether it reads the rows at all.
 struct Feed {
     /// The last row when this agent connected.
@@ -174,6 +166,15 @@ struct Feed {
     rows: bool,
 }
 
+/// Sends every audit row committed (by any agent) after the feed's stored cursor to `tap`,
+/// in id order, until `stop`, moving the cursor after each page. So the next holder of the
+/// alerting lease goes on where the last one left, rows committed while nobody held it (a
+/// few seconds after its holder died, or before the first agent took it) included. With no
+/// cursor stored yet (a database new to alerting) it starts after `start`, the last row
+/// when this agent connected: older rows were never meant for these rules. Without an
+/// `audit_match` rule ([`Feed::rows`] false) it moves the cursor without reading the rows.
+/// A holder that dies between sending a page and storing the cursor leaves those rows to be
+/// matched again by the next one; the stored alert states keep that from notifying twice.
 async fn feed_committed(
     store: Store,
     sink: crate::store::Sink,

@@ -153,12 +153,7 @@ impl ParsedLine<'_> {
 
     /// Classifies the request, if the line has a method, path and status.
     pub fn classify(&self) -> Option<Classified<'_>> {
-        Some(classify::classify(
-            self.method.as_deref()?,
-            self.path.as_deref()?,
-            self.status?,
-            self.user.is_some(),
-        ))
+        RequestFacts::of(self).classify()
     }
 
     /// Detaches the line from the input buffer.
@@ -361,6 +356,21 @@ impl<'a> LineText<'a> {
             bytes,
             text: std::str::from_utf8(bytes).ok(),
         }
+    }
+
+    /// An ASCII line (nearly every line of an access log), `None` for any other: the
+    /// line's text without `from_utf8`'s validation, which is several times dearer than
+    /// `is_ascii` (a tenth of a combined line's quick judging).
+    pub(crate) fn ascii(bytes: &'a [u8]) -> Option<Self> {
+        if !bytes.is_ascii() {
+            return None;
+        }
+        // SAFETY: ASCII is UTF-8.
+        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+        Some(LineText {
+            bytes,
+            text: Some(text),
+        })
     }
 
     /// `part` (a slice of the line) as text, when the line is text and `part` is cut at
