@@ -174,7 +174,7 @@ fn ours(path: &std::path::Path) -> (f64, u64, u64, u64) {
         alert_wake: None,
         logins: Default::default(),
         // As the daemon: a large read is parsed on two threads where there are two cores.
-        parse_threads: regwatch::sources::tail::lines::parse_threads(),
+        parallel: regwatch::sources::tail::parallel::Parallel::available(),
     };
     let mut follower = Follower::new("bench", path, StartAt::Beginning, 64 * 1024, None);
     let now = time::OffsetDateTime::now_utc();

@@ -97,7 +97,7 @@ fn tail_for(
         counters: s.metrics.log_counters(&log.name, &log.registry),
         alert_wake: Some(alert_wake.clone()),
         logins,
-        parse_threads: crate::sources::tail::lines::parse_threads(),
+        parallel: crate::sources::tail::parallel::Parallel::available(),
     };
     let is_glob = log
         .path

@@ -101,6 +101,19 @@ impl<'a> Lines<'a> {
             .map(move |&(start, end)| &buf[start..end])
     }
 
+    /// Line `i`.
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        self.ranges
+            .get(i)
+            .map(|&(start, end)| &self.buf[start..end])
+    }
+
+    /// Lines of `buf` at `ranges` (start and end of each, without its newline).
+    #[cfg(test)]
+    pub(crate) fn new(buf: &'a [u8], ranges: &'a [(usize, usize)]) -> Self {
+        Lines { buf, ranges }
+    }
+
     /// The first `mid` lines and the rest.
     pub fn split_at(&self, mid: usize) -> (Lines<'a>, Lines<'a>) {
         let (a, b) = self.ranges.split_at(mid.min(self.ranges.len()));

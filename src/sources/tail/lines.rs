@@ -3,6 +3,7 @@
 
 use super::follower::Lines;
 use super::logins::{self, Attempt, Correlator, Report, Seen};
+use super::parallel::Parallel;
 use crate::formats::classify::{Operation, Outcome, Route};
 use crate::formats::log::{self, LineKind, LogFormat, RequestFacts};
 use crate::metrics::LogCounters;
@@ -39,24 +40,10 @@ pub struct LineHandler {
     /// The failed logins the registry's logs reported, shared by its tailers, so that
     /// nginx's access and error logs (or the registry's own log) count each one once.
     pub logins: Arc<Mutex<Correlator>>,
-    /// Threads a large block of lines is parsed on (see [`LineHandler::handle_lines`]); 1
-    /// parses on the tailer's thread only.
-    pub parse_threads: usize,
+    /// The threads a large block of lines is judged on (see [`LineHandler::handle_lines`]):
+    /// [`Parallel::available`], or `Parallel::new(1)` for the tailer's thread only.
+    pub parallel: Parallel<ChunkSummary>,
 }
-
-/// Threads worth parsing a catch-up on: two where the machine has two cores or more (a
-/// second helper would mostly wait for the tailer applying the results in order).
-pub fn parse_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
-}
-
-/// Blocks of fewer lines are parsed on the tailer's thread alone: starting a helper thread
-/// costs about as much as parsing a few hundred lines, and a live tailer's reads are small.
-const PARALLEL_MIN_LINES: usize = 2048;
-
-/// Lines a thread claims at a time from a shared block: enough that claiming costs nothing
-/// next to judging them, few enough that neither thread waits long for the other at the end.
-const CHUNK_LINES: usize = 256;
 
 /// What a batch's lines added to the log's counters, added to them when the batch ends
 /// (one atomic add per counter and batch instead of several per line).
@@ -74,6 +61,18 @@ struct Tally {
 }
 
 impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.lines += o.lines;
+        self.parse_errors += o.parse_errors;
+        self.self_requests += o.self_requests;
+        self.blob_checks += o.blob_checks;
+        self.pulls += o.pulls;
+        self.pull_failures += o.pull_failures;
+        self.pushes += o.pushes;
+        self.deletes += o.deletes;
+        self.auth_failures += o.auth_failures;
+    }
+
     fn add_to(&self, c: &LogCounters) {
         for (counter, n) in [
             (&c.lines, self.lines),
@@ -122,6 +121,41 @@ enum Verdict {
     Login(Report),
 }
 
+/// What a line needs beyond its counts, from the tailer's thread in file order: the
+/// pairing of a failed login, or an audit event (a few lines per hundred).
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    Login(Report),
+    Event(Action),
+}
+
+/// Pulls per second: (second, pulls, failed pulls), one entry per run of lines in the
+/// same second (what the traffic windows take).
+#[derive(Default)]
+struct PullRuns(Vec<(i64, u32, u32)>);
+
+impl PullRuns {
+    fn add(&mut self, at: i64, n: u32, failed: u32) {
+        match self.0.last_mut() {
+            Some((second, pulls, f)) if *second == at => {
+                *pulls += n;
+                *f += failed;
+            }
+            _ => self.0.push((at, n, failed)),
+        }
+    }
+}
+
+/// What the lines of one chunk of a block add up to, judged on either thread (see
+/// [`Parallel`]): their counts and pulls, and the lines that need the tailer's thread.
+#[derive(Default)]
+pub struct ChunkSummary {
+    tally: Tally,
+    pulls: PullRuns,
+    /// By index in the chunk, in order.
+    needs: Vec<(u32, Need)>,
+}
+
 /// What the lines of one read batch did: the changes to the registry's traffic windows,
 /// applied under one lock when the batch ends (not per line, and without holding the lock
 /// while reading, so the registry's other logs, `/metrics` and the evaluator never wait for
@@ -131,24 +165,11 @@ enum Verdict {
 /// lines costs a few hundred wake-ups, and a live line still wakes it at once).
 #[derive(Default)]
 pub struct Batch {
-    /// (second, pulls, failed pulls), one entry per run of lines in the same second.
-    pulls: Vec<(i64, u32, u32)>,
+    pulls: PullRuns,
     /// (second, user, address) of each failed login.
     logins: Vec<(i64, Option<String>, Option<String>)>,
     tally: Tally,
     pub events: Vec<Event>,
-}
-
-impl Batch {
-    fn pull(&mut self, at: i64, failed: bool) {
-        match self.pulls.last_mut() {
-            Some((second, n, f)) if *second == at => {
-                *n += 1;
-                *f += u32::from(failed);
-            }
-            _ => self.pulls.push((at, 1, u32::from(failed))),
-        }
-    }
 }
 
 impl LineHandler {
@@ -167,12 +188,12 @@ impl LineHandler {
             events,
         } = batch;
         tally.add_to(&self.counters);
-        if pulls.is_empty() && logins.is_empty() {
+        if pulls.0.is_empty() && logins.is_empty() {
             return events;
         }
         {
             let mut stats = self.stats.lock().expect("stats lock");
-            for (at, n, failed) in pulls {
+            for (at, n, failed) in pulls.0 {
                 stats.pulls(at, n, failed);
             }
             for (at, user, address) in &logins {
@@ -187,50 +208,53 @@ impl LineHandler {
     }
 
     /// Handles the lines of one read, in order. A large block (a catch-up) is judged on
-    /// two threads, which claim it a chunk at a time (so both end together, whatever else
-    /// the machine runs: the store's writer, the evaluator), then this thread applies the
-    /// verdicts in file order, so the windows, the pairing of failed logins and the order
-    /// of audit events are those of one thread.
+    /// two threads while this one applies the chunks judged so far (see [`Parallel`]).
     pub fn handle_lines(&self, lines: Lines<'_>, now: OffsetDateTime, batch: &mut Batch) {
-        if self.parse_threads < 2 || lines.len() < PARALLEL_MIN_LINES {
-            lines.iter().for_each(|line| self.handle(line, now, batch));
-            return;
-        }
-        // The verdicts are written in place, a claimed chunk at a time: no allocation on
-        // the helper (whose frees would cross threads), no merge.
-        let mut verdicts = vec![Verdict::Nothing; lines.len()];
-        let chunk = |i: usize| lines.split_at(i * CHUNK_LINES).1.split_at(CHUNK_LINES).0;
-        {
-            let todo = Mutex::new(verdicts.chunks_mut(CHUNK_LINES).enumerate());
-            let judge_chunks = || {
-                loop {
-                    // Its own statement: the lock is released before the chunk is judged.
-                    let next = todo.lock().expect("chunk queue").next();
-                    let Some((i, out)) = next else { return };
-                    for (slot, line) in out.iter_mut().zip(chunk(i).iter()) {
-                        *slot = self.judge(line, now);
-                    }
-                }
-            };
-            std::thread::scope(|s| {
-                let helper = s.spawn(judge_chunks);
-                judge_chunks();
-                // The helper only parses: it cannot panic but by a bug, which is then this
-                // thread's panic too.
-                helper
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            });
-        }
-        for (line, verdict) in lines.iter().zip(verdicts) {
-            self.apply(verdict, line, now, batch);
+        self.parallel.run(
+            lines,
+            |chunk, summary| self.judge_chunk(chunk, now, summary),
+            |chunk, summary| self.apply_chunk(chunk, summary, now, batch),
+        );
+    }
+
+    /// Counts a chunk's lines into `summary` (overwritten) and notes those that need more.
+    fn judge_chunk(&self, chunk: Lines<'_>, now: OffsetDateTime, summary: &mut ChunkSummary) {
+        let ChunkSummary {
+            tally,
+            pulls,
+            needs,
+        } = summary;
+        *tally = Tally::default();
+        pulls.0.clear();
+        needs.clear();
+        for (i, line) in chunk.iter().enumerate() {
+            if let Some(need) = count(self.judge(line, now), tally, pulls) {
+                needs.push((i as u32, need));
+            }
         }
     }
 
-    /// Handles one line of `batch`. `now` bounds times from the future.
-    pub fn handle(&self, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
-        let verdict = self.judge(line, now);
-        self.apply(verdict, line, now, batch);
+    /// Adds a judged chunk to the batch, in file order.
+    fn apply_chunk(
+        &self,
+        chunk: Lines<'_>,
+        summary: &ChunkSummary,
+        now: OffsetDateTime,
+        batch: &mut Batch,
+    ) {
+        batch.tally.add(&summary.tally);
+        for &(at, n, failed) in &summary.pulls.0 {
+            batch.pulls.add(at, n, failed);
+        }
+        for &(i, need) in &summary.needs {
+            let Some(line) = chunk.get(i as usize) else {
+                continue;
+            };
+            match need {
+                Need::Login(report) => self.login(report, line, now, batch),
+                Need::Event(action) => self.request_event(line, action, now, batch),
+            }
+        }
     }
 
     /// What `line` means; touches nothing shared. A request line of a combined access log
@@ -303,49 +327,6 @@ impl LineHandler {
             },
             (Operation::Delete, Outcome::Ok) => Verdict::Delete { audit },
             _ => Verdict::Nothing,
-        }
-    }
-
-    /// Applies what [`judge`](Self::judge) found, in file order. Lines that become audit
-    /// events or failed logins (a few per hundred) are parsed again for their fields.
-    fn apply(&self, verdict: Verdict, line: &[u8], now: OffsetDateTime, batch: &mut Batch) {
-        let tally = &mut batch.tally;
-        tally.lines += 1;
-        let action = match verdict {
-            Verdict::Nothing => None,
-            Verdict::Unparsable => {
-                tally.parse_errors += 1;
-                None
-            }
-            Verdict::SelfRequest => {
-                tally.self_requests += 1;
-                None
-            }
-            Verdict::Check => {
-                tally.blob_checks += 1;
-                None
-            }
-            Verdict::Pull { at, failed, audit } => {
-                tally.pulls += 1;
-                tally.pull_failures += u64::from(failed);
-                batch.pull(at, failed);
-                audit.then_some(Action::Pull)
-            }
-            Verdict::Push { manifest, audit } => {
-                tally.pushes += u64::from(manifest);
-                audit.then_some(Action::Push)
-            }
-            Verdict::Delete { audit } => {
-                tally.deletes += 1;
-                audit.then_some(Action::Delete)
-            }
-            Verdict::Login(report) => {
-                self.login(report, line, now, batch);
-                None
-            }
-        };
-        if let Some(action) = action {
-            self.request_event(line, action, now, batch);
         }
     }
 
@@ -435,6 +416,43 @@ impl LineHandler {
     }
 }
 
+/// Counts what a line judged `verdict` adds; what it needs beyond that, if anything (the
+/// lines that become audit events or failed logins are parsed again for their fields).
+fn count(verdict: Verdict, tally: &mut Tally, pulls: &mut PullRuns) -> Option<Need> {
+    tally.lines += 1;
+    let action = match verdict {
+        Verdict::Nothing => None,
+        Verdict::Unparsable => {
+            tally.parse_errors += 1;
+            None
+        }
+        Verdict::SelfRequest => {
+            tally.self_requests += 1;
+            None
+        }
+        Verdict::Check => {
+            tally.blob_checks += 1;
+            None
+        }
+        Verdict::Pull { at, failed, audit } => {
+            tally.pulls += 1;
+            tally.pull_failures += u64::from(failed);
+            pulls.add(at, 1, u32::from(failed));
+            audit.then_some(Action::Pull)
+        }
+        Verdict::Push { manifest, audit } => {
+            tally.pushes += u64::from(manifest);
+            audit.then_some(Action::Push)
+        }
+        Verdict::Delete { audit } => {
+            tally.deletes += 1;
+            audit.then_some(Action::Delete)
+        }
+        Verdict::Login(report) => return Some(Need::Login(report)),
+    };
+    action.map(Need::Event)
+}
+
 /// The line's own time, or `now` for a line without one; never later than `now`.
 fn line_time(p: &log::ParsedLine<'_>, now: OffsetDateTime) -> OffsetDateTime {
     p.time.map(|t| t.min(now)).unwrap_or(now)
@@ -493,7 +511,7 @@ mod tests {
             counters: Metrics::new().log_counters("access", "main"),
             alert_wake: None,
             logins: Default::default(),
-            parse_threads,
+            parallel: Parallel::new(parse_threads),
         }
     }
 
@@ -553,7 +571,7 @@ mod tests {
         let (events_one, _) = tail(&one, &text);
         let (events_two, largest) = tail(&two, &text);
         assert!(
-            largest >= PARALLEL_MIN_LINES,
+            largest >= crate::sources::tail::parallel::PARALLEL_MIN_LINES,
             "no block was split: {largest}"
         );
         assert_eq!(counts(&one), counts(&two));

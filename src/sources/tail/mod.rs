@@ -5,6 +5,7 @@
 pub mod follower;
 pub mod lines;
 pub mod logins;
+pub mod parallel;
 
 use crate::config::log::StartAt;
 use crate::model::clock::SharedClock;
