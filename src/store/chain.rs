@@ -33,6 +33,12 @@ pub struct Row<'a> {
 /// Canonical bytes: a JSON array of the columns in a fixed order (unambiguous: every string
 /// is quoted and escaped, absent values are `null`).
 pub fn canonical(row: &Row<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(&mut out, row);
+    out
+}
+
+fn write_canonical(out: impl std::io::Write, row: &Row<'_>) {
     let values = (
         row.time,
         row.registry,
@@ -48,16 +54,19 @@ pub fn canonical(row: &Row<'_>) -> Vec<u8> {
         row.request_id,
         (row.method, row.source, row.status, row.event_id, row.detail),
     );
-    serde_json::to_vec(&values).expect("serializing strings and integers cannot fail")
+    serde_json::to_writer(out, &values).expect("serializing strings and integers cannot fail")
 }
 
-/// The hash of `row` chained after `prev_hash` (lower-case hex).
+/// The hash of `row` chained after `prev_hash` (lower-case hex). The canonical bytes go
+/// straight into the hash (the writer links every row it stores: no buffer per row).
 pub fn link(prev_hash: &str, row: &Row<'_>) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(canonical(row));
-    hex::encode(h.finalize())
+    write_canonical(&mut h, row);
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 #[cfg(test)]

@@ -36,9 +36,10 @@ const CLOSE_ATTEMPTS: usize = 3;
 type Ack = oneshot::Sender<Result<usize, StoreError>>;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// Events (and a checkpoint) committed together.
+/// Events (and a checkpoint) committed together. Shared: a tailer keeps its batch until
+/// the commit is acknowledged (to send it again if it fails) without copying it.
 pub(super) struct Item {
-    pub events: Vec<Event>,
+    pub events: Arc<Vec<Event>>,
     pub checkpoint: Option<Checkpoint>,
     ack: Option<Ack>,
 }
@@ -170,7 +171,7 @@ impl Sink {
     ) -> Result<usize, StoreError> {
         self.request(|ack| {
             Command::Write(Item {
-                events,
+                events: Arc::new(events),
                 checkpoint,
                 ack: Some(ack),
             })
@@ -200,7 +201,7 @@ impl Sink {
     /// Commits `events` and the log `checkpoint` in one transaction, from a tailer thread.
     pub fn commit_tail_blocking(
         &self,
-        events: Vec<Event>,
+        events: Arc<Vec<Event>>,
         checkpoint: Checkpoint,
     ) -> Result<usize, StoreError> {
         self.send_tail_blocking(events, checkpoint)?.wait()
@@ -211,7 +212,7 @@ impl Sink {
     /// committed in the order they are queued.
     pub fn send_tail_blocking(
         &self,
-        events: Vec<Event>,
+        events: Arc<Vec<Event>>,
         checkpoint: Checkpoint,
     ) -> Result<TailCommit, StoreError> {
         let (ack, done) = oneshot::channel();
@@ -343,7 +344,7 @@ impl Sink {
 
 fn unacknowledged(event: Event) -> Command {
     Command::Write(Item {
-        events: vec![event],
+        events: Arc::new(vec![event]),
         checkpoint: None,
         ack: None,
     })
