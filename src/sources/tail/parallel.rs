@@ -91,22 +91,19 @@ impl<S: Default + Send> Parallel<S> {
             true
         };
         let mut applied = 0;
-        let mut apply_judged = |applied: &mut usize| {
-            while let Some(slot) = slots.get(*applied) {
+        let mut apply_judged = || {
+            while let Some(slot) = slots.get(applied) {
                 if !slot.judged.load(Ordering::Acquire) {
                     return;
                 }
-                apply(
-                    chunk(*applied),
-                    &slot.summary.lock().expect("chunk summary"),
-                );
-                *applied += 1;
+                apply(chunk(applied), &slot.summary.lock().expect("chunk summary"));
+                applied += 1;
             }
         };
         std::thread::scope(|s| {
             let helper = s.spawn(|| while judge_next() {});
             while judge_next() {
-                apply_judged(&mut applied);
+                apply_judged();
             }
             // The helper only judges: it cannot panic but by a bug, which is then this
             // thread's panic too.
@@ -114,7 +111,7 @@ impl<S: Default + Send> Parallel<S> {
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
         });
-        apply_judged(&mut applied);
+        apply_judged();
         debug_assert_eq!(applied, n, "every chunk applied");
     }
 }
