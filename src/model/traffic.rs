@@ -82,7 +82,7 @@ impl<const N: usize> Ring<N> {
 pub const MAX_KEYS: usize = 50_000;
 
 /// Auth failures per key (a user name or an address) over the last minute.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyedWindow {
     // Boxed rings keep the table's slots at 24 bytes: the table is sized for its high-water
     // mark and, after evictions, may double once while the live entries stay ≤ MAX_KEYS.
@@ -94,10 +94,25 @@ pub struct KeyedWindow {
     /// rule's scan (after every batch of lines) and `/metrics` skip the table when no key
     /// can be over the threshold or above the best found.
     hi: u64,
+    /// At least the newest second any ring counts (`i64::MIN` before the first add). A
+    /// catch-up of an old log leaves thousands of rings that are all past at the wall clock;
+    /// with it, a scan at that time (every `/metrics` scrape) returns without visiting them.
+    newest: i64,
+}
+
+impl Default for KeyedWindow {
+    fn default() -> Self {
+        KeyedWindow {
+            keys: HashMap::new(),
+            hi: 0,
+            newest: i64::MIN,
+        }
+    }
 }
 
 impl KeyedWindow {
     pub fn add(&mut self, key: &str, at: i64) {
+        self.newest = self.newest.max(at);
         if let Some(r) = self.keys.get_mut(key) {
             r.add(at, 1);
             self.hi = self.hi.max(r.upper_bound());
@@ -146,13 +161,18 @@ impl KeyedWindow {
         self.reset_hi();
     }
 
+    /// Whether no ring can hold a failure in the `secs` seconds up to `now`.
+    fn past(&self, now: i64, secs: usize) -> bool {
+        self.newest == i64::MIN || self.newest <= now - secs.min(60) as i64
+    }
+
     pub fn count(&self, key: &str, now: i64) -> u64 {
         self.keys.get(key).map(|r| r.sum(now, 60)).unwrap_or(0)
     }
 
     /// Every key with more than `threshold` failures in the last `secs` seconds (≤ 60).
     pub fn over(&self, now: i64, secs: usize, threshold: f64) -> Vec<(String, u64)> {
-        if self.hi as f64 <= threshold {
+        if self.hi as f64 <= threshold || self.past(now, secs) {
             return Vec::new();
         }
         let mut v: Vec<(String, u64)> = self
@@ -170,6 +190,9 @@ impl KeyedWindow {
     /// The key with the most failures in the last minute.
     pub fn max(&self, now: i64) -> Option<(&str, u64)> {
         let mut best: Option<(&str, u64)> = None;
+        if self.past(now, 60) {
+            return None;
+        }
         for (k, r) in &self.keys {
             // Only a ring that could reach the best so far is summed.
             if best.is_some_and(|(_, n)| r.upper_bound() < n) {
@@ -192,6 +215,9 @@ impl KeyedWindow {
     /// best so far are not summed, and the scan ends when one reaches [`hi`](Self::hi).
     pub fn max_count(&self, now: i64) -> u64 {
         let mut best = 0;
+        if self.past(now, 60) {
+            return 0;
+        }
         for r in self.keys.values() {
             if best >= self.hi {
                 break;
@@ -393,6 +419,27 @@ mod tests {
             "bob's failures at 506..=510 remain"
         );
         assert_eq!(s.auth_burst_max(700), 0);
+    }
+
+    #[test]
+    fn a_window_whose_failures_all_left_the_minute_reports_none() {
+        let mut w = KeyedWindow::default();
+        for i in 0..1000 {
+            w.add(&format!("10.0.{}.{}", i / 250, i % 250), 1000 + i % 11);
+        }
+        // One key failed twice at second 1010, 89 others once then.
+        w.add("10.0.0.10", 1010);
+        assert_eq!(w.max_count(1069), 2, "second 1010 is the minute's oldest");
+        assert_eq!(w.max(1069), Some(("10.0.0.10", 2)));
+        assert_eq!(w.over(1069, 60, 1.0), vec![("10.0.0.10".to_string(), 2)]);
+        assert_eq!(w.over(1069, 60, 0.0).len(), 90);
+        assert!(
+            w.over(1069, 59, 0.0).is_empty(),
+            "not in the last 59 seconds"
+        );
+        assert_eq!(w.max_count(1070), 0);
+        assert_eq!(w.max(1070), None);
+        assert!(w.over(1070, 60, 0.0).is_empty());
     }
 
     #[test]
