@@ -290,6 +290,52 @@ mod tests {
         assert!(matches!(sink.append(e).await, Err(StoreError::Closed)));
     }
 
+    /// A burst of commits leaves its pages in the write-ahead log (checkpoints would copy
+    /// and fsync them again and again); they reach the database file once the writer idles.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_write_ahead_log_is_checkpointed_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let writer = writer(&path, 64);
+        let sink = writer.sink();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        sink.sync().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let empty = size();
+        // About 6 MB of rows: more than SQLite's default 1000-page checkpoint interval.
+        for burst in 0..3 {
+            let events = (0..4000)
+                .map(|i| {
+                    let mut e =
+                        Event::new(time::OffsetDateTime::now_utc(), Action::Pull, Source::Log);
+                    e.detail = Some(format!("{burst}-{i}-{}", "x".repeat(400)));
+                    e
+                })
+                .collect();
+            assert_eq!(sink.append_all(events).await.unwrap(), 4000);
+        }
+        assert!(
+            size() < empty + (1 << 20),
+            "checkpointed during the burst: {}",
+            size()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < empty + (5 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never checkpointed: {}",
+                size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        writer.close().await;
+        let verdict = Store::sqlite(&path).reader().unwrap().verify(None).unwrap();
+        assert!(
+            matches!(verdict, Verdict::Ok { rows: 12000, .. }),
+            "{verdict:?}"
+        );
+    }
+
     #[test]
     fn a_missing_database_is_named() {
         let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,11 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Commits tried at shutdown for events still retained, before they are reported lost.
 const CLOSE_ATTEMPTS: usize = 3;
 
+/// How long the writer goes without a command, after some, before it calls
+/// [`Backend::idle`]: longer than a catch-up's pauses between batches (tens of ms), so that
+/// work waits until the catch-up is over.
+const IDLE: Duration = Duration::from_millis(500);
+
 /// Answered with how many of the item's events were new (not re-deliveries).
 type Ack = oneshot::Sender<Result<usize, StoreError>>;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -129,6 +134,19 @@ pub(super) trait Backend: Send + 'static {
     fn forward_cursor(&mut self, forward: &str, last_id: i64) -> Result<(), StoreError>;
     /// Called once after the last command (e.g. to checkpoint a write-ahead log).
     fn close(&mut self);
+    /// Called when no command came for [`IDLE`] after some did: upkeep that would slow a
+    /// burst of commits (SQLite checkpoints its write-ahead log here).
+    fn idle(&mut self) {}
+}
+
+/// The writer's timer for [`IDLE`]: a small runtime of its own, as the writer is a plain
+/// thread and may be started outside any runtime.
+fn idle_timer() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .inspect_err(|e| tracing::warn!(error = %e, "database writer: no idle timer"))
+        .ok()
 }
 
 /// A tailer's transaction on its way: [`TailCommit::wait`] says how it went.
@@ -373,6 +391,8 @@ impl Writer {
             batch: Vec::with_capacity(64),
             retained: Vec::new(),
             health: health.clone(),
+            upkeep_due: false,
+            timer: None,
         };
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
@@ -420,14 +440,22 @@ struct Loop<B> {
     /// first into the next commit.
     retained: Vec<Item>,
     health: Arc<Health>,
+    /// Commands came since the backend's last [`Backend::idle`].
+    upkeep_due: bool,
+    /// Only to wait for a command with a timeout (tokio's channel has no blocking one);
+    /// without it, no idle upkeep.
+    timer: Option<tokio::runtime::Runtime>,
 }
 
 impl<B: Backend> Loop<B> {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) -> usize {
+        // Built on this thread: a runtime must not be dropped inside another's tasks.
+        self.timer = idle_timer();
         loop {
             let Some(first) = self.next(&mut rx) else {
                 return self.finish(&mut rx);
             };
+            self.upkeep_due = true;
             let after = self.gather(first, &mut rx);
             self.commit_batch();
             match after {
@@ -448,6 +476,15 @@ impl<B: Backend> Loop<B> {
                 Err(mpsc::error::TryRecvError::Empty) => self.commit_batch(),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
             }
+        }
+        if let Some(timer) = self.timer.as_ref().filter(|_| self.upkeep_due) {
+            // The timeout is made inside: its timer belongs to this runtime.
+            let wait = async { tokio::time::timeout(IDLE, rx.recv()).await };
+            if let Ok(cmd) = timer.block_on(wait) {
+                return cmd;
+            }
+            self.upkeep_due = false;
+            self.backend.idle();
         }
         rx.blocking_recv()
     }
