@@ -189,10 +189,10 @@ impl KeyedWindow {
 
     /// The key with the most failures in the last minute.
     pub fn max(&self, now: i64) -> Option<(&str, u64)> {
-        let mut best: Option<(&str, u64)> = None;
         if self.past(now, 60) {
             return None;
         }
+        let mut best: Option<(&str, u64)> = None;
         for (k, r) in &self.keys {
             // Only a ring that could reach the best so far is summed.
             if best.is_some_and(|(_, n)| r.upper_bound() < n) {
@@ -214,10 +214,10 @@ impl KeyedWindow {
     /// [`max`](Self::max) without the tie-break by name, so rings that cannot beat the
     /// best so far are not summed, and the scan ends when one reaches [`hi`](Self::hi).
     pub fn max_count(&self, now: i64) -> u64 {
-        let mut best = 0;
         if self.past(now, 60) {
             return 0;
         }
+        let mut best = 0;
         for r in self.keys.values() {
             if best >= self.hi {
                 break;
