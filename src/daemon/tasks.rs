@@ -78,11 +78,6 @@ pub(super) async fn supervise_alerting(
     // database shared by several agents, rows committed by any agent are read back instead.
     let (tap, mut events) = mpsc::unbounded_channel();
     let shared = s.store.is_shared();
-    if !shared {
-        if let Err(e) = s.sink.set_event_tap(tap.clone()).await {
-            tracing::error!(error = %e, "audit_match rules will not see audit events");
-        }
-    }
     let mut config = s.config.clone();
     // One agent evaluates the rules and delivers (always this one on SQLite); the states
     // and the outbox are read when it takes the lease, so it goes on where the last left.
@@ -93,6 +88,15 @@ pub(super) async fn supervise_alerting(
         }
         let generation = stop.child_token();
         let c = config.borrow_and_update().clone();
+        let matches_rows = c.rules.iter().any(|r| r.kind == RuleKind::AuditMatch);
+        if !shared {
+            // Only while a rule reads them: the writer clones every row it commits for the
+            // tap (20,000 clones and evaluations in a 1 M-line catch-up, for nothing).
+            let wanted = matches_rows.then(|| tap.clone());
+            if let Err(e) = s.sink.set_event_tap(wanted).await {
+                tracing::error!(error = %e, "audit_match rules will not see audit events");
+            }
+        }
         let states = match s.store.reader().and_then(|db| evaluator::load_states(&db)) {
             Ok(states) => states,
             Err(e) => {
@@ -108,7 +112,7 @@ pub(super) async fn supervise_alerting(
                 s.sink.clone(),
                 Feed {
                     start: feed_start,
-                    rows: c.rules.iter().any(|r| r.kind == RuleKind::AuditMatch),
+                    rows: matches_rows,
                 },
                 tap.clone(),
                 generation.clone(),

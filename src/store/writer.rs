@@ -100,8 +100,8 @@ enum Command {
         ack: Reply<()>,
     },
     /// From now on, send every newly committed audit event to this channel (alert rules on
-    /// audit events see only what is stored).
-    Tap(EventTap),
+    /// audit events see only what is stored); `None` stops sending.
+    Tap(Option<EventTap>),
     /// Everything queued before this is committed; then the thread ends.
     Close,
 }
@@ -351,8 +351,9 @@ impl Sink {
         .await
     }
 
-    /// Sends every audit event committed from now on to `tap`.
-    pub async fn set_event_tap(&self, tap: EventTap) -> Result<(), StoreError> {
+    /// Sends every audit event committed from now on to `tap`; `None` stops it (each event
+    /// is cloned for the tap, so nobody should hold one that no rule reads).
+    pub async fn set_event_tap(&self, tap: Option<EventTap>) -> Result<(), StoreError> {
         self.tx
             .send(Command::Tap(tap))
             .await
@@ -644,7 +645,7 @@ impl<B: Backend> Loop<B> {
             } => {
                 let _ = ack.send(self.observed(|b| b.forward_cursor(&forward, last_id)));
             }
-            Command::Tap(t) => self.tap = Some(t),
+            Command::Tap(t) => self.tap = t,
             Command::Write(_) | Command::Close => unreachable!("handled by the loop"),
         }
     }

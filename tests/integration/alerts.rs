@@ -1108,6 +1108,101 @@ url = "{}"
     daemon.stop();
 }
 
+/// The writer sends committed rows to the rules only while an `audit_match` rule exists: one
+/// added by SIGHUP matches the rows committed from then on, not the ones before it.
+#[test]
+fn an_audit_match_rule_added_by_sighup_matches_the_rows_committed_after_it() {
+    let hook = WebhookSink::start();
+    let dir = tempfile::Builder::new()
+        .prefix("regwatch-alerts-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let config = |rule: &str| {
+        ConfigBuilder::new("http://127.0.0.1:9")
+            .registry("audit_from_logs", true)
+            .extra(&format!(
+                r#"[[log]]
+name = "access"
+registry = "main"
+path = "{}"
+format = "nginx_combined"
+{rule}
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+                log.display(),
+                hook.url()
+            ))
+            .build()
+    };
+    let daemon = Daemon::start_in(dir, &config(""), &[]);
+    let delete = |actor: &str, repo: &str| {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+            ))
+            .unwrap();
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        use std::io::Write;
+        writeln!(
+            f,
+            "10.0.0.5 - {actor} [{stamp}] \"DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\" 202 0 \"-\" \"curl/8\""
+        )
+        .unwrap();
+    };
+    delete("alice", "prod/old");
+    let deletes = |daemon: &Daemon| {
+        daemon
+            .get("/metrics")
+            .1
+            .lines()
+            .find(|l| l.starts_with("regwatch_audit_events_total{action=\"delete\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the first delete committed",
+        || deletes(&daemon).as_deref() == Some("1"),
+    );
+    let rule = r#"[[rule]]
+name = "prod-delete"
+kind = "audit_match"
+filter = { action = "delete", repository = "prod/*" }
+window = "5s"
+channels = ["hook"]"#;
+    let text = config(rule)
+        .replace("{port}", &daemon.port.to_string())
+        .replace("{dir}", &daemon.dir.path().display().to_string());
+    std::fs::write(daemon.config_path(), text).unwrap();
+    daemon.proc.signal("HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        daemon.proc.stderr().contains("configuration reloaded")
+    });
+    delete("bob", "prod/new");
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
+    assert_eq!(got[0].json()["labels"]["repository"], "prod/new");
+    assert_eq!(got[0].json()["labels"]["actor"], "bob");
+    std::thread::sleep(Duration::from_secs(2));
+    let firing: Vec<_> = hook
+        .received()
+        .iter()
+        .map(|r| r.json())
+        .filter(|n| n["status"] == "firing")
+        .collect();
+    assert_eq!(
+        firing.len(),
+        1,
+        "the delete before the rule matched: {firing:?}"
+    );
+    daemon.stop();
+}
+
 both_backends!(
     storage_usage_fires_from_the_storage_monitor_and_resolves_when_the_threshold_is_raised
 );
