@@ -23,9 +23,9 @@ const FINGERPRINT_BYTES: u64 = 256;
 /// Read size of a file that is followed live (what was appended since the last look).
 const FIRST_CHUNK: usize = 64 * 1024;
 /// Read size once a read fills [`FIRST_CHUNK`] (catching up a backlog): the lines of one
-/// read are handed out together, and the handler splits large blocks between threads. Half
-/// the tailer's batch (8 MiB, one commit): each block costs a helper thread and a join at
-/// which one thread waits for the other's last chunk, so fewer, larger blocks.
+/// read are handed out together, and the handler splits large blocks between threads. An
+/// eighth of the tailer's batch (32 MiB, one commit): each block costs a helper thread and a
+/// join at which one thread waits for the other's last chunk, so fewer, larger blocks.
 const CHUNK: usize = 4 << 20;
 /// Most lines handed out in one [`Lines`]: bounds the index of line ranges (512 KiB) when
 /// a file holds many short lines, and holds a whole [`CHUNK`] of access log (~22,000 lines
