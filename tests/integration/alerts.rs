@@ -326,12 +326,7 @@ channels = ["ops-mail", "ops-hook"]
 /// Appends failed logins of `user` from `addr` to an nginx access log, stamped now.
 fn failed_logins(log: &std::path::Path, addr: &str, user: &str, n: usize) {
     use std::io::Write;
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-        ))
-        .unwrap();
+    let stamp = clf_now();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -341,6 +336,21 @@ fn failed_logins(log: &std::path::Path, addr: &str, user: &str, n: usize) {
         writeln!(
             f,
             "{addr} - {user} [{stamp}] \"GET /v2/ HTTP/1.1\" 401 179 \"-\" \"docker/27.0\""
+        )
+        .unwrap();
+    }
+}
+
+/// Appends `actor`'s manifest deletes in each of `repos` to an nginx access log, stamped now.
+fn deletes(log: &std::path::Path, actor: &str, repos: &[&str]) {
+    use std::io::Write;
+    let stamp = clf_now();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    for repo in repos {
+        writeln!(
+            f,
+            "10.0.0.5 - {actor} [{stamp}] \"DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\" 202 0 \"-\" \"curl/8\""
         )
         .unwrap();
     }
@@ -818,23 +828,8 @@ timeout = "2s"
         ))
         .build();
     let daemon = Daemon::start_in(dir, &config, &[]);
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-        ))
-        .unwrap();
-    let digest = format!("sha256:{}", "ab".repeat(32));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    use std::io::Write;
     // A delete outside prod/ does not match; the one in prod/ does.
-    for repo in ["dev/app", "prod/app"] {
-        writeln!(
-            f,
-            "10.0.0.5 - alice [{stamp}] \"DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\" 202 0 \"-\" \"curl/8\""
-        )
-        .unwrap();
-    }
-    drop(f);
+    deletes(&log, "alice", &["dev/app", "prod/app"]);
     let got = hook.wait_for(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
     let n = got[0].json();
@@ -1097,11 +1092,7 @@ url = "{}"
     failed_logins(&log, "10.0.0.4", "eve", 11);
     std::thread::sleep(Duration::from_secs(2));
     assert!(hook.received().is_empty(), "11 is not above 100");
-    let text = config(10)
-        .replace("{port}", &daemon.port.to_string())
-        .replace("{dir}", &daemon.dir.path().display().to_string());
-    std::fs::write(daemon.config_path(), text).unwrap();
-    daemon.proc.signal("HUP");
+    daemon.reload(&config(10));
     let got = hook.wait_for(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
     assert_eq!(got[0].json()["labels"]["address"], "10.0.0.4");
@@ -1140,34 +1131,16 @@ url = "{}"
             .build()
     };
     let daemon = Daemon::start_in(dir, &config(""), &[]);
-    let delete = |actor: &str, repo: &str| {
-        let stamp = time::OffsetDateTime::now_utc()
-            .format(time::macros::format_description!(
-                "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-            ))
-            .unwrap();
-        let digest = format!("sha256:{}", "cd".repeat(32));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        use std::io::Write;
-        writeln!(
-            f,
-            "10.0.0.5 - {actor} [{stamp}] \"DELETE /v2/{repo}/manifests/{digest} HTTP/1.1\" 202 0 \"-\" \"curl/8\""
-        )
-        .unwrap();
-    };
-    delete("alice", "prod/old");
-    let deletes = |daemon: &Daemon| {
-        daemon
-            .get("/metrics")
-            .1
-            .lines()
-            .find(|l| l.starts_with("regwatch_audit_events_total{action=\"delete\"}"))
-            .map(|l| l.rsplit(' ').next().unwrap().to_string())
-    };
+    deletes(&log, "alice", &["prod/old"]);
     wait_until(
         Duration::from_secs(10),
         "the first delete committed",
-        || deletes(&daemon).as_deref() == Some("1"),
+        || {
+            metric(
+                &daemon.get("/metrics").1,
+                "regwatch_audit_events_total{action=\"delete\"}",
+            ) == Some(1.0)
+        },
     );
     let rule = r#"[[rule]]
 name = "prod-delete"
@@ -1175,15 +1148,11 @@ kind = "audit_match"
 filter = { action = "delete", repository = "prod/*" }
 window = "5s"
 channels = ["hook"]"#;
-    let text = config(rule)
-        .replace("{port}", &daemon.port.to_string())
-        .replace("{dir}", &daemon.dir.path().display().to_string());
-    std::fs::write(daemon.config_path(), text).unwrap();
-    daemon.proc.signal("HUP");
+    daemon.reload(&config(rule));
     wait_until(Duration::from_secs(10), "the reload", || {
         daemon.proc.stderr().contains("configuration reloaded")
     });
-    delete("bob", "prod/new");
+    deletes(&log, "bob", &["prod/new"]);
     let got = hook.wait_for(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1, "{}", daemon.proc.stderr());
     assert_eq!(got[0].json()["labels"]["repository"], "prod/new");
@@ -1269,11 +1238,7 @@ url = "{}"
         ),
         None
     );
-    let raised = config("0.999")
-        .replace("{port}", &daemon.port.to_string())
-        .replace("{dir}", &daemon.dir.path().display().to_string());
-    std::fs::write(daemon.config_path(), raised).unwrap();
-    daemon.proc.signal("HUP");
+    daemon.reload(&config("0.999"));
     let got = hook.wait_for(2, Duration::from_secs(15));
     assert_eq!(got.len(), 2, "{}", daemon.proc.stderr());
     assert_eq!(got[1].json()["status"], "resolved");

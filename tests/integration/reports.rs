@@ -67,11 +67,7 @@ fn reports_are_written_on_schedule_and_on_demand(backend: Backend) {
     let reports = dir.path().join("reports");
     std::fs::create_dir(&reports).unwrap();
     let log = dir.path().join("access.log");
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-        ))
-        .unwrap();
+    let stamp = clf_now();
     let line =
         format!("10.0.0.5 - eve [{stamp}] \"GET /v2/ HTTP/1.1\" 401 179 \"-\" \"docker/27.0\"\n");
     std::fs::write(&log, line.repeat(3)).unwrap();

@@ -55,10 +55,7 @@ impl Daemon {
         config: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
-        let text = config
-            .replace("{port}", &port.to_string())
-            .replace("{dir}", &dir.path().display().to_string());
-        fs::write(dir.path().join("regwatch.toml"), text).unwrap();
+        fs::write(dir.path().join("regwatch.toml"), fill(config, port, &dir)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_regwatch"));
         cmd.arg("run")
             .arg("--config")
@@ -93,6 +90,12 @@ impl Daemon {
         http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// Replaces the config (placeholders filled as at start) and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        fs::write(self.config_path(), fill(config, self.port, &self.dir)).unwrap();
+        self.proc.signal("HUP");
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("regwatch.toml")
     }
@@ -121,4 +124,11 @@ pub fn regwatch(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `config` with `{port}` and `{dir}` filled in.
+fn fill(config: &str, port: u16, dir: &tempfile::TempDir) -> String {
+    config
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.path().display().to_string())
 }

@@ -8,7 +8,8 @@
 //! - [`nginx`]: [`Nginx`] in front of it with its own basic auth (same htpasswd), combined
 //!   and JSON access logs, an error log; `bob` is read-only through it.
 //! - [`nginx_logs`]: [`tally`], nginx's access log counted by hand (pulls, blob checks,
-//!   failed logins, regwatch's own lines), the oracle for the traffic metrics.
+//!   failed logins, regwatch's own lines), the oracle for the traffic metrics; [`clf_now`],
+//!   the time for lines a test appends.
 //! - [`token_server`]: [`TokenServer`], a registry token server for bearer-token auth.
 //! - [`images`]: [`Images`], small OCI images built with `umoci`, pushed and pulled with
 //!   `skopeo`.

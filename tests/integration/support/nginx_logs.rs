@@ -27,6 +27,15 @@ pub struct Counts {
     pub own: usize,
 }
 
+/// Now in nginx's `$time_local` form (UTC), for lines a test appends to an access log.
+pub fn clf_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+        ))
+        .unwrap()
+}
+
 pub fn tally(access_log: &std::path::Path) -> Tally {
     let text = std::fs::read_to_string(access_log).unwrap();
     let mut t = Tally::default();
